@@ -1,0 +1,3 @@
+from moviedreamer.cli import main
+
+raise SystemExit(main())
