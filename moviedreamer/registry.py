@@ -110,8 +110,13 @@ class Registry:
     def require(self, keys) -> None:
         """Check several components at once and report every missing one in one error."""
         missing = [self.component(k).describe_missing() for k in keys if not self.component(k).present]
+        if len(missing) == 1:
+            raise MissingComponentError(missing[0])
         if missing:
-            raise MissingComponentError("\n".join(missing))
+            lines = "\n".join(f"  - {m}" for m in missing)
+            raise MissingComponentError(
+                f"profile '{self.name}' is missing {len(missing)} components (see `moviedreamer checkpoints --profile {self.name}`):\n{lines}"
+            )
 
     def table(self) -> list[tuple[str, str, str, str]]:
         return [(c.key, str(c.path), c.format, "present" if c.present else "MISSING") for c in self.components.values()]

@@ -1,0 +1,91 @@
+"""Schema sync, valid stories, timeline and CLI basics."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moviedreamer.script import load_story
+from moviedreamer.script.schema_cmd import schema_text
+from moviedreamer.script.timeline import build_timeline, frames_for, shot_seed
+
+REPO = Path(__file__).resolve().parent.parent
+STORIES = sorted((REPO / "stories").glob("*/*.yaml"))
+
+
+def test_committed_schema_is_up_to_date():
+    committed = (REPO / "scripts_schema" / "story.schema.json").read_text(encoding="utf-8")
+    assert committed == schema_text(), "run `moviedreamer schema` and commit scripts_schema/story.schema.json"
+
+
+def test_schema_readme_documents_every_field():
+    from moviedreamer.script.models import Character, Scene, Shot, Story
+
+    readme = (REPO / "scripts_schema" / "README.md").read_text(encoding="utf-8")
+    for model in (Story, Character, Scene, Shot):
+        for name in model.model_fields:
+            assert f"`{name}`" in readme, f"{model.__name__}.{name} is not documented"
+
+
+def test_there_are_toy_and_paper_stories():
+    assert len([p for p in STORIES if p.parent.name == "toy"]) >= 3
+    assert len([p for p in STORIES if p.parent.name == "paper"]) >= 2
+
+
+@pytest.mark.parametrize("path", STORIES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_stories_validate(path, run_cli):
+    code, out, err = run_cli("validate", path)
+    assert code == 0, err
+    assert "ok" in out
+
+
+def test_timeline_frames_and_seeds():
+    story = load_story(REPO / "stories" / "paper" / "ocean_liner.yaml").story
+    timeline = build_timeline(story)
+    assert len(timeline) == sum(len(s.shots) for s in story.scenes)
+    assert timeline[0].start_frame == 0
+    for a, b in zip(timeline, timeline[1:]):
+        assert b.start_frame == a.end_frame
+    assert timeline[-1].end_frame == sum(frames_for(t.shot.duration, story.fps) for t in timeline)
+    assert len({t.seed for t in timeline}) == len(timeline)
+    # a shot's seed depends only on (story seed, scene id, index in scene)
+    assert shot_seed(1, "beach", 0) == shot_seed(1, "beach", 0) != shot_seed(1, "beach", 1) != shot_seed(2, "beach", 1)
+    assert frames_for(0.05, 8) == 1 and frames_for(4, 8) == 32
+
+
+def test_help_and_unbuilt_commands(run_cli, capsys):
+    with pytest.raises(SystemExit) as e:
+        from moviedreamer.cli import main
+
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("validate", "schema", "checkpoints", "generate-movie", "train", "toyworld", "eval", "prepare-data"):
+        assert cmd in out
+
+
+def test_generate_movie_bad_script_writes_nothing(tmp_path, run_cli):
+    out_dir = tmp_path / "movie"
+    code, _, err = run_cli("generate-movie", REPO / "tests/data/bad_scripts/negative_duration.yaml", "-o", out_dir)
+    assert code == 2 and "duration" in err and "Traceback" not in err
+    assert not out_dir.exists()
+
+
+def test_generate_movie_missing_components_is_clear(tmp_path, run_cli):
+    profile = tmp_path / "empty_profile.yaml"
+    profile.write_text(
+        "root: models\ncomponents:\n" + "".join(f"  {k}: {{path: {k}, format: moviedreamer}}\n" for k in
+        ["text_tokenizer", "descriptor_encoder", "vision_encoder", "face_analysis", "vae", "keyframe_tokenizer", "ar", "i2v"])
+    )
+    out_dir = tmp_path / "movie"
+    code, _, err = run_cli("generate-movie", REPO / "stories/paper/ocean_liner.yaml", "--profile", profile, "-o", out_dir)
+    assert code == 2 and "components.vae" in err and "Traceback" not in err
+    assert not out_dir.exists()
+
+
+def test_validate_is_fast_and_torch_free():
+    """`validate` must not pay for importing torch (a 2,000-shot story validates in well under 2 s)."""
+    code = "import sys; from moviedreamer.cli import main; main(['validate', '-q', sys.argv[1]]); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO / "stories/paper/ocean_liner.yaml")], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
