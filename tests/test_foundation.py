@@ -89,3 +89,32 @@ def test_validate_is_fast_and_torch_free():
     code = "import sys; from moviedreamer.cli import main; main(['validate', '-q', sys.argv[1]]); print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code, str(REPO / "stories/paper/ocean_liner.yaml")], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
+
+
+def test_long_descriptor_warns_with_overshoot(tmp_path, run_cli):
+    words = " ".join(f"detail{i}" for i in range(300))
+    path = tmp_path / "long.yaml"
+    path.write_text(
+        "title: Long\ncharacters:\n  - id: mia\n    name: Mia\n"
+        f"    description: {words}\nscenes:\n  - id: a\n    setting: a beach\n    shots:\n"
+        "      - {duration: 2, characters: [mia], action: Mia waves, camera: wide shot}\n"
+    )
+    code, out, err = run_cli("validate", path)
+    assert code == 0  # a warning, not an error
+    line = err.strip().splitlines()[0]
+    assert line.startswith(f"{path}:5:18: characters[0].description: warning:"), line
+    n_tokens = int(line.split("descriptor is ")[1].split()[0])
+    assert n_tokens > 300 and f"{n_tokens - 248} over" in line
+
+
+def test_short_descriptor_shortcut_is_sound():
+    """Texts of ≤ 246 characters skip BPE; check with the real CLIP tokenizer that they are truly within budget,
+    even for worst cases (rare words, digits, punctuation, non-ASCII)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from moviedreamer.script.checks import LONGCLIP_TOKENS
+
+    tok = SimpleTokenizer()
+    for text in ["x" * 246, "é" * 246, "!?" * 123, "qzx7 " * 49 + "a", "1" * 246]:
+        text = text[:246]
+        assert len(tok.encode(text)) + 2 <= LONGCLIP_TOKENS, text
