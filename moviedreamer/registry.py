@@ -29,7 +29,12 @@ def _has(*names):
 FORMATS: dict[str, Format] = {
     "hf-tokenizer": Format("a Hugging Face tokenizer folder (tokenizer.json or tokenizer.model)", _has("tokenizer.json|tokenizer.model")),
     "hf-model": Format("a Hugging Face model folder (config.json + model.safetensors or its index)", _has("config.json", "model.safetensors|model.safetensors.index.json")),
-    "hf-clip-vision": Format("a CLIPVisionModelWithProjection folder (config.json + model.safetensors)", _has("config.json", "model.safetensors")),
+    "hf-clip-vision": Format(
+        "a CLIPVisionModelWithProjection / CLIPModel folder (config.json + model.safetensors) or an open_clip folder (open_clip_config.json + weights)",
+        lambda p: _has("config.json", "model.safetensors")(p)
+        or _has("open_clip_config.json", "open_clip_model.safetensors|open_clip_pytorch_model.bin")(p),
+    ),
+    "hf-clip-text": Format("a LongCLIP text model folder in HF format (config.json with max_position_embeddings 248 + model.safetensors)", _has("config.json", "model.safetensors")),
     "diffusers": Format(
         "a diffusers model folder (config.json + diffusion_pytorch_model.safetensors)",
         _has("config.json", "diffusion_pytorch_model.safetensors|diffusion_pytorch_model.safetensors.index.json"),
