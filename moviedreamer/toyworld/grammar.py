@@ -1,0 +1,153 @@
+"""The toy world's vocabulary: write descriptors from parameters (templated, varied wording) and read them
+back. Reading is strict: a phrase the world does not know is an error that names it."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from moviedreamer.errors import UserError
+from moviedreamer.toyworld.world import CHARACTER_BY_ID, SCENE_BY_ID, SCENES, Character, ShotParams
+
+SETTING_TEMPLATES = {
+    "beach": ["a sunny beach with blue sea and yellow sand", "the beach, with the sea behind", "a sandy beach by the sea"],
+    "forest": ["a green forest with tall pine trees", "the woods, among dark pine trees", "a quiet forest clearing"],
+    "city": ["a city street with tall buildings", "downtown, between the buildings", "a busy city street"],
+    "night": ["a dark night under the stars and the moon", "the hills at night, stars overhead", "a starry night"],
+    "snow": ["a snowy field in winter", "deep snow on a winter day", "a white snowy plain"],
+    "room": ["a cosy living room", "indoors, in a room with windows", "a warm room with pictures on the walls"],
+    "desert": ["a hot desert with sand dunes", "the desert, among the dunes", "an empty desert"],
+    "park": ["a green park with benches", "the park, on the grass", "a sunny meadow in the park"],
+}
+ACTION_TEMPLATES = {
+    "stand": ["{who} {stand}", "{who} {stand} quietly"],
+    "walk": ["{who} {walk} to the {dir}", "{who} {walk} towards the {dir}"],
+    "run": ["{who} {run} to the {dir}", "{who} {run} off to the {dir}"],
+    "jump": ["{who} {jump}", "{who} {jump} up and down"],
+    "wave": ["{who} {wave}", "{who} {wave} hello"],
+    "sit": ["{who} {sit} down", "{who} {sit} on the ground"],
+    "turn": ["{who} {turn} around", "{who} {turn} to look"],
+}
+VERBS = {  # action → (singular, plural) forms the generator writes; the reader also knows the synonyms
+    "stand": ("stands", "stand"), "walk": ("walks", "walk"), "run": ("runs", "run"), "jump": ("jumps", "jump"),
+    "wave": ("waves", "wave"), "sit": ("sits", "sit"), "turn": ("turns", "turn"),
+}
+VERB_WORDS = {
+    "stand": ["stands", "stand", "standing", "waits", "wait", "waiting"],
+    "walk": ["walks", "walk", "walking", "strolls", "stroll"],
+    "run": ["runs", "run", "running", "dashes", "dash"],
+    "jump": ["jumps", "jump", "jumping", "hops", "hop"],
+    "wave": ["waves", "wave", "waving"],
+    "sit": ["sits", "sit", "sitting"],
+    "turn": ["turns", "turn", "turning"],
+}
+FRAMING_WORDS = {"wide": ["wide shot", "wide angle", "long shot", "wide"], "medium": ["medium shot", "mid shot", "medium"], "close": ["close-up", "close up", "closeup"]}
+MOVE_WORDS = {
+    "pan_left": ["slow pan left", "pan left", "pans left"], "pan_right": ["slow pan right", "pan right", "pans right"],
+    "zoom_in": ["slow zoom in", "zoom in", "zooms in", "push in"], "zoom_out": ["slow zoom out", "zoom out", "zooms out", "pull back"],
+    "static": ["static", "still camera", "locked off"],
+}
+
+
+def describe_character(c: Character) -> str:
+    hat = "no hat" if c.hat == "none" else f"a {c.hat}"
+    mouth = {"smile": "a smiling mouth", "open": "an open mouth", "flat": "a flat mouth"}[c.mouth]
+    return f"a {c.kind} with {_a(c.head_shape)} {c.head_colour} face, {c.eyes} eyes, {mouth}, {_a(c.clothes_colour)} {c.clothes_colour} {c.clothes} and {hat}"
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def write_setting(scene: str, rng: np.random.Generator) -> str:
+    options = SETTING_TEMPLATES[scene]
+    return options[int(rng.integers(len(options)))]
+
+
+def write_action(p: ShotParams, names: list[str], rng: np.random.Generator) -> str:
+    who = _join_names(names) if names else "Nobody"
+    plural = len(names) > 1
+    verb = VERBS[p.action][1 if plural else 0]
+    template = ACTION_TEMPLATES[p.action][int(rng.integers(len(ACTION_TEMPLATES[p.action])))]
+    return template.format(who=who, dir=p.direction or "", **{p.action: verb})
+
+
+def write_camera(p: ShotParams, rng: np.random.Generator) -> str:
+    framing = FRAMING_WORDS[p.framing][int(rng.integers(2))]
+    if p.move == "static":
+        return framing if rng.random() < 0.5 else f"{framing}, static"
+    return f"{framing}, {MOVE_WORDS[p.move][int(rng.integers(2))]}"
+
+
+def _join_names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+class PhraseError(UserError):
+    """A descriptor the toy world cannot read; `field` says which one."""
+
+    def __init__(self, field: str, text: str, why: str):
+        self.field, self.text = field, text
+        super().__init__(f"{field}: cannot read {text!r} in the toy vocabulary: {why}")
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+(?:-[a-z]+)?", text.lower())
+
+
+def read_setting(text: str, field: str = "setting") -> str:
+    words = set(_words(text)) | {" ".join(p) for p in zip(_words(text), _words(text)[1:])}
+    found = [s.id for s in SCENES if any(w in words for w in s.words)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        known = ", ".join(w for s in SCENES for w in s.words[:1])
+        raise PhraseError(field, text, f"no known place in it (expected one of: {known})")
+    raise PhraseError(field, text, f"it names several places ({', '.join(found)})")
+
+
+def read_action(text: str, field: str = "action") -> tuple[str, str | None]:
+    words = _words(text)
+    actions = [a for a, forms in VERB_WORDS.items() if any(w in forms for w in words)]
+    if not actions:
+        raise PhraseError(field, text, f"no known action (expected one of: {', '.join(VERB_WORDS)})")
+    if len(set(actions)) > 1:
+        raise PhraseError(field, text, f"several actions at once ({', '.join(actions)}); the toy world plays one per shot")
+    action = actions[0]
+    dirs = [w for w in words if w in ("left", "right")]
+    if action in ("walk", "run"):
+        if len(set(dirs)) != 1:
+            raise PhraseError(field, text, f"'{action}' needs one direction: 'to the left' or 'to the right'")
+        return action, dirs[0]
+    return action, None
+
+
+def read_camera(text: str, field: str = "camera") -> tuple[str, str]:
+    low = text.lower()
+    framing = [f for f, forms in FRAMING_WORDS.items() if any(re.search(rf"\b{re.escape(x)}\b", low) for x in forms)]
+    move = [m for m, forms in MOVE_WORDS.items() if any(re.search(rf"\b{re.escape(x)}\b", low) for x in forms)]
+    if len(framing) != 1:
+        raise PhraseError(field, text, "expected one framing: wide shot, medium shot or close-up")
+    if len(move) > 1:
+        raise PhraseError(field, text, f"several camera moves ({', '.join(move)}); expected at most one")
+    return framing[0], move[0] if move else "static"
+
+
+def read_character(description: str, char_id: str, field: str) -> str:
+    """The catalogue character a description names: by id if it is a toy-world id, checked against the text."""
+    if char_id in CHARACTER_BY_ID:
+        c = CHARACTER_BY_ID[char_id]
+        for attr in (c.head_colour, c.clothes_colour, c.clothes):
+            if attr not in description.lower():
+                raise PhraseError(field, description, f"'{char_id}' in the toy world has {attr!r} in its description: {describe_character(c)!r}")
+        return char_id
+    matches = [c.id for c in CHARACTER_BY_ID.values() if describe_character(c) == description.strip()]
+    if len(matches) == 1:
+        return matches[0]
+    raise PhraseError(field, description, f"no toy-world character with id '{char_id}' or this exact description (ids: {', '.join(CHARACTER_BY_ID)})")
+
+
+def known_scene(scene_id: str) -> bool:
+    return scene_id in SCENE_BY_ID

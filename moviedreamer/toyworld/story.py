@@ -1,0 +1,132 @@
+"""Stories in the toy world: random shot parameters, parameters → a story script (the user-facing YAML
+format), and a story script → parameters (so any story written in the toy vocabulary has a ground truth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from moviedreamer.errors import Problem, ScriptError
+from moviedreamer.script.timeline import shot_seed
+from moviedreamer.toyworld.grammar import PhraseError, describe_character, read_action, read_camera, read_character, read_setting, write_action, write_camera, write_setting
+from moviedreamer.toyworld.world import ACTIONS, CHARACTER_BY_ID, CHARACTERS, DIRECTED_ACTIONS, FRAMINGS, MOVES, SCENE_IDS, ShotParams
+
+LOOKALIKE_PAIRS = [("mia", "ada"), ("tom", "ben"), ("zed", "kit"), ("lea", "max")]
+
+
+def random_shot(rng: np.random.Generator, scene: str, cast: list[str], duration: float = 4.0, layout_seed: int = 0, max_chars: int = 3) -> ShotParams:
+    n = int(rng.integers(1, min(max_chars, len(cast)) + 1))
+    chars = tuple(str(c) for c in rng.choice(cast, n, replace=False))
+    action = str(rng.choice(ACTIONS))
+    direction = str(rng.choice(["left", "right"])) if action in DIRECTED_ACTIONS else None
+    return ShotParams(scene, chars, action, direction, str(rng.choice(FRAMINGS)), str(rng.choice(MOVES)), duration, layout_seed)
+
+
+def generate_story(minutes: float, seed: int, cast_size: int = 5, fps: int = 8, resolution=(128, 128), title: str | None = None) -> dict:
+    """A story of about `minutes` with recurring characters and scenes revisited far apart (3–6 s shots)."""
+    rng = np.random.default_rng(seed)
+    pair = LOOKALIKE_PAIRS[int(rng.integers(len(LOOKALIKE_PAIRS)))]
+    others = [c.id for c in CHARACTERS if c.id not in pair]
+    cast = list(pair) + [str(c) for c in rng.choice(others, max(0, cast_size - 2), replace=False)]
+    total, scenes, visits = 0.0, [], {}
+    first_scene = str(rng.choice(SCENE_IDS))
+    while total < minutes * 60:
+        remaining = minutes * 60 - total
+        place = first_scene if not scenes or remaining < 40 and scenes[-1]["place"] != first_scene else str(rng.choice(SCENE_IDS))
+        visits[place] = visits.get(place, 0) + 1
+        scene_id = place if visits[place] == 1 else f"{place}-{visits[place]}"
+        scene_cast = [str(c) for c in rng.choice(cast, int(rng.integers(2, 4)), replace=False)]
+        shots = []
+        for _ in range(int(rng.integers(3, 9))):
+            if total >= minutes * 60:
+                break
+            duration = float(rng.integers(3, 7))
+            shots.append(random_shot(rng, place, scene_cast, duration))
+            total += duration
+        scenes.append({"place": place, "id": scene_id, "cast": scene_cast, "shots": shots})
+    return story_from_params(scenes, cast, seed, fps, resolution, title or f"Toy Tales {seed}", rng)
+
+
+def story_from_params(scenes: list[dict], cast: list[str], seed: int, fps: int, resolution, title: str, rng: np.random.Generator) -> dict:
+    """scenes: [{"id", "place", "shots": [ShotParams], "cast"?}] → a story dict in the user-facing format."""
+    names = {cid: CHARACTER_BY_ID[cid].name for cid in cast}
+    out_scenes = []
+    for sc in scenes:
+        shots = []
+        for p in sc["shots"]:
+            shots.append({"duration": p.duration, "characters": list(p.characters), "action": write_action(p, [names[c] for c in p.characters], rng), "camera": write_camera(p, rng)})
+        who = sc.get("cast") or sorted({c for p in sc["shots"] for c in p.characters})
+        plot = f"{' and '.join(names[c] for c in who[:2])} spend some time here"
+        out_scenes.append({"id": sc["id"], "setting": write_setting(sc["place"], rng), "plot": plot, "shots": shots})
+    return {
+        "title": title,
+        "style": "bright toy cartoon",
+        "fps": fps,
+        "resolution": list(resolution),
+        "seed": int(seed),
+        "characters": [{"id": c, "name": names[c], "description": describe_character(CHARACTER_BY_ID[c])} for c in cast],
+        "scenes": out_scenes,
+    }
+
+
+def write_story(story: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(story, Dumper=_FlowListDumper, sort_keys=False, allow_unicode=True, width=140), encoding="utf-8")
+    return path
+
+
+class _FlowListDumper(yaml.SafeDumper):
+    """Short lists of plain values ([128, 128], [mia, tom]) on one line, as people write them."""
+
+
+def _represent_list(dumper, data):
+    flow = all(isinstance(x, (str, int, float)) for x in data) and len(data) <= 8
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_FlowListDumper.add_representer(list, _represent_list)
+
+
+def read_story_params(loaded) -> list[ShotParams]:
+    """Shot parameters of a loaded story written in the toy vocabulary. Every phrase the world cannot read
+    is reported with its file:line:col (all at once)."""
+    from moviedreamer.script.yaml_positions import load_located
+
+    story = loaded.story
+    located = load_located(loaded.path)
+    problems: list[Problem] = []
+    catalogue: dict[str, str] = {}
+    for ci, char in enumerate(story.characters):
+        try:
+            catalogue[char.id] = read_character(char.description, char.id, f"characters[{ci}].description")
+        except PhraseError as e:
+            problems.append(located.problem(("characters", ci, "description"), str(e).split(": ", 1)[1]))
+    out = []
+    for si, ti, scene, shot in story.shots():
+        base = ("scenes", si, "shots", ti)
+        try:
+            place = read_setting(scene.setting, f"scenes[{si}].setting")
+            action, direction = read_action(shot.action, f"scenes[{si}].shots[{ti}].action")
+            framing, move = read_camera(shot.camera, f"scenes[{si}].shots[{ti}].camera")
+        except PhraseError as e:
+            path = ("scenes", si, "setting") if e.field.endswith("setting") else base + (e.field.rsplit(".", 1)[1],)
+            problems.append(located.problem(path, str(e).split(": ", 1)[1]))
+            continue
+        chars = tuple(catalogue.get(c, c) for c in shot.characters)
+        if all(c in CHARACTER_BY_ID for c in chars):
+            out.append(ShotParams(place, chars, action, direction, framing, move, shot.duration, shot_seed(story.seed, scene.id, ti)))
+    if problems:
+        raise ScriptError(_dedupe(problems))
+    return out
+
+
+def _dedupe(problems):
+    seen, out = set(), []
+    for p in problems:
+        if (p.line, p.col) not in seen:
+            seen.add((p.line, p.col))
+            out.append(p)
+    return out
