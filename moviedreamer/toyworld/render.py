@@ -37,6 +37,7 @@ class Frame:
     boxes: dict[str, tuple[int, int, int, int]]  # character id → (x0, y0, x1, y1) pixels, clipped to the frame
     face_boxes: dict[str, tuple[int, int, int, int]]
     flow: np.ndarray | None = None  # float32 [H, W, 2]: forward flow to the next frame, pixels (x, y)
+    visible: tuple[str, ...] = ()  # characters whose face is at least half inside the frame
 
 
 # --- layout and motion ------------------------------------------------------------------------------------
@@ -251,16 +252,19 @@ def render_frame(params: ShotParams, frame: int, fps: int = 8, size: tuple[int, 
     boxes: dict[str, list[float]] = {}
     faces: dict[str, list[float]] = {}
     for i, p in enumerate(prims):
-        m = _mask(p, X, Y)
+        ys, xs = _pixel_window(p, cam, width, height)
+        if ys.start >= ys.stop or xs.start >= xs.stop:
+            continue
+        m = _mask(p, X[ys, xs], Y[ys, xs])
         if not m.any():
             continue
-        image[m] = p.colour
-        owner[m] = i
+        image[ys, xs][m] = p.colour
+        owner[ys, xs][m] = i
         if p.owner:
             _grow(boxes, p.owner, p, cam, width, height)
             if p.part == "head":
                 _grow(faces, p.owner, p, cam, width, height)
-    out = Frame(image, _clip_boxes(boxes, width, height), _clip_boxes(faces, width, height))
+    out = Frame(image, _clip_boxes(boxes, width, height), _clip_boxes(faces, width, height), visible=_visible(faces, width, height))
     if flow:
         cam_next = camera(params, (frame + 1) / fps)
         nxt = scene_prims(params, (frame + 1) / fps)
@@ -272,12 +276,36 @@ def render_frame(params: ShotParams, frame: int, fps: int = 8, size: tuple[int, 
     return out
 
 
+def _extent(p: Prim) -> tuple[float, float]:
+    """Half-width and half-height of a primitive's bounding box in world units."""
+    return (max(p.size[0], p.size[1]), p.size[2]) if p.shape == "trapezoid" else p.size[:2]
+
+
+def _pixel_window(p: Prim, cam, width: int, height: int) -> tuple[slice, slice]:
+    """The pixel rows/columns a primitive can touch: masks are evaluated only there."""
+    ex, ey = _extent(p)
+    x0, y0 = _project(cam, p.anchor[0] - ex, p.anchor[1] - ey, width, height)
+    x1, y1 = _project(cam, p.anchor[0] + ex, p.anchor[1] + ey, width, height)
+    clamp = lambda v, hi: min(max(v, 0), hi)  # noqa: E731
+    return slice(clamp(int(math.floor(y0)), height), clamp(int(math.ceil(y1)) + 1, height)), slice(clamp(int(math.floor(x0)), width), clamp(int(math.ceil(x1)) + 1, width))
+
+
 def _grow(boxes, cid, p: Prim, cam, width, height):
-    ext = (max(p.size[0], p.size[1]), p.size[2]) if p.shape == "trapezoid" else p.size[:2]
+    ext = _extent(p)
     x0, y0 = _project(cam, p.anchor[0] - ext[0], p.anchor[1] - ext[1], width, height)
     x1, y1 = _project(cam, p.anchor[0] + ext[0], p.anchor[1] + ext[1], width, height)
     b = boxes.setdefault(cid, [x0, y0, x1, y1])
     b[0], b[1], b[2], b[3] = min(b[0], x0), min(b[1], y0), max(b[2], x1), max(b[3], y1)
+
+
+def _visible(faces, width, height) -> tuple[str, ...]:
+    out = []
+    for cid, (x0, y0, x1, y1) in faces.items():
+        area = (x1 - x0) * (y1 - y0)
+        inside = max(0.0, min(x1, width) - max(x0, 0)) * max(0.0, min(y1, height) - max(y0, 0))
+        if area > 0 and inside >= 0.5 * area:
+            out.append(cid)
+    return tuple(sorted(out))
 
 
 def _clip_boxes(boxes, width, height):

@@ -17,11 +17,13 @@ LOOKALIKE_PAIRS = [("mia", "ada"), ("tom", "ben"), ("zed", "kit"), ("lea", "max"
 
 
 def random_shot(rng: np.random.Generator, scene: str, cast: list[str], duration: float = 4.0, layout_seed: int = 0, max_chars: int = 3) -> ShotParams:
-    n = int(rng.integers(1, min(max_chars, len(cast)) + 1))
+    """A random shot. Close-ups frame one character, so a shot's characters are exactly those you see."""
+    framing = str(rng.choice(FRAMINGS))
+    n = 1 if framing == "close" else int(rng.integers(1, min(max_chars, len(cast)) + 1))
     chars = tuple(str(c) for c in rng.choice(cast, n, replace=False))
     action = str(rng.choice(ACTIONS))
     direction = str(rng.choice(["left", "right"])) if action in DIRECTED_ACTIONS else None
-    return ShotParams(scene, chars, action, direction, str(rng.choice(FRAMINGS)), str(rng.choice(MOVES)), duration, layout_seed)
+    return ShotParams(scene, chars, action, direction, framing, str(rng.choice(MOVES)), duration, layout_seed)
 
 
 def generate_story(minutes: float, seed: int, cast_size: int = 5, fps: int = 8, resolution=(128, 128), title: str | None = None) -> dict:
