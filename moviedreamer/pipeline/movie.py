@@ -48,6 +48,7 @@ class MovieDreamerPipeline:
 
     def __call__(self, loaded, out_dir, shots: tuple[int, int] | None = None, keyframes_only: bool = False, fresh: bool = False, quiet: bool = False, seed: int | None = None) -> RunReport:
         story = loaded.story if seed is None else loaded.story.model_copy(update={"seed": seed})
+        self._story_path = getattr(loaded, "path", None) and Path(loaded.path).resolve()
         out_dir = Path(out_dir)
         ranks = Ranks.from_env()
         report = RunReport(out_dir)
@@ -183,6 +184,7 @@ class MovieDreamerPipeline:
         write_json_atomic(
             {
                 "title": story.title,
+                "story": str(self._story_path) if self._story_path else None,
                 "profile": self.c.profile,
                 "fingerprints": {"encoder": self.c.encoder.fingerprint, "planner": self.c.planner.fingerprint, "keyframes": self.c.keyframes.fingerprint, "clips": self.c.clips.fingerprint},
                 "seed": story.seed,

@@ -1,0 +1,35 @@
+"""`moviedreamer eval OUT_DIR|MOVIE.mp4 [--story STORY.yaml] [--compare OTHER]`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HELP = "score a movie against its story: consistency, CLIP score, flicker, motion, judge fidelity → metrics.json + report.html"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("movie", type=Path, help="a generate-movie output folder, or an .mp4")
+    p.add_argument("--story", type=Path, help="the story the movie was made from (read from the folder's manifest if omitted)")
+    p.add_argument("--compare", type=Path, action="append", default=[], help="another movie of the same story to show side by side (repeatable)")
+    p.add_argument("-o", "--output", type=Path, help="where to write metrics.json and report.html (default: OUT_DIR/eval or MOVIE.eval/)")
+    p.add_argument("--profile", help="model profile for the face and CLIP encoders (default: toy)")
+
+
+def run(args) -> int:
+    from moviedreamer.eval.report import write_report
+    from moviedreamer.eval.run import evaluate
+
+    inputs = [args.movie] + args.compare
+    evaluations = {}
+    for path in inputs:
+        name = path.name if path.name not in evaluations else str(path)
+        evaluations[name] = evaluate(path, args.story, args.profile).to_json()
+    out = args.output or (args.movie / "eval" if args.movie.is_dir() else args.movie.with_suffix(".eval"))
+    report = write_report(out, evaluations)
+    for name, e in evaluations.items():
+        m = e["metrics"]
+        judge = "n/a" if not m.get("judge") else f"{m['judge']['scene_and_characters']:.3f}"
+        clip = "n/a" if m.get("clip_score") is None else f"{m['clip_score']:.2f}"
+        print(f"{name}: flicker {m['flicker']:.4f}, motion {m['motion_px_per_frame']:.3f} px/frame, judge {judge}, CLIP score {clip}")
+    print(f"wrote {out / 'metrics.json'} and {report}")
+    return 0

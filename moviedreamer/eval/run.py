@@ -1,0 +1,158 @@
+"""Score a movie against its story: stream the frames shot by shot along the story's timeline (one shot
+in memory at a time), then compute every metric whose components are available."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from moviedreamer.eval import metrics
+from moviedreamer.script.timeline import build_timeline
+
+MAX_MOTION_PAIRS = 12  # flow pairs per shot (evenly spread): keeps hour-long movies cheap
+
+
+@dataclass
+class ShotFrames:
+    index: int
+    keyframe: np.ndarray
+    flicker: float
+    motion: float
+
+
+@dataclass
+class Evaluation:
+    movie: str
+    metrics: dict = field(default_factory=dict)
+    per_shot: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"movie": self.movie, "metrics": self.metrics, "per_shot": self.per_shot, "notes": self.notes}
+
+
+def find_movie(path: Path) -> Path:
+    from moviedreamer.errors import UserError
+
+    if path.is_dir():
+        if (path / "movie.mp4").is_file():
+            return path / "movie.mp4"
+        raise UserError(f"{path}: expected a generate-movie folder with movie.mp4, found none")
+    if path.is_file():
+        return path
+    raise UserError(f"{path}: expected a movie (.mp4) or a generate-movie folder, found nothing there")
+
+
+def story_for(path: Path, story: Path | None):
+    from moviedreamer.errors import UserError
+    from moviedreamer.script import load_story
+
+    if story is None and path.is_dir() and (path / "manifest.json").is_file():
+        story = json.loads((path / "manifest.json").read_text()).get("story")
+    if story is None:
+        raise UserError(f"{path}: expected --story STORY.yaml (the story the movie was made from)")
+    return load_story(story)
+
+
+def stream_shots(movie: Path, timeline) -> list[ShotFrames]:
+    from moviedreamer.errors import UserError
+    from moviedreamer.pipeline.writer import read_frames
+
+    frames_iter, out = read_frames(movie), []
+    for shot in timeline:
+        frames = []
+        for frame in frames_iter:
+            frames.append(frame)
+            if len(frames) == shot.n_frames:
+                break
+        if len(frames) < shot.n_frames:
+            raise UserError(f"{movie}: has fewer frames than the story's {timeline[-1].end_frame} (ran out in shot {shot.index})")
+        clip = np.stack(frames)
+        stride = max(1, (len(clip) - 1) // MAX_MOTION_PAIRS)
+        out.append(ShotFrames(shot.index, clip[0], metrics.flicker_score(clip), metrics.motion_magnitude(clip, stride)))
+    return out
+
+
+def evaluate(path: Path, story_path: Path | None = None, profile: str | None = None) -> Evaluation:
+    loaded = story_for(path, story_path)
+    timeline = build_timeline(loaded.story)
+    movie = find_movie(path)
+    shots = stream_shots(movie, timeline)
+    ev = Evaluation(str(movie))
+    motion = [s.motion for s in shots]
+    ev.metrics["flicker"] = float(np.mean([s.flicker for s in shots]))
+    ev.metrics["motion_px_per_frame"] = float(np.mean(motion))
+    ev.metrics["dynamic_degree"] = metrics.dynamic_degree(motion)
+    ev.per_shot = [{"index": s.index, "flicker": round(s.flicker, 5), "motion": round(s.motion, 4)} for s in shots]
+    keyframes = np.stack([s.keyframe for s in shots])
+    _judge(ev, loaded, keyframes)
+    _faces_and_clip(ev, loaded, keyframes, timeline, profile)
+    return ev
+
+
+def _judge(ev: Evaluation, loaded, keyframes: np.ndarray) -> None:
+    """Script fidelity for stories in the toy vocabulary: the judge on each keyframe vs the ground truth."""
+    from moviedreamer.errors import UserError
+    from moviedreamer.toyworld.judge import load_judge
+    from moviedreamer.toyworld.render import render_frame
+    from moviedreamer.toyworld.story import read_story_params
+
+    try:
+        params = read_story_params(loaded)
+        judge = load_judge()
+    except UserError as e:
+        ev.metrics["judge"] = None
+        ev.notes.append(f"judge: not applicable ({str(e).splitlines()[0][:160]})")
+        return
+    size = tuple(loaded.story.resolution)
+    truths = [{"scene": p.scene, "characters": render_frame(p, 0, loaded.story.fps, size).visible} for p in params]
+    preds = judge.predict(keyframes)
+    ev.metrics["judge"] = metrics.judge_fidelity(preds, truths)
+    for row, p, t in zip(ev.per_shot, preds, truths):
+        row["judge"] = {"scene": p["scene"], "characters": list(p["characters"]), "correct": p["scene"] == t["scene"] and set(p["characters"]) == set(t["characters"])}
+
+
+def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, profile) -> None:
+    from moviedreamer.errors import UserError
+    from moviedreamer.registry import Registry
+
+    registry = Registry.load(profile)
+    try:
+        faces = _load(registry, "faces")
+        appearances: dict[str, list] = {}
+        for shot, frame in zip(timeline, keyframes):
+            chars = shot.shot.characters
+            if len(chars) != 1:  # a face is attributed to a character only when the shot has one
+                continue
+            found = faces.detect_and_embed(frame)
+            if found:
+                biggest = max(found, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+                appearances.setdefault(chars[0], []).append(np.asarray(biggest.embedding))
+        per_char = {}
+        for char in loaded.story.characters:
+            ref = np.asarray(faces.embed_reference(loaded.resolve(char.faces[0]))) if char.faces else None
+            per_char[char.id] = metrics.consistency(appearances.get(char.id, []), ref)
+        ev.metrics["consistency"] = per_char
+    except UserError as e:
+        ev.metrics["consistency"] = None
+        ev.notes.append(f"consistency: unavailable ({str(e).splitlines()[0][:160]})")
+    try:
+        descriptor, vision = _load(registry, "descriptor"), _load(registry, "vision")
+        if registry.component("descriptor_encoder").path != registry.component("vision_encoder").path:
+            raise UserError("the descriptor and vision encoders are different models, so their embeddings are not comparable")
+        texts = [f"{loaded.story.scenes[s.scene_index].setting}. {s.shot.action}. {s.shot.camera}" for s in timeline]
+        text_emb = descriptor.encode(texts).embeddings.detach().cpu().numpy()
+        image_emb = vision.encode_image(keyframes)[0].detach().cpu().numpy()
+        ev.metrics["clip_score"] = metrics.clip_score(text_emb, image_emb)
+    except UserError as e:
+        ev.metrics["clip_score"] = None
+        ev.notes.append(f"clip score: unavailable ({str(e).splitlines()[0][:160]})")
+
+
+def _load(registry, which: str):
+    from moviedreamer.encoders import load_encoders
+
+    return getattr(load_encoders(registry, check=False), which)

@@ -1,0 +1,83 @@
+"""The evaluation suite: formulas on known inputs, and the ordering ground truth > shuffled shots."""
+
+import json
+
+import numpy as np
+import pytest
+
+from moviedreamer.eval import metrics
+from moviedreamer.toyworld.judge import DEFAULT_DIR
+
+
+def test_flicker_formula():
+    still = np.full((5, 8, 8, 3), 100, np.uint8)
+    assert metrics.flicker_score(still) == 1.0
+    alternating = np.stack([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)] * 2)
+    assert metrics.flicker_score(alternating) == pytest.approx(0.0)
+    half = np.stack([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 51, np.uint8)])
+    assert metrics.flicker_score(half) == pytest.approx(1 - 51 / 255)
+
+
+def test_dis_motion_tracks_a_known_translation():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    texture = (rng.random((96, 140, 3)) * 255).astype(np.uint8)
+    texture = np.asarray(Image.fromarray(texture).resize((280, 192), Image.BILINEAR)).copy()  # smooth, trackable texture
+    frames = np.stack([texture[20:84, 3 * i : 3 * i + 96] for i in range(6)])  # a 3 px/frame pan
+    assert metrics.motion_magnitude(frames) == pytest.approx(3.0, rel=0.15)
+    assert metrics.motion_magnitude(frames[:1].repeat(4, 0)) < 0.05
+
+
+def test_consistency_and_clip_score():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    same = metrics.consistency([a, a, a], reference=a)
+    assert same["st"] == pytest.approx(1) and same["lt"] == pytest.approx(1) and same["ref"] == pytest.approx(1)
+    mixed = metrics.consistency([a, b, a])
+    assert mixed["st"] == pytest.approx(0) and mixed["lt"] == pytest.approx(1 / 3)
+    assert metrics.consistency([])["st"] is None
+    assert metrics.clip_score(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]])) == pytest.approx(100)
+    assert metrics.clip_score(np.array([[1.0, 0.0]]), np.array([[-1.0, 0.0]])) == 0
+
+
+def _render(story_path, params, out, fps=8, size=(128, 128)):
+    from moviedreamer.pipeline.writer import ClipWriter
+    from moviedreamer.script.timeline import frames_for
+    from moviedreamer.toyworld.render import render_frame
+
+    with ClipWriter(out, fps, *size) as w:
+        for p in params:
+            for f in range(frames_for(p.duration, fps)):
+                w.write(render_frame(p, f, fps, size).image)
+    return out
+
+
+def test_ground_truth_scores_above_shuffled_shots(tmp_path, run_cli, repo):
+    from dataclasses import replace
+
+    from moviedreamer.script import load_story
+    from moviedreamer.toyworld.story import read_story_params
+
+    story = repo / "stories/toy/market_day.yaml"
+    params = read_story_params(load_story(story))
+    truth = _render(story, params, tmp_path / "truth.mp4")
+    order = [3, 0, 6, 1, 5, 2, 4]
+    # the shuffled movie plays other shots in each slot of the story's timeline (durations kept)
+    shuffled = _render(story, [replace(params[j], duration=params[i].duration) for i, j in enumerate(order)], tmp_path / "shuffled.mp4")
+    code, out, err = run_cli("eval", truth, "--story", story, "--compare", shuffled, "-o", tmp_path / "eval")
+    assert code == 0, err
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    gt, sh = report["truth.mp4"]["metrics"], report["shuffled.mp4"]["metrics"]
+    assert 0.95 < gt["flicker"] <= 1.0 and gt["motion_px_per_frame"] > 0.2
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert "truth.mp4" in html and "shuffled.mp4" in html and (tmp_path / "eval" / "motion.png").is_file()
+    if (DEFAULT_DIR / "model.safetensors").is_file():
+        assert gt["judge"]["scene_and_characters"] >= 0.85
+        assert gt["judge"]["scene_and_characters"] > sh["judge"]["scene_and_characters"] + 0.3
+
+
+def test_eval_errors_are_clear(tmp_path, run_cli, repo):
+    code, _, err = run_cli("eval", tmp_path / "nothing.mp4", "--story", repo / "stories/toy/market_day.yaml")
+    assert code == 2 and "expected a movie" in err
+    code, _, err = run_cli("eval", tmp_path, "--story", repo / "stories/toy/market_day.yaml")
+    assert code == 2 and "movie.mp4" in err
