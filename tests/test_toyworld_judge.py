@@ -2,11 +2,10 @@
 figures measured on 2,000 renders (docs/toyworld.md) but still meaningful."""
 
 import numpy as np
-import pytest
 
 from moviedreamer.toyworld.judge import DEFAULT_DIR, evaluate_judge, load_judge
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "model.safetensors").is_file(), reason="judge weights not trained yet (moviedreamer toyworld train-judge)")
+
 
 
 def test_judge_accuracy_on_fresh_renders():

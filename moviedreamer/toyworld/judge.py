@@ -49,7 +49,7 @@ class Judge(nn.Module):
     def predict(self, frames: np.ndarray | torch.Tensor, batch: int = 64) -> list[dict]:
         """frames: uint8 [N, H, W, 3] → [{"scene", "characters", "framing", "confidence"}]."""
         self.eval()
-        x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float() / 255
+        x = torch.from_numpy(np.array(frames, copy=True)).permute(0, 3, 1, 2).float() / 255
         out = []
         for i in range(0, len(x), batch):
             logits = self(x[i : i + batch])
