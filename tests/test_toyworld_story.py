@@ -91,3 +91,14 @@ def test_cli_story_truth_and_errors(tmp_path, run_cli, repo):
     assert code == 0 and sum(1 for _ in read_frames(tmp_path / "s.mp4")) == expected
     code, _, err = run_cli("toyworld", "truth", repo / "stories/paper/ocean_liner.yaml", "-o", tmp_path / "x.mp4")
     assert code == 2 and "ocean_liner.yaml:" in err and "no known place" in err and not (tmp_path / "x.mp4").exists()
+    code, _, err = run_cli("toyworld", "dataset", "--episodes", "3", "--seed", "5000", "-o", tmp_path / "ds")
+    assert code == 2 and "--seed 5000: expected 0..4294" in err and not (tmp_path / "ds").exists()
+
+
+def test_character_descriptions_use_the_right_article():
+    from moviedreamer.toyworld.grammar import describe_character
+    from moviedreamer.toyworld.world import CHARACTERS
+
+    for c in CHARACTERS:
+        text = describe_character(c)
+        assert f"{'an' if c.head_colour[0] in 'aeiou' else 'a'} {c.head_colour} face" in text, text

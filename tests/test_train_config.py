@@ -37,6 +37,22 @@ def test_toy_vae_config_loads_and_its_stage_accepts_it(repo):
     assert stage.args.latent_channels == 4
 
 
+def test_vae_logvar_init_makes_a_fresh_posterior_nearly_deterministic(repo):
+    import torch
+
+    from moviedreamer.train.stages import load_stage
+
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    over = ["model.block_out_channels=[8, 8]", "model.sample_size=16", "options.resolution=16", "options.crop=null"]
+    stds = {}
+    for init in (-8.0, None):
+        cfg = load_config(repo / "configs/toy/vae.yaml", over + [f"model.logvar_init={'null' if init is None else init}"])
+        torch.manual_seed(0)
+        vae = load_stage("vae")(cfg).make_vae()
+        stds[init] = vae.encode(x).latent_dist.std.mean().item()
+    assert stds[-8.0] < 0.05 < 0.5 < stds[None]  # exp(-8/2) ≈ 0.018 against diffusers' ≈ 1
+
+
 def test_paper_config_is_zero3_bf16_and_its_memory_plan_fits(repo):
     cfg = load_config(repo / "configs/paper/ar.yaml")
     assert cfg.zero_stage == 3 and cfg.precision == "bf16"

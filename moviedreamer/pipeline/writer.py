@@ -23,6 +23,8 @@ class ClipWriter:
     def __init__(self, path: str | Path, fps: int, width: int, height: int):
         import av
 
+        if av.logging.get_level() is None:  # unset: FFmpeg prints libx264's statistics to stderr on every close
+            av.logging.set_level(av.logging.ERROR)
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.stem + ".partial.mp4")
         self.path.parent.mkdir(parents=True, exist_ok=True)

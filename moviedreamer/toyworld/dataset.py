@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from moviedreamer.errors import UserError
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.story import generate_story, read_story_params, write_story
 from moviedreamer.toyworld.world import CHARACTER_IDS
 
 FORMAT = {"format": "moviedreamer-shards", "version": 1}
+EPISODE_SEED_STRIDE = 1_000_003  # episode e of a dataset with seed s is the story of seed s * stride + e
+MAX_STORY_SEED = 2**32 - 1
 
 
 def face_crop(image: np.ndarray, box, size: int) -> np.ndarray:
@@ -91,6 +94,9 @@ def write_dataset(out_dir: str | Path, episodes: int, seed: int = 0, shots: int 
     from moviedreamer.safeio import save_safetensors
     from moviedreamer.toyworld.story import write_story as write_yaml
 
+    if not 0 <= seed * EPISODE_SEED_STRIDE + episodes - 1 <= MAX_STORY_SEED:
+        raise UserError(f"--seed {seed}: expected 0..{(MAX_STORY_SEED - episodes + 1) // EPISODE_SEED_STRIDE} for {episodes} episodes "
+                        f"(episode seeds are seed x {EPISODE_SEED_STRIDE:,} + episode and must fit a story's 32-bit seed)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -98,7 +104,7 @@ def write_dataset(out_dir: str | Path, episodes: int, seed: int = 0, shots: int 
         ep_id, shard = f"ep-{e:06d}", f"shard-{e // episodes_per_shard:05d}"
         base = out / shard / ep_id
         if not (base.with_suffix(".json").exists() and base.with_suffix(".safetensors").exists()):
-            tensors, story, meta = render_episode(seed * 1_000_003 + e, shots, clip_frames, fps, size, face_size)
+            tensors, story, meta = render_episode(seed * EPISODE_SEED_STRIDE + e, shots, clip_frames, fps, size, face_size)
             save_safetensors(tensors, base.with_suffix(".safetensors"))
             write_yaml(story, base.with_suffix(".yaml"))
             _write_json(meta, base.with_suffix(".json"))  # written last: marks the episode complete

@@ -53,7 +53,7 @@ MOVE_WORDS = {
 def describe_character(c: Character) -> str:
     hat = "no hat" if c.hat == "none" else f"a {c.hat}"
     mouth = {"smile": "a smiling mouth", "open": "an open mouth", "flat": "a flat mouth"}[c.mouth]
-    return f"a {c.kind} with {_a(c.head_shape)} {c.head_colour} face, {c.eyes} eyes, {mouth}, {_a(c.clothes_colour)} {c.clothes_colour} {c.clothes} and {hat}"
+    return f"a {c.kind} with {_a(c.head_colour)} {c.head_colour} face, {c.eyes} eyes, {mouth}, {_a(c.clothes_colour)} {c.clothes_colour} {c.clothes} and {hat}"
 
 
 def _a(word: str) -> str:

@@ -50,6 +50,9 @@ class Stage:
     def trainable_parameters(self, model) -> Iterable:
         return [p for p in model.parameters() if p.requires_grad]
 
+    def after_initialize(self, engine, world_size: int) -> None:
+        """Called once the engine exists (weights broadcast, optimizer built): e.g. a change of memory layout."""
+
     def samples(self, episode: dict, rng) -> list:
         """One episode (tensors from the shard + `meta`) → its training samples."""
         raise NotImplementedError
@@ -126,6 +129,7 @@ def train(cfg: StageConfig, resume: str | None = None) -> dict:
     model = stage.build_model()
     params = [p for p in stage.trainable_parameters(model)]
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=ds_cfg)
+    stage.after_initialize(engine, info.world_size)
     init_s = time.time() - t0  # process group + engine (model build included)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16 if cfg.precision == "fp16" else torch.float32
     stream = EpisodeStream(index, stage.samples, stage.keys, info.rank, info.world_size, cfg.seed, stage.mix)

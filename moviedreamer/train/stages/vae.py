@@ -31,6 +31,7 @@ class VAEModelArgs(BaseModel):
     mid_block_add_attention: bool = False
     sample_size: int = Field(128, ge=8)
     init_from: Path | None = Field(None, description="a diffusers AutoencoderKL folder to fine-tune instead of a fresh model")
+    logvar_init: float | None = Field(-8.0, description="initial posterior log-variance of a fresh model (None: diffusers' init, about 0)")
 
     @model_validator(mode="after")
     def _groups_divide(self):
@@ -51,6 +52,7 @@ class VAEOptions(BaseModel):
     kl_weight: float = Field(1e-6, ge=0)
     scaling_factor: float | Literal["auto"] = "auto"
     scaling_frames: int = Field(256, ge=1, description="frames encoded at export to measure the latent scale")
+    channels_last: bool = Field(True, description="NHWC tensors: about 1.4x faster convolutions on CPU (oneDNN); single process, ZeRO 0")
 
     @model_validator(mode="after")
     def _crop_fits(self):
@@ -66,6 +68,7 @@ class VAEStage(Stage):
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        self.use_channels_last = False  # set once the engine exists (after_initialize)
         try:
             self.args = VAEModelArgs.model_validate(cfg.model)
             self.opts = VAEOptions.model_validate(cfg.options)
@@ -82,6 +85,12 @@ class VAEStage(Stage):
     def build_model(self):
         return VAETrainer(self.make_vae())
 
+    def after_initialize(self, engine, world_size: int) -> None:
+        """NHWC weights after DeepSpeed's broadcast (which needs contiguous tensors); not under ZeRO, which flattens them."""
+        self.use_channels_last = self.opts.channels_last and self.cfg.zero_stage == 0
+        if self.use_channels_last:
+            engine.module.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
+
     def make_vae(self):
         from diffusers import AutoencoderKL
 
@@ -89,13 +98,19 @@ class VAEStage(Stage):
         if a.init_from is not None:
             return AutoencoderKL.from_pretrained(str(a.init_from))
         n = len(a.block_out_channels)
-        return AutoencoderKL(
+        vae = AutoencoderKL(
             in_channels=3, out_channels=3,
             down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n,
             block_out_channels=tuple(a.block_out_channels), layers_per_block=a.layers_per_block,
             latent_channels=a.latent_channels, norm_num_groups=a.norm_num_groups, sample_size=a.sample_size,
             mid_block_add_attention=a.mid_block_add_attention,
         )
+        if a.logvar_init is not None:
+            # A fresh encoder's log-variance is ~0: posterior samples carry unit noise that drowns the image and
+            # slows early training several-fold. Start nearly deterministic; the KL term still shapes it.
+            with torch.no_grad():
+                vae.quant_conv.bias[a.latent_channels :].fill_(a.logvar_init)
+        return vae
 
     # -- data
     def samples(self, episode: dict, rng) -> list:
@@ -131,7 +146,8 @@ class VAEStage(Stage):
             c, r = self.opts.crop, self.opts.resolution
             offs = torch.randint(0, r - c + 1, (x.shape[0], 2))
             x = torch.stack([x[i, :, oy : oy + c, ox : ox + c] for i, (oy, ox) in enumerate(offs.tolist())])
-        return x.to(device=device, dtype=dtype)
+        x = x.to(device=device, dtype=dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.use_channels_last else x
 
     # -- loss
     def loss(self, model, batch):
