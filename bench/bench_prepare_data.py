@@ -17,14 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=20)
@@ -37,6 +29,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from moviedreamer.data.characters import purity
+    from moviedreamer.encoders.evaluate import iou
     from moviedreamer.data.prepare import prepare_data
     from moviedreamer.toyworld.videos import write_episode_video
     from moviedreamer.train.data import ShardIndex

@@ -160,3 +160,35 @@ def test_clustering_separates_identities():
     labels = cluster_faces(emb)
     assert len(set(labels.tolist())) == 4 and purity(labels, truth) == 1.0
     assert purity(np.zeros(40, int), truth) == 0.25  # one cluster for everyone is impure
+
+
+def test_faces_become_characters_that_match_identities(toy_videos, tmp_path):
+    """With the toy face pack: faces found on keyframes, clustered per episode; each cluster is one character."""
+    from moviedreamer.data.characters import purity
+    from moviedreamer.encoders import face_embedder_from_registry
+    from moviedreamer.encoders.evaluate import iou
+    from moviedreamer.registry import Registry
+    from moviedreamer.train.data import ShardIndex
+
+    root, truths = toy_videos
+    out = tmp_path / "shards"
+    faces = face_embedder_from_registry(Registry.load("toy"))
+    prepare_data(root / "videos", out, None, faces=faces, options=PrepareOptions(clip_frames=2), progress=False)
+    index, state = ShardIndex(out), json.loads((out / "prepare_state.json").read_text())
+    ids = [e["id"] for e in index.episodes]
+    labels, truth_ids, total = [], [], 0
+    for seed, truth in zip((3, 4, 5), truths):
+        k = ids.index(state["videos"][f"ep-{seed:06d}.mp4"]["episode"])
+        ep = index.load(k)
+        assert len(ep["faces"]) == len(ep["face_identity"]) == len(ep["face_shot"]) and ep["faces"].shape[1:] == (64, 64, 3)
+        assert all(index.meta["identities"][i].startswith(index.episodes[k]["id"] + "/") for i in ep["face_identity"].tolist())
+        for m in index.load_json(k):
+            shot = min(truth["shots"], key=lambda s: abs(s["start"] - m["frames"][0]))
+            for cluster, box in m["face_boxes"].items():
+                total += 1
+                best = max(shot["face_boxes"].items(), key=lambda kv: iou(kv[1], box), default=None)
+                if best and iou(best[1], box) >= 0.3:
+                    labels.append(f"{k}/{cluster}")
+                    truth_ids.append(best[0])
+    assert total > 0 and len(labels) >= 0.9 * total  # detections are real faces
+    assert purity(labels, truth_ids) >= 0.9

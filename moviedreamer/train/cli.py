@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v) with DeepSpeed, from a laptop CPU to a GPU cluster"
+HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v) with DeepSpeed, from a laptop CPU to a GPU cluster; or the text-tokenizer"
 DESCRIPTION = """Train one stage with the DeepSpeed harness.
 
 examples:
@@ -15,6 +15,7 @@ examples:
   torchrun --nproc_per_node 2 -m moviedreamer train vae --config configs/toy/vae.yaml
   deepspeed --num_gpus 8 --no_local_rank --module moviedreamer train ar --config configs/paper/ar.yaml
   moviedreamer train ar --config configs/paper/ar.yaml --check           # validate + print the memory plan
+  moviedreamer train text-tokenizer [--vocab 2048] [-o DIR]               # the toy BPE (no DeepSpeed: a tokenizers fit)
 
 KEY=VALUE overrides change the stage config (dotted keys: steps=10, model.latent_channels=8) or, with a
 ds. prefix, the DeepSpeed JSON (ds.zero_optimization.stage=3, ds.bf16.enabled=true)."""
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # overrides can come in any order (a plain argparse subcommand rejects positionals after an option).
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.usage = "moviedreamer train STAGE --config FILE [KEY=VALUE ...] [--resume [CHECKPOINT]] [--check]"
-    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar or i2v")
+    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar, i2v or text-tokenizer")
     parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="--config FILE, overrides and options (see `moviedreamer train vae --help`)")
 
 
@@ -47,6 +48,10 @@ def run(args) -> int:
     from moviedreamer.train.config import format_memory_plan, load_config, memory_plan
     from moviedreamer.train.stages import STAGES
 
+    if args.stage == "text-tokenizer":  # not a gradient model: a BPE fitted with `tokenizers`
+        from moviedreamer.encoders.train_text_tokenizer import run as train_text_tokenizer
+
+        return train_text_tokenizer(args.rest)
     parser = inner_parser()
     try:
         inner = parser.parse_intermixed_args(args.rest)

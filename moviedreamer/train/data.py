@@ -64,7 +64,8 @@ class ShardIndex:
         return self.root / ep["shard"] / f"{ep['id']}{suffix}"
 
     def load(self, i: int, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """The episode's tensors (only `keys` when given; absent keys are skipped) plus its index entry under `meta`."""
+        """The episode's tensors (only `keys` when given; absent keys are skipped) plus its index entry under `meta`;
+        the key "shots" adds the per-shot metadata list of the episode's .json (boxes, face boxes, ...)."""
         from safetensors import SafetensorError, safe_open
 
         path = self.path(i)
@@ -78,6 +79,8 @@ class ShardIndex:
             raise UserError(f"{path}: expected a valid safetensors episode, found a truncated or corrupt one ({str(e)[:200]})") from None
         out["meta"] = self.episodes[i]
         out["index"] = i
+        if keys is not None and "shots" in keys:
+            out["shots"] = self.load_json(i)
         return out
 
     def load_json(self, i: int) -> list:
