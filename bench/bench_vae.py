@@ -69,7 +69,7 @@ def main() -> int:
         from moviedreamer.registry import Registry
 
         args.vae = Registry.load("toy").path("vae")
-    vae = AutoencoderKL.from_pretrained(str(args.vae)).eval()
+    vae = AutoencoderKL.from_pretrained(str(args.vae), low_cpu_mem_usage=False).eval()
     data = args.data
     if data is None:
         from moviedreamer.train.synthetic import write_synthetic_shards
