@@ -1,6 +1,6 @@
 """Acceptance figures of the toy encoders on fresh toy-world renders (seeds never used in training).
 
-- faces: detection recall (a true face ≥ 16 px counts as found when a detection overlaps it with IoU ≥ 0.5) and
+- faces: detection recall (a visible true face — at least half inside the frame — of ≥ 16 px counts as found when a detection overlaps it with IoU ≥ 0.5) and
   verification — TAR at a FAR (the genuine-pair acceptance rate at the threshold that lets through the given
   fraction of impostor pairs), over all pairs of crops aligned from the true boxes.
 """
@@ -46,7 +46,7 @@ def face_figures(embedder, frames: int = 500, seed: int = FRESH_SEED, min_face: 
     crops, ids = [], []
     for fr in fresh_frames(frames, seed):
         dets = embedder.finder.find_faces(fr.image) if embedder.finder is not None else []
-        truth = [(cid, b) for cid, b in fr.face_boxes.items() if min(b[2] - b[0], b[3] - b[1]) >= min_face]
+        truth = [(cid, b) for cid, b in fr.face_boxes.items() if cid in fr.visible and min(b[2] - b[0], b[3] - b[1]) >= min_face]
         for cid, box in truth:
             total += 1
             found += any(iou(d.bbox, box) >= 0.5 for d in dets)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,6 +43,9 @@ class FacesOptions(BaseModel):
     det_size: int = Field(128, ge=32, description="the detector's input size at inference (pack.json)")
     det_thresh: float = Field(0.5, gt=0, lt=1)
     max_crops: int = Field(48, ge=1, description="face crops per batch at most")
+    source: Literal["render", "shards"] = Field("render", description="render: fresh toy frames at random shot times, "
+                                                "seeded per episode (unlimited poses); shards: the keyframes and face boxes of the data")
+    frames_per_episode: int = Field(16, ge=1, description="render: frames drawn per episode visit")
 
 
 class FacesStage(Stage):
@@ -58,6 +62,12 @@ class FacesStage(Stage):
             raise UserError(f"{cfg.source or 'stage config'}: invalid faces model/options:\n{format_validation_error(e)}") from None
         from moviedreamer.train.data import ShardIndex
 
+        if self.opts.source == "render":
+            from moviedreamer.toyworld.world import CHARACTER_IDS
+
+            self.keys = ()  # the episode only seeds what is rendered
+            self.identities = list(CHARACTER_IDS)
+            return
         self.identities = list(ShardIndex(cfg.data).meta.get("identities", []))
         if not self.identities:
             raise UserError(f"{cfg.data}/index.json: expected an 'identities' list (the face labels), found none")
@@ -66,6 +76,13 @@ class FacesStage(Stage):
         return FacesTrainer(self.args, len(self.identities))
 
     def samples(self, episode: dict, rng) -> list:
+        if self.opts.source == "render":
+            from moviedreamer.encoders.evaluate import fresh_frames
+
+            # seeds below 40M: evaluation renders (encoders/evaluate.py) use 50M and up
+            frames = fresh_frames(self.opts.frames_per_episode, int(rng.integers(40_000_000)))
+            return [(torch.from_numpy(f.image), [(self.identities.index(c), b) for c, b in f.face_boxes.items() if c in f.visible])
+                    for f in frames]
         out = []
         for frame, shot in zip(episode["keyframes"], episode["shots"]):
             faces = [(self.identities.index(cid), box) for cid, box in shot.get("face_boxes", {}).items() if cid in self.identities]
