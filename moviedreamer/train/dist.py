@@ -19,6 +19,7 @@ import socket
 from dataclasses import dataclass
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+ENV_VARS = LAUNCHER_VARS + ("LOCAL_RANK", "LOCAL_WORLD_SIZE")  # what fill_single_process_env may set
 
 
 @dataclass(frozen=True)

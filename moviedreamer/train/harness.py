@@ -98,6 +98,24 @@ def check_checkpoint_dir(cfg: StageConfig, resume: str | None) -> tuple[Path, st
 
 
 def train(cfg: StageConfig, resume: str | None = None) -> dict:
+    """Run a stage. A run without a launcher sets up its own one-process group and the env:// variables for it;
+    afterwards the variables are restored, so a child process started later does not inherit a MASTER_PORT this
+    process still holds. The group itself stays (DeepSpeed's comm layer keeps it; a later run here reuses it)."""
+    from moviedreamer.train import dist
+
+    saved = {k: os.environ.get(k) for k in dist.ENV_VARS}
+    try:
+        return _train(cfg, resume)
+    finally:
+        if saved["RANK"] is None or saved["WORLD_SIZE"] is None:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _train(cfg: StageConfig, resume: str | None) -> dict:
     from moviedreamer.train.stages import load_stage
 
     stage = load_stage(cfg.stage)(cfg)  # validates model/options before anything heavy starts

@@ -11,11 +11,11 @@ from moviedreamer.errors import UserError
 # name → (module, what builds it)
 STAGES = {
     "vae": ("moviedreamer.train.stages.vae", "the toy VAE (issue #5)"),
-    "clip": ("moviedreamer.train.stages.clip", "the tiny CLIP / LongCLIP descriptor encoder issue"),
-    "faces": ("moviedreamer.train.stages.faces", "the face-embedder issue"),
-    "tokenizer": ("moviedreamer.train.stages.tokenizer", "the keyframe tokenizer (diffusion autoencoder) issue"),
-    "ar": ("moviedreamer.train.stages.ar", "the autoregressive LLaMA + GMM model issue"),
-    "i2v": ("moviedreamer.train.stages.i2v", "the anchored image-to-video issue"),
+    "clip": ("moviedreamer.train.stages.clip", "the toy CLIP (issue #4)"),
+    "faces": ("moviedreamer.train.stages.faces", "the toy face pack (issue #4)"),
+    "tokenizer": ("moviedreamer.train.stages.tokenizer", "the keyframe tokenizer (issue #6)"),
+    "ar": ("moviedreamer.train.stages.ar", "the LLaMA + GMM planner (issue #7)"),
+    "i2v": ("moviedreamer.train.stages.i2v", "the anchored image-to-video model (issue #8)"),
 }
 
 

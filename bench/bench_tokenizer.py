@@ -1,0 +1,169 @@
+"""Keyframe tokenizer figures: decode time per keyframe at 128x128; with trained weights, PSNR/SSIM over n_tokens,
+identity preservation with vs without the face/descriptor inputs, and toy-judge agreement (original vs reconstruction).
+
+    .venv/bin/python bench/bench_tokenizer.py                                   # decode time (toy weights, or a random toy-size model)
+    .venv/bin/python bench/bench_tokenizer.py --data data/toyworld-heldout --keyframes 200
+    .venv/bin/python bench/bench_tokenizer.py --data data/toyworld-heldout \\
+        --weights runs/tok-n1/export runs/tok-n2/export runs/tok-n4/export runs/tok-n8/export      # the n_tokens sweep
+
+Each --weights folder is a trained tokenizer (e.g. `moviedreamer train tokenizer --config configs/toy/tokenizer.yaml
+model.n_tokens=4 out=runs/tok-n4`); the first one also gets the ID-preservation and judge tables. Descriptor and face
+encoders come from --profile (toy). Prints figures; asserts nothing (the tests never time anything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+TOY_WEIGHTS = REPO / "moviedreamer" / "weights" / "toy" / "keyframe_tokenizer"
+TOY_CONFIG = REPO / "configs" / "toy" / "tokenizer.yaml"
+
+
+def random_toy_model():
+    """The toy config's architecture with random weights (decode cost only), on the toy VAE when it exists."""
+    import tempfile
+
+    import yaml
+
+    from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer, TokenizerSettings, load_vae, vae_settings
+    from moviedreamer.tokenizer.decoder import build_unet
+    from moviedreamer.tokenizer.standins import make_vae_folder
+    from moviedreamer.train.stages.tokenizer import TokenizerModelArgs
+
+    raw = yaml.safe_load(TOY_CONFIG.read_text())
+    a = TokenizerModelArgs.model_validate(raw["model"])
+    res = int(raw["options"]["resolution"])
+    vae_dir = REPO / "moviedreamer" / "weights" / "toy" / "vae"
+    if not (vae_dir / "config.json").is_file():
+        vae_dir = make_vae_folder(Path(tempfile.mkdtemp()) / "vae", channels=(32, 64, 64))
+    vae = load_vae(vae_dir)
+    vs = vae_settings(vae, res)
+    unet = build_unet(a.unet, vs["latent_channels"], res // vs["vae_downsample"], a.pooled_dim)
+    comp = {"patch_dim": 128, "pooled_dim": 128, "num_patches": 64, "n_tokens": a.n_tokens, "token_dim": a.token_dim, **a.compressor}
+    dec = {"token_dim": a.token_dim, "n_tokens": a.n_tokens, "descriptor_dim": 128, "face_dim": 128, **a.decoder}
+    return KeyframeTokenizer.build(comp, dec, unet, TokenizerSettings(resolution=res, **vs), vae=vae).eval().requires_grad_(False)
+
+
+def decode_timing(tok, size: int, steps, guidance, repeats: int) -> None:
+    import torch
+
+    c = tok.decoder.config
+    steps, guidance = steps or c.steps, c.guidance if guidance is None else guidance
+    print(f"\n## decode time per keyframe at {size}x{size} ({c.sampler}, {steps} steps, guidance {guidance}; "
+          f"UNet {sum(p.numel() for p in tok.decoder.unet.parameters()) / 1e6:.2f}M params, latent "
+          f"{tok.settings.latent_channels}x{size // tok.settings.vae_downsample}x{size // tok.settings.vae_downsample})")
+    print("| batch | CFG | sampling ms/keyframe | VAE decode ms/keyframe | total ms/keyframe |\n|---|---|---|---|---|")
+    g = torch.Generator().manual_seed(0)
+    for batch in (1, 8):
+        for cfg in sorted({1.0, guidance}):
+            tokens = torch.randn(batch, c.n_tokens, c.token_dim, generator=g)
+            desc, faces = torch.randn(batch, 5, c.descriptor_dim, generator=g), torch.randn(batch, 2, c.face_dim, generator=g)
+            tok.latents_to_images(tok.decode_latents(tokens[:1], desc[:1], faces[:1], steps=1, guidance=cfg, size=(size, size)))  # warm-up
+            samp, vae = [], []
+            for r in range(repeats):
+                t0 = time.perf_counter()
+                z = tok.decode_latents(tokens, desc, faces, seed=r, steps=steps, guidance=cfg, size=(size, size))
+                t1 = time.perf_counter()
+                tok.latents_to_images(z)
+                t2 = time.perf_counter()
+                samp.append((t1 - t0) / batch * 1000)
+                vae.append((t2 - t1) / batch * 1000)
+            s, v = statistics.median(samp), statistics.median(vae)
+            print(f"| {batch} | {'on' if cfg > 1 else 'off'} | {s:.0f} | {v:.0f} | {s + v:.0f} |")
+
+
+def items_for(tok, data: Path, n: int, profile: str):
+    """Held-out keyframes with their (cached) frozen features, descriptor slots, faces and face boxes."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from moviedreamer.train.config import load_config
+    from moviedreamer.train.stages.tokenizer import TokenizerStage
+
+    cfg = load_config(TOY_CONFIG, [f"data={data}", f"model.encoders={profile}", "options.hflip=false", "options.random_face=false"])
+    stage = TokenizerStage(cfg)
+    stage.__dict__.update(vision=tok.vision, vae=tok.vae)  # the encoders this tokenizer was trained with
+    stage.opts.resolution = tok.settings.resolution
+    res, items = tok.settings.resolution, []
+    for i in range(len(stage.index)):
+        ep = stage.index.load(i, stage.keys + ("shots",))
+        for s, (sample, meta) in enumerate(zip(stage.samples(ep, np.random.default_rng(i)), ep["shots"])):
+            ref = ep["keyframes"][s].permute(2, 0, 1).float()[None] / 255
+            scale = res / ref.shape[-1]
+            ref = F.interpolate(ref, size=(res, res), mode="area")[0] if ref.shape[-1] != res else ref[0]
+            items.append({**sample, "reference": ref, "face_boxes": meta.get("face_boxes"), "scale": scale})
+        if len(items) >= n:
+            break
+    return items[:n], stage
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, nargs="*", default=None, help="tokenizer folders (default: the toy profile's, if present)")
+    ap.add_argument("--data", type=Path, default=None, help="held-out shard folder for the quality figures")
+    ap.add_argument("--keyframes", type=int, default=100)
+    ap.add_argument("--profile", default="toy", help="checkpoints profile for the descriptor and face encoders")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--guidance", type=float, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    from moviedreamer.tokenizer import KeyframeTokenizer
+    from moviedreamer.tokenizer.evaluate import VARIANTS, evaluate
+
+    torch.set_num_threads(args.threads)
+    weights = args.weights if args.weights else ([TOY_WEIGHTS] if (TOY_WEIGHTS / "model.safetensors").is_file() else [])
+    models = [(w, KeyframeTokenizer.from_pretrained(w)) for w in weights]
+    if models:
+        print(f"# keyframe tokenizer: {', '.join(str(w) for w, _ in models)}")
+        decode_timing(models[0][1], args.size, args.steps, args.guidance, args.repeats)
+    else:
+        print("# keyframe tokenizer: no trained weights (moviedreamer/weights/toy/keyframe_tokenizer): decode cost of a random model "
+              "with the toy config's architecture; quality figures need trained weights")
+        decode_timing(random_toy_model(), args.size, args.steps, args.guidance, args.repeats)
+        return 0
+    if args.data is None:
+        print("\n(quality figures: pass --data, a held-out shard folder such as data/toyworld-heldout)")
+        return 0
+
+    print(f"\n## reconstruction over n_tokens ({args.keyframes} held-out keyframes of {args.data}, all decoder inputs)")
+    print("| weights | n_tokens x d | PSNR dB | SSIM |\n|---|---|---|---|")
+    first = None
+    for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
+        items, stage = items_for(tok, args.data, args.keyframes, args.profile)
+        r = evaluate(tok, items, ("all",), steps=args.steps, guidance=args.guidance)["all"]
+        c = tok.compressor.config
+        print(f"| {w} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
+        if w == models[0][0]:
+            first = (tok, items, stage)
+
+    tok, items, stage = first
+    judge = None
+    try:
+        from moviedreamer.toyworld.judge import load_judge
+
+        judge = load_judge()
+    except Exception as e:  # the judge is optional here
+        print(f"(no judge: {e})")
+    res = evaluate(tok, items, tuple(VARIANTS), face_embedder=stage.face_embedder, judge=judge, steps=args.steps, guidance=args.guidance)
+    print(f"\n## ID preservation and judge agreement ({models[0][0]}; face cosine original vs reconstruction, toy face embedder)")
+    print("| decoder inputs | face cosine | faces | PSNR dB | SSIM | judge: scene | characters | framing | all three |\n|---|---|---|---|---|---|---|---|---|")
+    for name, r in res.items():
+        j = [f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_framing", "judge_all")]
+        print(f"| {name} | {r.get('face_cos', float('nan')):.3f} | {r.get('faces', 0)} | {r['psnr']:.2f} | {r['ssim']:.3f} | {' | '.join(j)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

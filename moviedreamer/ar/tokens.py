@@ -1,0 +1,96 @@
+"""Where the AR model's keyframe tokens come from: the one place that knows the keyframe tokenizer.
+
+Training reads an episode's precomputed tokens when the shard has them (`keyframe_tokens` [S, n_tokens, d],
+optionally `keyframe_tokens_hflip` for mirrored keyframes); otherwise it encodes the frames with a frozen keyframe
+tokenizer loaded from the registry (component `keyframe_tokenizer`). Inference encodes the script's reference
+frames the same way.
+
+Assumed tokenizer contract (moviedreamer/tokenizer/): an object with `encode(images) -> [B, n_tokens, d]` taking
+float RGB [B, 3, H, W] in [0, 1], loaded by `moviedreamer.tokenizer.load_keyframe_tokenizer(path, device)` or
+a class with `from_pretrained(path)` in `moviedreamer.tokenizer` / `moviedreamer.tokenizer.autoencoder`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from moviedreamer.errors import UserError
+
+TOKENS_KEY, TOKENS_HFLIP_KEY = "keyframe_tokens", "keyframe_tokens_hflip"
+_CLASS_NAMES = ("KeyframeTokenizer", "KeyframeAutoencoder", "DiffusionAutoencoder")
+
+
+def load_keyframe_tokenizer(registry, device: str = "cpu"):
+    """The frozen keyframe tokenizer of a registry profile (clear errors when it is missing or not built)."""
+    path = registry.path("keyframe_tokenizer")
+    for module_name in ("moviedreamer.tokenizer", "moviedreamer.tokenizer.autoencoder"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                continue
+            raise
+        if hasattr(module, "load_keyframe_tokenizer"):
+            tok = module.load_keyframe_tokenizer(path, device)
+            break
+        cls = next((getattr(module, n) for n in _CLASS_NAMES if hasattr(module, n)), None)
+        if cls is not None:
+            tok = cls.from_pretrained(str(path)).to(device)
+            break
+    else:
+        raise UserError("the keyframe tokens are not precomputed in the shards (key 'keyframe_tokens') and the keyframe tokenizer "
+                        "(moviedreamer/tokenizer/) is not available to compute them: precompute the tokens or build the tokenizer stage")
+    if hasattr(tok, "eval"):
+        tok.eval()
+    if hasattr(tok, "requires_grad_"):
+        tok.requires_grad_(False)
+    return tok
+
+
+def encode_frames(tokenizer, frames: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """uint8 RGB frames [B, H, W, 3] → keyframe tokens [B, n_tokens, d] (float32, CPU); `flip` mirrors them first."""
+    x = frames.permute(0, 3, 1, 2).float() / 255.0
+    if flip:
+        x = x.flip(-1)
+    device = next(tokenizer.parameters()).device if hasattr(tokenizer, "parameters") else "cpu"
+    with torch.no_grad():
+        out = tokenizer.encode(x.to(device))
+    out = getattr(out, "tokens", out)
+    return out.float().cpu()
+
+
+class TokenSource:
+    """Keyframe tokens of an episode, precomputed or encoded on demand (the tokenizer loads on first need)."""
+
+    def __init__(self, registry_loader=None, device: str = "cpu", tokenizer=None):
+        self._loader, self.device, self._tok = registry_loader, device, tokenizer
+        self.encoded = 0  # frames encoded by the tokenizer (tests read it)
+
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            if self._loader is None:
+                raise UserError("keyframe tokens are not precomputed in the shards and no profile with a keyframe tokenizer was given (options.encoders)")
+            self._tok = load_keyframe_tokenizer(self._loader(), self.device)
+        return self._tok
+
+    def keyframes(self, episode: dict, flip: bool = False) -> torch.Tensor:
+        key = TOKENS_HFLIP_KEY if flip else TOKENS_KEY
+        if key in episode:
+            return episode[key].float()
+        if "keyframes" not in episode:
+            raise UserError(f"episode {episode.get('meta', {}).get('id', '?')}: expected '{TOKENS_KEY}' or 'keyframes' in the shard")
+        self.encoded += len(episode["keyframes"])
+        return encode_frames(self.tokenizer, episode["keyframes"], flip)
+
+    def frames(self, episode: dict, picks: list[tuple[int, int]], flip: bool = False, from_clips: bool = False) -> torch.Tensor:
+        """Tokens of frames (shot, t) of the episode (few-shot references): encoded from the clips with `from_clips`,
+        else the keyframe tokens of the picked shots (which works with precomputed tokens alone)."""
+        if not from_clips or episode.get("clips") is None:
+            return self.keyframes(episode, flip)[torch.tensor([s for s, _ in picks], dtype=torch.long)]
+        clips = episode["clips"]
+        frames = torch.stack([clips[s, min(t, clips.shape[1] - 1)] for s, t in picks])
+        self.encoded += len(frames)
+        return encode_frames(self.tokenizer, frames, flip)

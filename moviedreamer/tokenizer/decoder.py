@@ -1,0 +1,290 @@
+"""The diffusion decoder: keyframe tokens (+ the shot's descriptor and face embeddings) → a keyframe, in VAE latent space.
+
+A diffusers `UNet2DConditionModel` with SDXL's `addition_embed_type="text_time"`, plus the projections added here:
+
+    tokens      [B, n, d]   ─► MLP ─► n × token_expand cross-attention tokens   ┐
+    descriptors [B, Nd, Dd] ─► Linear ─► one token per descriptor slot          ├─► encoder_hidden_states [B, L, C]
+    faces       [B, Nf, Df] ─► Linear ─► one token per face slot                ┘   (C = the UNet's cross_attention_dim)
+    tokens (flattened)      ─► Linear ─► SDXL's pooled "text_embeds"; time_ids = (H, W, 0, 0, H, W) as in SDXL
+
+Every slot has a learned position embedding; a slot that is absent (padding) or masked holds its type's learned null
+embedding instead of a projection. Masking draws (training) are `draw_keep`: per-sample token masking, per-slot
+descriptor and face masking, and a whole-row "unconditional" rate, the null condition classifier-free guidance
+uses at inference (all slots null). `token_expand` exists because cross-attention over only 2 keys can only blend 2
+value vectors per head; expanding each token into several keys gives the UNet room to read them.
+
+Sampling: DPM-Solver++ (default) or DDIM over the training noise schedule, few steps, CFG when guidance > 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from moviedreamer.errors import CheckpointError, UserError
+
+logger = logging.getLogger(__name__)
+
+SAMPLERS = ("dpmsolver++", "ddim")
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "timestep_spacing", "steps_offset")
+# SDXL's noise schedule; "trailing" spacing reaches the noisiest timestep even with few sampling steps.
+DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                    "prediction_type": "epsilon", "timestep_spacing": "trailing", "steps_offset": 0}
+
+
+@dataclass
+class DecoderConfig:
+    token_dim: int = 64
+    n_tokens: int = 2
+    descriptor_dim: int = 128
+    face_dim: int = 128
+    max_descriptors: int = 8
+    max_faces: int = 4
+    token_expand: int = 4
+    schedule: dict = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))
+    sampler: str = "dpmsolver++"
+    steps: int = 12
+    guidance: float = 2.0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DecoderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"decoder config: unknown keys {unknown}; expected some of {sorted(known)}")
+        return cls(**data).check()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def check(self) -> "DecoderConfig":
+        for name in ("token_dim", "n_tokens", "descriptor_dim", "face_dim", "token_expand", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"decoder config: {name} must be >= 1, found {getattr(self, name)}")
+        if self.max_descriptors < 0 or self.max_faces < 0:
+            raise UserError("decoder config: max_descriptors and max_faces must be >= 0")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"decoder config: sampler must be one of {SAMPLERS}, found {self.sampler!r}")
+        bad = sorted(set(self.schedule) - set(SCHEDULE_KEYS))
+        if bad:
+            raise UserError(f"decoder config: unknown schedule keys {bad}; expected some of {list(SCHEDULE_KEYS)}")
+        self.schedule = {**DEFAULT_SCHEDULE, **self.schedule}
+        if self.schedule["prediction_type"] not in ("epsilon", "v_prediction"):
+            raise UserError(f"decoder config: schedule.prediction_type must be epsilon or v_prediction, found {self.schedule['prediction_type']!r}")
+        if self.guidance < 1.0:
+            raise UserError(f"decoder config: guidance must be >= 1 (1 = no classifier-free guidance), found {self.guidance}")
+        return self
+
+
+@dataclass
+class MaskRates:
+    """Training-time masking: `tokens` per sample, `descriptors`/`faces` per slot, `uncond` whole rows (CFG)."""
+
+    tokens: float = 0.1
+    descriptors: float = 0.3
+    faces: float = 0.3
+    uncond: float = 0.1
+
+    def check(self) -> "MaskRates":
+        for k, v in asdict(self).items():
+            if not 0.0 <= v <= 1.0:
+                raise UserError(f"mask rate {k} must be in [0, 1], found {v}")
+        return self
+
+
+def draw_keep(batch: int, n_desc: int, n_face: int, rates: MaskRates, generator: torch.Generator | None = None):
+    """(keep_tokens [B], keep_desc [B, Nd], keep_face [B, Nf]) booleans: True = the input is shown to the decoder."""
+    rand = lambda *shape: torch.rand(shape, generator=generator)  # noqa: E731
+    uncond = rand(batch) < rates.uncond
+    keep_tokens = (rand(batch) >= rates.tokens) & ~uncond
+    keep_desc = (rand(batch, n_desc) >= rates.descriptors) & ~uncond[:, None]
+    keep_face = (rand(batch, n_face) >= rates.faces) & ~uncond[:, None]
+    return keep_tokens, keep_desc, keep_face
+
+
+def pad_slots(items, max_n: int, dim: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A list of [Ni, dim] tensors (or one [B, N, dim] tensor, or None entries) → ([B, max_n, dim], present [B, max_n]).
+    Slots keep their order (slot k of every row has the same role); all-zero rows and padding are absent."""
+    if isinstance(items, torch.Tensor):
+        if items.dim() != 3:
+            raise UserError(f"{what}: expected [B, N, {dim}], found {list(items.shape)}")
+        items = list(items)
+    out = torch.zeros(len(items), max_n, dim)
+    present = torch.zeros(len(items), max_n, dtype=torch.bool)
+    for i, x in enumerate(items):
+        if x is None or x.numel() == 0:
+            continue
+        x = torch.as_tensor(x).float().reshape(-1, x.shape[-1])
+        if x.shape[-1] != dim:
+            raise UserError(f"{what}: embeddings of width {x.shape[-1]}, the decoder was trained with {dim}")
+        if len(x) > max_n:
+            logger.warning("%s: %d given, the decoder has %d slots: the first %d are used", what, len(x), max_n, max_n)
+            x = x[:max_n]
+        out[i, : len(x)] = x
+        present[i, : len(x)] = x.abs().sum(-1) > 0  # an all-zero row is an absent slot (e.g. a character without a face)
+    return out, present
+
+
+def time_ids(height: int, width: int, batch: int) -> torch.Tensor:
+    """SDXL micro-conditioning: original size, crop top-left, target size (pixels)."""
+    return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).repeat(batch, 1)
+
+
+def unet_dims(unet) -> tuple[int, int]:
+    """(cross_attention_dim, pooled text_embeds width) of a text_time UNet, with clear errors for other UNets."""
+    cfg = unet.config
+    if cfg.addition_embed_type != "text_time":
+        raise UserError(f"keyframe decoder: expected an SDXL-style UNet2DConditionModel (addition_embed_type 'text_time'), "
+                        f"found addition_embed_type {cfg.addition_embed_type!r}")
+    cross = cfg.cross_attention_dim
+    if isinstance(cross, (list, tuple)):
+        if len(set(cross)) != 1:
+            raise UserError(f"keyframe decoder: the UNet's cross_attention_dim must be one width, found {list(cross)}")
+        cross = cross[0]
+    if cfg.in_channels != cfg.out_channels:
+        raise UserError(f"keyframe decoder: the UNet must map latents to latents (in_channels == out_channels), found {cfg.in_channels} and {cfg.out_channels}")
+    pooled = int(cfg.projection_class_embeddings_input_dim) - 6 * int(cfg.addition_time_embed_dim)
+    if pooled < 1:
+        raise UserError(f"keyframe decoder: projection_class_embeddings_input_dim ({cfg.projection_class_embeddings_input_dim}) must exceed "
+                        f"6 x addition_time_embed_dim ({6 * cfg.addition_time_embed_dim}): the rest is the pooled embedding")
+    return int(cross), pooled
+
+
+def build_unet(args: dict, latent_channels: int, latent_size: int, pooled_dim: int):
+    """A fresh SDXL-style UNet from diffusers arguments; text_time and its input width are filled in."""
+    from diffusers import UNet2DConditionModel
+
+    args = {"sample_size": latent_size, "in_channels": latent_channels, "out_channels": latent_channels,
+            "addition_embed_type": "text_time", "addition_time_embed_dim": 16, **args}
+    args.setdefault("projection_class_embeddings_input_dim", pooled_dim + 6 * int(args["addition_time_embed_dim"]))
+    try:
+        unet = UNet2DConditionModel(**args)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"keyframe decoder: diffusers cannot build this UNet2DConditionModel ({e})") from None
+    unet_dims(unet)
+    return unet
+
+
+def load_unet_folder(path) -> "object":
+    """A diffusers UNet2DConditionModel folder (SDXL base `unet/`), with errors naming what is missing."""
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: expected an SDXL UNet folder (config.json + diffusion_pytorch_model.safetensors), found "
+                              + ("a file" if path.exists() else "no such folder"))
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path / 'config.json'}: expected the UNet's diffusers config, found no such file")
+    if not any((path / n).is_file() for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")):
+        raise CheckpointError(f"{path / 'diffusion_pytorch_model.safetensors'}: expected the UNet's weights, found no such file")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: could not load a UNet2DConditionModel ({str(e).splitlines()[0][:300]})") from None
+    unet_dims(unet)
+    return unet
+
+
+class KeyframeDecoder(nn.Module):
+    """UNet + conditioning projections. `context(...)` builds the cross-attention tokens; `forward` predicts the noise
+    (or v); `sample(...)` runs the sampler in latent space."""
+
+    def __init__(self, config: DecoderConfig, unet):
+        super().__init__()
+        c = self.config = config.check()
+        self.unet = unet
+        cross, pooled = unet_dims(unet)
+        self.cross_dim, self.pooled_dim = cross, pooled
+        self.token_proj = nn.Sequential(nn.Linear(c.token_dim, cross), nn.GELU(), nn.Linear(cross, c.token_expand * cross))
+        self.pooled_proj = nn.Linear(c.n_tokens * c.token_dim, pooled)
+        self.desc_proj = nn.Linear(c.descriptor_dim, cross)
+        self.face_proj = nn.Linear(c.face_dim, cross)
+        n_tok = c.n_tokens * c.token_expand
+        self.slot_pos = nn.Parameter(torch.randn(n_tok + c.max_descriptors + c.max_faces, cross) * 0.02)
+        self.null = nn.ParameterDict({k: nn.Parameter(torch.randn(cross) * 0.02) for k in ("token", "descriptor", "face")})
+        self.null_pooled = nn.Parameter(torch.zeros(pooled))
+
+    @property
+    def context_length(self) -> int:
+        c = self.config
+        return c.n_tokens * c.token_expand + c.max_descriptors + c.max_faces
+
+    def context(self, tokens, descriptors, desc_present, faces, face_present, keep_tokens=None):
+        """→ (encoder_hidden_states [B, L, C], pooled [B, P]). `tokens` [B, n, d] or None (all null); `*_present` are
+        the slots shown (False: null); `keep_tokens` [B] bool masks the keyframe tokens per row."""
+        c = self.config
+        b = descriptors.shape[0]
+        dtype = self.desc_proj.weight.dtype
+        dev = self.desc_proj.weight.device
+        n_tok = c.n_tokens * c.token_expand
+        if tokens is None:
+            keep_tokens = torch.zeros(b, dtype=torch.bool, device=dev)
+            tokens = torch.zeros(b, c.n_tokens, c.token_dim, device=dev, dtype=dtype)
+        if tokens.shape[1:] != (c.n_tokens, c.token_dim):
+            raise UserError(f"keyframe decoder: expected tokens [B, {c.n_tokens}, {c.token_dim}], found {list(tokens.shape)}")
+        tokens = tokens.to(dtype)
+        keep_tokens = torch.ones(b, dtype=torch.bool, device=dev) if keep_tokens is None else keep_tokens.to(dev)
+        tok = self.token_proj(tokens).reshape(b, n_tok, self.cross_dim)
+        tok = torch.where(keep_tokens.view(b, 1, 1), tok, self.null["token"].to(dtype))
+        desc = torch.where(desc_present.to(dev)[..., None], self.desc_proj(descriptors.to(dev, dtype)), self.null["descriptor"].to(dtype))
+        face = torch.where(face_present.to(dev)[..., None], self.face_proj(faces.to(dev, dtype)), self.null["face"].to(dtype))
+        hidden = torch.cat([tok, desc, face], dim=1) + self.slot_pos.to(dtype)
+        pooled = torch.where(keep_tokens.view(b, 1), self.pooled_proj(tokens.flatten(1)), self.null_pooled.to(dtype))
+        return hidden, pooled
+
+    def forward(self, noisy, timesteps, hidden, pooled, ids):
+        return self.unet(noisy, timesteps, encoder_hidden_states=hidden, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
+
+    # ------------------------------------------------------------------------------------------------ sampling
+
+    def make_scheduler(self, sampler: str | None = None):
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+        name = sampler or self.config.sampler
+        if name not in SAMPLERS:
+            raise UserError(f"keyframe decoder: sampler must be one of {SAMPLERS}, found {name!r}")
+        if name == "ddim":
+            return DDIMScheduler(**self.config.schedule, clip_sample=False, set_alpha_to_one=False)
+        return DPMSolverMultistepScheduler(**self.config.schedule, algorithm_type="dpmsolver++", solver_order=2)
+
+    def training_scheduler(self):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler(**self.config.schedule, clip_sample=False)
+
+    @torch.no_grad()
+    def sample(self, hidden, pooled, ids, shape, generators, steps=None, guidance=None, sampler=None, null=None):
+        """Latents [B, C, h, w] from conditioning; `null` = (hidden, pooled) of the unconditional branch (CFG when
+        guidance > 1). `generators`: one torch.Generator per row (the row's initial noise)."""
+        steps = int(steps or self.config.steps)
+        guidance = float(self.config.guidance if guidance is None else guidance)
+        if steps < 1:
+            raise UserError(f"keyframe decoder: steps must be >= 1, found {steps}")
+        if guidance < 1:
+            raise UserError(f"keyframe decoder: guidance must be >= 1 (1 = off), found {guidance}")
+        dev, dtype = hidden.device, hidden.dtype
+        sched = self.make_scheduler(sampler)
+        with warnings.catch_warnings():  # diffusers' own numpy-2 deprecation notice, nothing to act on here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            sched.set_timesteps(steps, device=dev)
+        x = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(dev, torch.float32) * sched.init_noise_sigma
+        cfg = guidance > 1.0
+        if cfg:
+            if null is None:
+                raise UserError("keyframe decoder: guidance > 1 needs the unconditional (null) conditioning")
+            hidden, pooled, ids = torch.cat([null[0], hidden]), torch.cat([null[1], pooled]), torch.cat([ids, ids])
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(x, t)
+            inp = torch.cat([inp, inp]) if cfg else inp
+            out = self(inp.to(dtype), t.expand(inp.shape[0]).to(dev), hidden, pooled, ids.to(dev, dtype)).float()
+            if cfg:
+                u, c = out.chunk(2)
+                out = u + guidance * (c - u)
+            x = sched.step(out, t, x).prev_sample
+        return x

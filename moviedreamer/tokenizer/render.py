@@ -1,0 +1,114 @@
+"""The keyframe tokenizer as the pipeline's `KeyframeRenderer` (moviedreamer/pipeline/components.py), and the one
+definition of what the decoder attends to for a shot, shared by training and inference.
+
+Descriptor slots of a shot, in this order (slot k always has the same role; an empty text is an absent slot):
+
+    [scene setting, shot action, shot camera, story style, description of each character in the shot ...]
+
+Face slots: one per character of the shot, in the shot's order (a character without a face: an absent slot).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moviedreamer.errors import UserError
+
+FIXED_SLOTS = ("setting", "action", "camera", "style")
+
+
+@dataclass
+class KeyframeCondition:
+    """What the decoder attends to besides the tokens: descriptor embeddings [Nd, Dd] and face embeddings [Nf, Df]
+    (all-zero rows = absent slots); either may be None."""
+
+    descriptors: torch.Tensor | None = None
+    faces: torch.Tensor | None = None
+
+
+def shot_descriptor_texts(setting: str, action: str, camera: str, style: str | None, character_descriptions: list[str]) -> list[str]:
+    return [setting or "", action or "", camera or "", style or "", *[d or "" for d in character_descriptions]]
+
+
+def story_shot_texts(story, scene, shot, swap=None) -> list[str]:
+    """The descriptor texts of one shot of a `Story` (`swap`: a text transform, e.g. left/right for a mirrored frame)."""
+    fix = swap or (lambda t: t)
+    chars = {c.id: c.description for c in story.characters}
+    return shot_descriptor_texts(scene.setting, fix(shot.action), fix(shot.camera), story.style, [chars.get(c, "") for c in shot.characters])
+
+
+_LR = re.compile(r"\b(left|right)\b")
+
+
+def swap_left_right(text: str) -> str:
+    """The script of a mirrored keyframe: 'runs to the right' → 'runs to the left'."""
+    return _LR.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+
+
+def read_story(path: str | Path):
+    """A shard episode's script (.yaml), read for its texts only: a namespace with `characters`, `style` and
+    `shots()` → (0, 0, scene, shot) like `Story.shots()`. Shards are validated when written; this reader also
+    takes small synthetic frames that the user-facing resolution bound would refuse."""
+    from types import SimpleNamespace as NS
+
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        chars = [NS(id=str(c["id"]), description=str(c.get("description", ""))) for c in raw.get("characters") or []]
+        scenes = [(NS(setting=str(sc.get("setting", ""))), [NS(action=str(sh.get("action", "")), camera=str(sh.get("camera", "")),
+                                                               characters=[str(x) for x in sh.get("characters") or []]) for sh in sc.get("shots") or []])
+                  for sc in raw.get("scenes") or []]
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: expected the episode's script in the story format, found: {str(e).splitlines()[0][:200]}") from None
+    return NS(characters=chars, style=raw.get("style"), shots=lambda: [(0, 0, sc, sh) for sc, shots in scenes for sh in shots])
+
+
+def embed_texts(descriptor_encoder, texts: list[str]) -> torch.Tensor:
+    """Descriptor texts → [N, D]; empty texts give zero rows (absent slots)."""
+    out = torch.zeros(len(texts), descriptor_encoder.embed_dim)
+    idx = [i for i, t in enumerate(texts) if t]
+    if idx:
+        out[idx] = descriptor_encoder.encode([texts[i] for i in idx]).embeddings.float()
+    return out
+
+
+def as_condition(condition) -> KeyframeCondition:
+    if condition is None:
+        return KeyframeCondition()
+    if isinstance(condition, KeyframeCondition):
+        return condition
+    if isinstance(condition, dict):
+        unknown = set(condition) - {"descriptors", "faces"}
+        if unknown:
+            raise UserError(f"keyframe condition: unknown keys {sorted(unknown)}; expected descriptors and faces")
+        return KeyframeCondition(condition.get("descriptors"), condition.get("faces"))
+    raise UserError(f"keyframe condition: expected a KeyframeCondition (descriptor and face embeddings), found {type(condition).__name__}")
+
+
+class TokenizerRenderer:
+    """`render(tokens [n, d], condition, seed, (width, height)) -> uint8 [H, W, 3]`, the pipeline's KeyframeRenderer."""
+
+    def __init__(self, tokenizer, steps: int | None = None, guidance: float | None = None, sampler: str | None = None):
+        self.tokenizer, self.steps, self.guidance, self.sampler = tokenizer, steps, guidance, sampler
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.tokenizer.fingerprint}:{self.steps}:{self.guidance}:{self.sampler}"
+
+    def render(self, tokens, condition, seed: int, size: tuple[int, int]) -> np.ndarray:
+        c = as_condition(condition)
+        tokens = torch.as_tensor(tokens).float()
+        if tokens.dim() == 2:
+            tokens = tokens[None]
+        desc = None if c.descriptors is None else [torch.as_tensor(c.descriptors).float()]
+        faces = None if c.faces is None else [torch.as_tensor(c.faces).float()]
+        image = self.tokenizer.decode(tokens, desc, faces, seed=int(seed), steps=self.steps, guidance=self.guidance,
+                                      size=tuple(size), sampler=self.sampler)[0]
+        return (image.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)

@@ -1,0 +1,314 @@
+"""`moviedreamer train ar`: the autoregressive keyframe model (LLaMA + projections + GMM head), docs/ar.md.
+
+Each episode becomes one sequence (cut every `max_shots` shots): its character sheet, optional few-shot reference
+frames, then every shot's script and keyframe tokens. Loss: GMM NLL + L1 + L2 on the keyframe tokens (weights in
+`options`). Anti-overfitting switches, each drawn per episode from the stream's seeded rng or per step from the
+harness's seeded torch RNG: `hflip` (mirrored keyframes, left/right swapped in the script), `reverse` (shot order
+reversed), `random_face` (a random face crop of each character instead of its first), `model.dropout` (0.5 in the
+projection MLPs) and `token_mask` (input tokens hidden from later queries in the causal mask).
+
+Inputs: the text tokenizer and descriptor encoder of `options.encoders` (a checkpoints profile); face embeddings
+precomputed in the shard (`face_embeddings`, aligned with `faces`) or computed from the crops with the profile's
+face embedder; keyframe tokens precomputed (`keyframe_tokens`, `keyframe_tokens_hflip`) or computed with the profile's
+frozen keyframe tokenizer (moviedreamer/ar/tokens.py).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moviedreamer.errors import UserError
+from moviedreamer.train.config import format_validation_error
+from moviedreamer.train.harness import Stage
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ARModelArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backbone: Path | None = Field(None, description="a Hugging Face LLaMA folder to start from (paper: LLaMA-2-7B)")
+    backbone_component: str | None = Field(None, description="PROFILE.KEY of checkpoints.yaml naming that folder, e.g. paper.ar_backbone")
+    backbone_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    init_from: Path | None = Field(None, description="an AR model folder (config.json + model.safetensors) to continue from")
+    hidden_size: int = Field(64, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int | None = Field(None, ge=1)
+    intermediate_size: int | None = Field(None, ge=8)
+    max_position_embeddings: int = Field(1024, ge=16)
+    rope_theta: float = 10000.0
+    attention_dropout: float = Field(0.0, ge=0, lt=1)
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    desc_dim: int | None = Field(None, ge=1, description="None: the descriptor encoder's")
+    face_dim: int | None = Field(None, ge=1, description="None: measured from the data")
+    token_dim: int | None = Field(None, ge=1, description="None: measured from the data")
+    n_tokens: int = Field(2, ge=1, le=8)
+    gmm_components: int = Field(8, ge=1)
+    mlp_hidden: int | None = Field(None, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    head_dropout: float = Field(0.0, ge=0, lt=1)
+    window_shots: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0)
+
+
+class AROptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    encoders: str = Field("toy", description="checkpoints profile (name or .yaml) for the text tokenizer, descriptor/face encoders, keyframe tokenizer")
+    encoder_device: str = "cpu"
+    max_shots: int = Field(16, ge=1, description="shots per training sequence")
+    nll_weight: float = Field(1.0, ge=0)
+    l1_weight: float = Field(1.0, ge=0)
+    l2_weight: float = Field(1.0, ge=0)
+    hflip: bool = True
+    hflip_swap_words: bool = True
+    reverse: bool = True
+    random_face: bool = True
+    face_drop: float = Field(0.1, ge=0, le=1, description="chance a character has no face in the sheet (scripts without faces)")
+    token_mask: float = Field(0.1, ge=0, lt=1)
+    references: int = Field(10, ge=0, description="few-shot frames inserted after the sheet")
+    references_p: float = Field(0.5, ge=0, le=1, description="fraction of sequences that get them")
+    references_from: Literal["keyframes", "clips"] = "keyframes"
+    stats_episodes: int = Field(16, ge=1, description="episodes read to measure the token mean/std")
+    gradient_checkpointing: bool = False
+    eval_sequences: int = Field(8, ge=0)
+
+
+class ARStage(Stage):
+    name = "ar"
+    keys = ("keyframes", "faces", "face_identity", "face_shot", "face_embeddings", "keyframe_tokens", "keyframe_tokens_hflip")
+    mix = 4
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        try:
+            self.args = ARModelArgs.model_validate(cfg.model)
+            self.opts = AROptions.model_validate(cfg.options)
+        except ValidationError as e:
+            raise UserError(f"{cfg.source or 'stage config'}: invalid ar model/options:\n{format_validation_error(e)}") from None
+        a = self.args
+        if sum(x is not None for x in (a.backbone, a.backbone_component, a.init_from)) > 1:
+            raise UserError("model: give at most one of backbone, backbone_component, init_from")
+        if a.backbone_component is not None and a.backbone_component.count(".") != 1:
+            raise UserError(f"model.backbone_component: expected PROFILE.KEY (e.g. paper.ar_backbone), found {a.backbone_component!r}")
+        if a.hidden_size % a.heads or a.heads % (a.kv_heads or a.heads):
+            raise UserError(f"model: hidden_size {a.hidden_size} must be divisible by heads {a.heads}, and heads by kv_heads {a.kv_heads}")
+        if self.opts.references_from == "clips":
+            self.keys = self.keys + ("clips",)
+        self._stats = None
+        self._faces_cache: dict = {}
+        self._story_cache: dict = {}
+
+    # --- inputs ----------------------------------------------------------------------------------------------
+    @cached_property
+    def registry(self):
+        from moviedreamer.registry import Registry
+
+        return Registry.load(self.opts.encoders)
+
+    @cached_property
+    def text_tokenizer(self):
+        from moviedreamer.encoders import text_tokenizer_from_registry
+
+        return text_tokenizer_from_registry(self.registry)
+
+    @cached_property
+    def descriptor(self):
+        from moviedreamer.encoders import descriptor_encoder_from_registry
+
+        return descriptor_encoder_from_registry(self.registry, self.opts.encoder_device)
+
+    @cached_property
+    def face_embedder(self):
+        from moviedreamer.encoders import face_embedder_from_registry
+
+        return face_embedder_from_registry(self.registry, self.opts.encoder_device)
+
+    @cached_property
+    def tokens(self):
+        from moviedreamer.ar.tokens import TokenSource
+
+        return TokenSource(lambda: self.registry, self.opts.encoder_device)
+
+    @cached_property
+    def index(self):
+        from moviedreamer.train.data import ShardIndex
+
+        return ShardIndex(self.cfg.data)
+
+    def story(self, episode: dict):
+        import yaml
+
+        from moviedreamer.script.models import Story
+
+        path = self.index.path(episode["index"], ".yaml")
+        if self._story_cache.get("path") != path:
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                if isinstance(data, dict):
+                    data.pop("resolution", None)  # unused here (and small synthetic frames are below the user minimum)
+                story = Story.model_validate(data)
+            except ValidationError as e:
+                raise UserError(f"{path}: expected the episode's script in the story format:\n{format_validation_error(e)}") from None
+            except (OSError, yaml.YAMLError) as e:
+                raise UserError(f"{path}: expected the episode's script (YAML), found: {str(e).splitlines()[0][:200]}") from None
+            self._story_cache = {"path": path, "story": story}
+        return self._story_cache["story"]
+
+    def face_embeddings(self, episode: dict) -> dict[str, torch.Tensor]:
+        """Character id → its face embeddings [n, Df] in this episode (precomputed, or embedded from the crops)."""
+        ep_id = episode["meta"]["id"]
+        if self._faces_cache.get("id") != ep_id:  # the last episode's (draw and sequences both ask)
+            ident = episode.get("face_identity")
+            if ident is None or not len(ident):
+                emb = torch.zeros(0, 0)
+            elif "face_embeddings" in episode:
+                emb = episode["face_embeddings"].float()
+            else:
+                emb = self.face_embedder.embed_crops([c.numpy() for c in episode["faces"]]).float()
+            names = self.index.meta.get("identities", [])
+            out: dict[str, list] = {}
+            for i, e in zip((ident.tolist() if ident is not None else []), emb):
+                out.setdefault(names[i] if i < len(names) else str(i), []).append(e)
+            self._faces_cache = {"id": ep_id, "faces": {k: torch.stack(v) for k, v in out.items()}}
+        return self._faces_cache["faces"]
+
+    # --- model ----------------------------------------------------------------------------------------------
+    def token_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._stats is None:
+            toks = [self.tokens.keyframes(self.index.load(i, self.keys)) for i in range(min(len(self.index), self.opts.stats_episodes))]
+            flat = torch.cat([t.reshape(-1, t.shape[-1]) for t in toks]).float()
+            std = flat.std(0).clamp_min(1e-3) if len(flat) > 1 else torch.ones(flat.shape[-1])
+            self._stats = (flat.mean(0), std)
+        return self._stats
+
+    def _face_dim(self) -> int:
+        for i in range(min(len(self.index), self.opts.stats_episodes)):
+            faces = self.face_embeddings(self.index.load(i, self.keys))
+            if faces:
+                return next(iter(faces.values())).shape[-1]
+        raise UserError(f"{self.cfg.data}: no face crops in the first episodes to measure the face embedding size: set model.face_dim")
+
+    def build_model(self):
+        from moviedreamer.ar.model import ARConfig, ARModel
+
+        a = self.args
+        mean, std = self.token_stats()
+        ar = dict(desc_dim=a.desc_dim or self.descriptor.embed_dim, face_dim=a.face_dim or self._face_dim(), token_dim=a.token_dim or mean.shape[-1],
+                  n_tokens=a.n_tokens, gmm_components=a.gmm_components, mlp_hidden=a.mlp_hidden, dropout=a.dropout, head_dropout=a.head_dropout,
+                  attn_implementation=a.attn_implementation, window_shots=a.window_shots, temperature=a.temperature)
+        if ar["token_dim"] != mean.shape[-1]:
+            raise UserError(f"model.token_dim is {ar['token_dim']} but the data's keyframe tokens have {mean.shape[-1]} dimensions")
+        if a.init_from is not None:
+            model = ARModel.from_pretrained(a.init_from)
+        elif a.backbone is not None or a.backbone_component is not None:
+            folder = a.backbone
+            if folder is None:
+                from moviedreamer.registry import Registry
+
+                profile, key = a.backbone_component.split(".")
+                folder = Registry.load(profile).path(key)
+            model = ARModel.from_backbone(folder, DTYPES[a.backbone_dtype], **ar)
+        else:
+            from transformers import LlamaConfig
+
+            llama = LlamaConfig(vocab_size=len(self.text_tokenizer), hidden_size=a.hidden_size, intermediate_size=a.intermediate_size or 4 * a.hidden_size,
+                                num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads or a.heads,
+                                max_position_embeddings=a.max_position_embeddings, rope_theta=a.rope_theta, attention_dropout=a.attention_dropout,
+                                tie_word_embeddings=False, pad_token_id=None)
+            model = ARModel(ARConfig(llama=llama.to_dict(), **ar))
+        if model.backbone.config.vocab_size < len(self.text_tokenizer):
+            raise UserError(f"the backbone's vocabulary ({model.backbone.config.vocab_size}) is smaller than the text tokenizer's ({len(self.text_tokenizer)})")
+        with torch.no_grad():
+            model.token_mean.copy_(mean)
+            model.token_std.copy_(std)
+        if self.opts.gradient_checkpointing:
+            bb = model.backbone
+            (getattr(bb, "activation_checkpointing_enable", None) or bb.gradient_checkpointing_enable)()
+        return model
+
+    # --- data -----------------------------------------------------------------------------------------------
+    def samples(self, episode: dict, rng) -> list:
+        """One episode → its training sequences (embed.Part), augmented with draws from `rng`."""
+        return self.sequences(episode, **self.draw(episode, rng))
+
+    def draw(self, episode: dict, rng) -> dict:
+        """The episode's random augmentations: flip, reversal, which faces, which reference frames."""
+        o = self.opts
+        n_shots = sum(len(sc.shots) for sc in self.story(episode).scenes)
+        flip = o.hflip and bool(rng.random() < 0.5)
+        reverse = o.reverse and bool(rng.random() < 0.5)
+        faces = pick_faces(self.face_embeddings(episode), rng, o.random_face, o.face_drop)
+        refs = None
+        if o.references and rng.random() < o.references_p:
+            refs = pick_references(n_shots, o.references, rng, episode.get("clips"))
+        return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs}
+
+    def sequences(self, episode: dict, flip: bool = False, reverse: bool = False, faces: dict | None = None, refs=None) -> list:
+        from moviedreamer.ar.embed import build_sequence, encode_script
+
+        o = self.opts
+        sheet, scripts = encode_script(self.story(episode), self.text_tokenizer, self.descriptor, faces=faces or {}, flip=flip and o.hflip_swap_words)
+        tokens = self.tokens.keyframes(episode, flip)
+        if len(tokens) != len(scripts):
+            raise UserError(f"episode {episode['meta']['id']}: {len(scripts)} shots in its script but {len(tokens)} keyframes")
+        ref_tokens = self.tokens.frames(episode, refs, flip, o.references_from == "clips") if refs else None
+        order = episode_order(len(scripts), reverse)
+        return [build_sequence(sheet, [scripts[i] for i in order[s : s + o.max_shots]], tokens[order[s : s + o.max_shots]], ref_tokens)
+                for s in range(0, len(order), o.max_shots)]
+
+    def collate(self, samples: list, device, dtype):
+        return {"parts": samples, "token_mask": self.opts.token_mask}
+
+    def loss(self, model, batch):
+        from moviedreamer.ar.gmm import gmm_loss
+
+        raw, targets = model(batch)
+        module = getattr(model, "module", model)  # the DeepSpeed engine wraps the ARModel
+        o = self.opts
+        return gmm_loss(module.head.params(raw), targets, o.nll_weight, o.l1_weight, o.l2_weight)
+
+    def export(self, model, out_dir: Path, stream) -> dict:
+        from moviedreamer.ar.gmm import gmm_loss
+
+        model.float().eval().save_pretrained(out_dir)
+        figures = {"params": sum(p.numel() for p in model.parameters()), "token_dim": model.config.token_dim,
+                   "window_shots": model.config.window_shots}
+        if self.opts.eval_sequences:
+            parts = stream.take(self.opts.eval_sequences)
+            raw, targets = model({"parts": parts})
+            _, m = gmm_loss(model.head.params(raw), targets)
+            figures.update({f"eval_{k}": v for k, v in m.items()})
+        return figures
+
+
+def pick_faces(faces: dict[str, torch.Tensor], rng, random_face: bool, face_drop: float = 0.0) -> dict[str, torch.Tensor]:
+    """One face embedding [1, Df] per character: a random one of its crops (`random_face`) or its first; a character
+    is left without a face with probability `face_drop`."""
+    out = {}
+    for cid, embs in faces.items():
+        if face_drop and rng.random() < face_drop:
+            continue
+        i = int(rng.integers(len(embs))) if random_face else 0
+        out[cid] = embs[i : i + 1]
+    return out
+
+
+def episode_order(n_shots: int, reverse: bool) -> list[int]:
+    """The order shots enter the sequence: as filmed, or reversed (episode reversal)."""
+    return list(range(n_shots))[::-1] if reverse else list(range(n_shots))
+
+
+def pick_references(n_shots: int, count: int, rng, clips=None) -> list[tuple[int, int]]:
+    """`count` frames (shot, t) of the episode for few-shot references (distinct shots while there are enough);
+    t > 0 when the shard has clips, so a reference is rarely the exact keyframe the model must predict."""
+    shots = rng.choice(n_shots, size=count, replace=count > n_shots).tolist()
+    frames = clips.shape[1] if clips is not None else 1
+    return [(int(s), int(rng.integers(1, frames)) if frames > 1 else 0) for s in shots]
+
+
+STAGE = ARStage

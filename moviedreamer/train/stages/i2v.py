@@ -1,0 +1,352 @@
+"""`moviedreamer train i2v`: the anchored image-to-video model (moviedreamer/video/) on clips.
+
+Samples. One window of `frames` consecutive frames per shot: with probability `first_window_prob` it starts at
+the keyframe (segment 1), otherwise anywhere in the clip (segment n of a long shot). The concatenated latent is the
+window's FIRST frame; cross-attention is ALWAYS on the shot's keyframe's CLIP embedding (+ the shot's
+"{action}. {camera}" descriptor) - exactly the situation of anchored extension at inference. With `min_frames`,
+each micro batch is cut to a random length in [min_frames, frames] (the last segment of a shot is shorter).
+
+Last-frame instruction (PixelDance): the end frame is drawn from the window's last 3 frames, noise-augmented like
+the conditioning frame, and placed at the last position of the concatenated latents; dropped with p = 0.25 (the
+position then holds the conditioning frame, as at inference without one).
+
+Time ids: [fps - 1, motion bucket, noise augmentation]; the motion bucket comes from the shards' exact optical flow
+(motion_scale * mean |flow| / width). Noise augmentation of the conditioning latents: sigma_aug ~ lognormal
+(SVD: ln sigma_aug ~ N(-3, 0.5)). Diffusion: EDM, ln sigma ~ N(sigma_mean, sigma_std), v-prediction loss.
+Classifier-free guidance: with p = `uncond_prob` a sample's tokens and concatenated latents are zeroed.
+
+The VAE, the vision encoder and the descriptor encoder are frozen and live outside the DeepSpeed engine; only the
+UNet and the conditioning projections train. `model.init_from` starts from an SVD(-XT) diffusers folder (its VAE
+and image encoder then are the defaults). Export: the AnchoredI2V folder (model.py), plus `vae/` with `export_vae`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from moviedreamer.errors import UserError
+from moviedreamer.train.config import format_validation_error
+from moviedreamer.train.harness import Stage
+
+SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "noise_aug", "motion_bucket", "motion_scale",
+                 "decode_chunk", "pin_keyframe", "descriptor_template")
+
+
+class I2VModelArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    init_from: Path | None = Field(None, description="an SVD / SVD-XT diffusers folder to fine-tune (unet/, vae/, image_encoder/, scheduler/)")
+    init_from_component: str | None = Field(None, description="or the same named as PROFILE.KEY of checkpoints.yaml, e.g. paper.svd")
+    vae: Path | None = Field(None, description="diffusers VAE folder (default with init_from: its vae/)")
+    vision_encoder: Path | None = Field(None, description="the anchor's CLIP vision encoder (default with init_from: its image_encoder/)")
+    vision_format: str | None = None
+    descriptor_encoder: Path | None = Field(None, description="descriptor encoder for the shot's action/camera text (None: no descriptor token)")
+    descriptor_format: str | None = None
+    descriptor_component: str | None = Field(None, description="or the descriptor encoder named as PROFILE.KEY, e.g. paper.descriptor_encoder")
+    descriptor_mode: Literal["token", "add"] = "token"
+    unet: dict = Field(default_factory=dict, description="UNetSpatioTemporalConditionModel arguments (diffusers names) of a fresh model")
+    settings: dict = Field(default_factory=dict, description=f"sampling defaults saved with the model: {', '.join(SETTINGS_KEYS)}")
+    export_vae: bool = Field(False, description="copy the VAE into export/vae (when it is not the profile's VAE, e.g. SVD's)")
+
+    @model_validator(mode="after")
+    def _sources(self):
+        if self.init_from is not None and self.init_from_component is not None:
+            raise ValueError("give model.init_from or model.init_from_component, not both")
+        for key in ("init_from_component", "descriptor_component"):
+            ref = getattr(self, key)
+            if ref is not None and ref.count(".") != 1:
+                raise ValueError(f"model.{key}: expected PROFILE.KEY (e.g. paper.svd), found {ref!r}")
+        if self.descriptor_encoder is not None and self.descriptor_component is not None:
+            raise ValueError("give model.descriptor_encoder or model.descriptor_component, not both")
+        if self.init_from is None and self.init_from_component is None and (self.vae is None or self.vision_encoder is None):
+            raise ValueError("a fresh model needs model.vae and model.vision_encoder (or model.init_from, an SVD folder)")
+        if (self.init_from is not None or self.init_from_component is not None) and self.unet:
+            raise ValueError("model.unet describes a fresh UNet: leave it out with model.init_from")
+        bad = sorted(set(self.settings) - set(SETTINGS_KEYS))
+        if bad:
+            raise ValueError(f"unknown model.settings keys {bad}; expected some of {list(SETTINGS_KEYS)}")
+        return self
+
+
+class I2VOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resolution: int | tuple[int, int] = Field(128, description="frames are resized to this square size, or [width, height]")
+    frames: int = Field(8, ge=2, description="window length (frames per training clip; at most the shards' clip_frames)")
+    min_frames: int | None = Field(None, ge=2, description="cut each micro batch to a random length in [min_frames, frames]")
+    first_window_prob: float = Field(0.5, ge=0, le=1, description="windows starting at the keyframe (segment 1)")
+    end_frame_from_last: int = Field(3, ge=1, description="the end frame is drawn from the window's last N frames")
+    end_frame_drop: float = Field(0.25, ge=0, le=1)
+    noise_aug_mean: float = -3.0
+    noise_aug_std: float = Field(0.5, ge=0)
+    sigma_mean: float = 0.7
+    sigma_std: float = Field(1.6, gt=0)
+    uncond_prob: float = Field(0.1, ge=0, le=1)
+    descriptor_drop: float = Field(0.1, ge=0, le=1)
+    hflip: bool = True
+    fps: int | None = Field(None, ge=1, description="the fps time id (None: the shards' index.json fps)")
+    gradient_checkpointing: bool = False
+    export_samples: int = Field(16, ge=1, description="samples at export: the median motion bucket and a held-out loss")
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if min(self.size) < 8:
+            raise ValueError(f"resolution must be at least 8 pixels, found {self.resolution}")
+        if self.min_frames is not None and self.min_frames > self.frames:
+            raise ValueError(f"min_frames {self.min_frames} is larger than frames {self.frames}")
+        return self
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)"""
+        return (self.resolution, self.resolution) if isinstance(self.resolution, int) else tuple(self.resolution)
+
+
+class I2VStage(Stage):
+    name = "i2v"
+    keys = ("keyframes", "clips", "flow", "shots")
+    mix = 4
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        try:
+            self.args = I2VModelArgs.model_validate(cfg.model)
+            self.opts = I2VOptions.model_validate(cfg.options)
+        except ValidationError as e:
+            raise UserError(f"{cfg.source or 'stage config'}: invalid i2v model/options:\n{format_validation_error(e)}") from None
+        a = self.args
+        for key, path in (("init_from", a.init_from), ("vae", a.vae), ("vision_encoder", a.vision_encoder), ("descriptor_encoder", a.descriptor_encoder)):
+            if path is not None and not Path(path).expanduser().exists():
+                raise UserError(f"model.{key}: expected {_WHAT[key]}, found no such path: {path}")
+        if a.unet:
+            import inspect
+
+            from diffusers import UNetSpatioTemporalConditionModel
+
+            known = set(inspect.signature(UNetSpatioTemporalConditionModel.__init__).parameters) - {"self"}
+            bad = sorted(set(a.unet) - known)
+            if bad:
+                raise UserError(f"{cfg.source or 'stage config'}: model.unet: unknown UNetSpatioTemporalConditionModel arguments {bad}; "
+                                f"expected some of {sorted(known)}")
+        if a.init_from_component is not None:
+            a.init_from = _component(a.init_from_component)[0]
+        if a.descriptor_component is not None:
+            a.descriptor_encoder, a.descriptor_format = _component(a.descriptor_component)
+        if a.init_from is not None:
+            from moviedreamer.video.model import require_svd_folder
+
+            a.init_from = require_svd_folder(a.init_from)
+        self.device = torch.device("cpu")
+
+    # ------------------------------------------------------------------------------------------------ frozen parts
+
+    @cached_property
+    def vae(self):
+        from moviedreamer.video.model import load_vae
+
+        vae = load_vae(self.args.vae or Path(self.args.init_from).expanduser() / "vae")
+        down = 2 ** (len(vae.config.block_out_channels) - 1)
+        if any(s % down for s in self.opts.size):
+            raise UserError(f"options.resolution {self.opts.resolution} must be a multiple of the VAE's downsampling factor {down}")
+        return vae
+
+    @cached_property
+    def vision(self):
+        from moviedreamer.encoders.clip_vision import load_vision_encoder
+
+        path = self.args.vision_encoder or Path(self.args.init_from).expanduser() / "image_encoder"
+        fmt = self.args.vision_format or (None if self.args.vision_encoder else "hf-clip-vision")
+        enc = load_vision_encoder(path, fmt)
+        enc.model.requires_grad_(False)
+        return enc
+
+    @cached_property
+    def descriptor(self):
+        if self.args.descriptor_encoder is None:
+            return None
+        from moviedreamer.encoders.longclip import load_descriptor_encoder
+
+        return load_descriptor_encoder(self.args.descriptor_encoder, self.args.descriptor_format)
+
+    @cached_property
+    def data_fps(self) -> int:
+        if self.opts.fps:
+            return self.opts.fps
+        from moviedreamer.train.data import ShardIndex
+
+        return int(ShardIndex(self.cfg.data).meta.get("fps", 8))
+
+    # ------------------------------------------------------------------------------------------------ model
+
+    def build_model(self):
+        from moviedreamer.video.model import AnchoredI2V, I2VSettings
+
+        a, o = self.args, self.opts
+        desc_dim = self.descriptor.embed_dim if self.descriptor is not None else 0
+        if a.init_from is not None:
+            model = AnchoredI2V.from_svd(a.init_from, desc_dim, a.descriptor_mode)
+            model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})
+        else:
+            down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            c = self.vae.config.latent_channels
+            unet = {"sample_size": o.size[1] // down, "in_channels": 2 * c, "out_channels": c, "num_frames": o.frames, **a.unet}
+            if "addition_time_embed_dim" in unet and "projection_class_embeddings_input_dim" not in unet:
+                unet["projection_class_embeddings_input_dim"] = 3 * unet["addition_time_embed_dim"]
+            try:
+                model = AnchoredI2V.build(unet, self.vision.embed_dim, desc_dim, a.descriptor_mode,
+                                          I2VSettings.from_dict({"num_frames": o.frames, **a.settings}))
+            except (TypeError, ValueError) as e:
+                raise UserError(f"{self.cfg.source or 'stage config'}: model.unet: diffusers cannot build this UNetSpatioTemporalConditionModel ({e})") from None
+        model.settings.vae_scaling_factor = float(self.vae.config.scaling_factor)
+        model.settings.fps = self.data_fps
+        model.settings.check()
+        if o.gradient_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+        return model
+
+    def after_initialize(self, engine, world_size: int) -> None:
+        self.device = engine.device
+        self.vae.to(self.device)
+        self.vision.model.to(self.device)
+        self.vision.device = torch.device(self.device)
+
+    # ------------------------------------------------------------------------------------------------ data
+
+    def samples(self, episode: dict, rng) -> list:
+        clips, keyframes, flow, shots = episode.get("clips"), episode.get("keyframes"), episode.get("flow"), episode.get("shots") or []
+        if clips is None:
+            raise UserError(f"episode {episode['meta'].get('id')}: the i2v stage needs `clips` in the shards (docs/data_format.md)")
+        out = []
+        n_shots, t_len = clips.shape[0], clips.shape[1]
+        length = min(self.opts.frames, t_len)
+        if length < 2:
+            raise UserError(f"episode {episode['meta'].get('id')}: clips of {t_len} frame(s); the i2v stage needs at least 2")
+        width = clips.shape[3]
+        from moviedreamer.video.conditioning import motion_bucket
+
+        for s in range(n_shots):
+            start = 0 if rng.random() < self.opts.first_window_prob else int(rng.integers(0, t_len - length + 1))
+            fl = flow[s, start : start + length - 1] if flow is not None else None
+            meta = shots[s] if s < len(shots) else {}
+            out.append({
+                "frames": clips[s, start : start + length],
+                "keyframe": keyframes[s] if keyframes is not None else clips[s, 0],
+                "motion": motion_bucket(fl, width, self._settings_value("motion_scale", 2048.0)),
+                "text": self._template.format(action=meta["action"], camera=meta["camera"]) if meta.get("action") and meta.get("camera") else "",
+            })
+        return out
+
+    @cached_property
+    def _template(self) -> str:
+        from moviedreamer.video.model import I2VSettings
+
+        return str(self.args.settings.get("descriptor_template", I2VSettings.descriptor_template))
+
+    def _settings_value(self, key, default):
+        return float(self.args.settings.get(key, default))
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        w, h = self.opts.size
+        if x.shape[-2:] == (h, w):
+            return x
+        down = x.shape[-1] > w
+        return F.interpolate(x, size=(h, w), mode="area" if down else "bilinear", align_corners=None if down else False)
+
+    @torch.no_grad()
+    def collate(self, samples: list, device, dtype):
+        from moviedreamer.video.conditioning import encode_latents
+        from moviedreamer.video.model import time_ids
+
+        o, b = self.opts, len(samples)
+        length = min(s["frames"].shape[0] for s in samples)
+        if o.min_frames is not None and o.min_frames < length:
+            length = int(torch.randint(o.min_frames, length + 1, ()).item())
+        frames = torch.stack([s["frames"][:length] for s in samples])  # [B, L, H, W, 3] uint8
+        keys = torch.stack([s["keyframe"] for s in samples]).permute(0, 3, 1, 2)  # [B, 3, H, W] uint8
+        flip = torch.rand(b) < 0.5 if o.hflip else torch.zeros(b, dtype=torch.bool)
+        px = frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        px = self._resize(px).view(b, length, 3, o.size[1], o.size[0])
+        px[flip] = px[flip].flip(-1)
+        keys[flip] = keys[flip].flip(-1)
+        z = encode_latents(self.vae, px.flatten(0, 1).to(self.device))
+        z = z.view(b, length, *z.shape[1:]).to(self.device)  # [B, L, C, h, w] scaled latents
+        sf = float(self.vae.config.scaling_factor)
+        image_embeds, _ = self.vision.encode_image(keys)
+        descriptor = None
+        if self.descriptor is not None:
+            texts = [s["text"] for s in samples]
+            descriptor = self.descriptor.encode([t or " " for t in texts]).embeddings.to(self.device)
+            keep = (torch.rand(b) >= o.descriptor_drop) & torch.tensor([bool(t) for t in texts])
+            descriptor = descriptor * keep.to(descriptor.dtype).to(self.device)[:, None]
+        aug = torch.exp(o.noise_aug_mean + o.noise_aug_std * torch.randn(b)).to(self.device)
+        ab = aug.view(-1, 1, 1, 1)
+        cond0 = z[:, 0] / sf + ab * torch.randn(z[:, 0].shape).to(self.device)
+        back = torch.randint(0, min(o.end_frame_from_last, length), (b,))
+        end = z[torch.arange(b), length - 1 - back] / sf + ab * torch.randn(z[:, 0].shape).to(self.device)
+        keep_end = (torch.rand(b) >= o.end_frame_drop).to(self.device)
+        cond = cond0[:, None].repeat(1, length, 1, 1, 1)
+        cond[:, -1] = torch.where(keep_end.view(-1, 1, 1, 1), end, cond0)
+        uncond = (torch.rand(b) < o.uncond_prob).to(self.device)
+        cond = cond * (~uncond).to(cond.dtype).view(-1, 1, 1, 1, 1)
+        sigma = torch.exp(o.sigma_mean + o.sigma_std * torch.randn(b)).to(self.device)
+        noise = torch.randn(z.shape).to(self.device)
+        noisy = z + sigma.view(-1, 1, 1, 1, 1) * noise
+        ids = time_ids(self.data_fps, torch.tensor([s["motion"] for s in samples]), aug.cpu())
+        to = dict(device=device, dtype=dtype)
+        return {"noisy": noisy.to(**to), "sigma": sigma.to(device), "cond": cond.to(**to), "image_embeds": image_embeds.to(**to),
+                "descriptor": None if descriptor is None else descriptor.to(**to), "ids": ids.to(**to), "uncond": uncond.to(device),
+                "clean": z.to(device), "noise": noise.to(device), "end_keep": keep_end.to(device)}
+
+    # ------------------------------------------------------------------------------------------------ loss
+
+    def loss(self, model, batch):
+        from moviedreamer.video.model import v_target
+
+        v = model(batch["noisy"], batch["sigma"], batch["cond"], batch["image_embeds"], batch["descriptor"], batch["ids"], batch["uncond"])
+        target = v_target(batch["clean"].float(), batch["noise"].float(), batch["sigma"].float())
+        err = (v.float() - target).pow(2)
+        loss = err.mean()
+        first = err[:, 0].mean().item()
+        return loss, {"mse_first": first, "mse_rest": err[:, 1:].mean().item(), "frames": float(err.shape[1]), "end_kept": batch["end_keep"].float().mean().item()}
+
+    # ------------------------------------------------------------------------------------------------ export
+
+    def export(self, model, out_dir: Path, stream) -> dict:
+        model = model.float().eval()
+        samples = stream.take(self.opts.export_samples)
+        motion = float(np.median([s["motion"] for s in samples]))
+        if "motion_bucket" not in self.args.settings:
+            model.settings.motion_bucket = round(motion, 2)
+        torch.manual_seed(self.cfg.seed + 7)
+        losses = []
+        for i in range(0, len(samples), 4):
+            batch = self.collate(samples[i : i + 4], self.device, torch.float32)
+            losses.append(self.loss(model.to(self.device), batch)[0].item())
+        model.cpu().save_pretrained(out_dir)
+        if self.args.export_vae:
+            self.vae.save_pretrained(str(out_dir / "vae"), safe_serialization=True)
+        return {"params": sum(p.numel() for p in model.parameters()), "unet_params": sum(p.numel() for p in model.unet.parameters()),
+                "motion_bucket": motion, "heldout_loss": float(np.mean(losses)), "latent_channels": model.latent_channels,
+                "vae_scaling_factor": model.settings.vae_scaling_factor, "fps": model.settings.fps, "export_samples": len(samples)}
+
+
+def _component(ref: str) -> tuple[Path, str]:
+    """PROFILE.KEY of checkpoints.yaml -> (path, format); a clear MissingComponentError when it is not there."""
+    from moviedreamer.registry import Registry
+
+    profile, key = ref.split(".")
+    registry = Registry.load(profile)
+    return registry.path(key), registry.component(key).format
+
+
+_WHAT = {"init_from": "an SVD / SVD-XT diffusers folder (model_index.json, unet/, vae/, image_encoder/, scheduler/)",
+         "vae": "a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors)",
+         "vision_encoder": "a CLIP vision encoder (open_clip folder, HF CLIPVisionModelWithProjection folder or open_clip checkpoint)",
+         "descriptor_encoder": "a descriptor encoder (open_clip folder, LongCLIP .pt or HF CLIP text folder)"}
+
+STAGE = I2VStage

@@ -1,0 +1,320 @@
+"""The anchored image-to-video model: a diffusers `UNetSpatioTemporalConditionModel` (SVD's UNet) plus the small
+projections that turn the anchor's CLIP image embedding and the shot's descriptor embedding into its
+cross-attention tokens, with its scheduler and sampling defaults.
+
+Folder layout (`save_pretrained` / `from_pretrained`; the root is an ordinary diffusers model folder, so the
+registry's `diffusers` format check and `UNetSpatioTemporalConditionModel.from_pretrained(folder)` both work):
+
+    i2v/
+      config.json + diffusion_pytorch_model.safetensors   the UNet (SVD layout: in_channels = 2 x latent channels)
+      conditioning/config.json + diffusion_pytorch_model.safetensors   I2VConditioning (projections)
+      scheduler/scheduler_config.json                     EulerDiscreteScheduler (EDM sigmas, v-prediction)
+      moviedreamer_i2v.json                               I2VSettings: segment length, overlap, steps, tau, ...
+      vae/  (optional)                                    the VAE it was trained with, when not the profile's
+
+Conventions (SVD's): the UNet denoises latents in the VAE's *scaled* space (z * scaling_factor); the concatenated
+conditioning latents are *unscaled* (z, as `vae.encode(x).latent_dist.mode()` gives them), plus noise
+augmentation of strength `noise_aug` (added in latent space here, so that a generated latent can condition the next
+segment without a decode -> encode round trip). Preconditioning is EDM with sigma_data = 1 and v-prediction, exactly
+what `EulerDiscreteScheduler(prediction_type="v_prediction", timestep_type="continuous")` undoes at sampling time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from moviedreamer.errors import CheckpointError, UserError
+
+SETTINGS_FILE = "moviedreamer_i2v.json"
+CONDITIONING_DIR = "conditioning"
+SCHEDULER_DIR = "scheduler"
+
+# SVD-XT's scheduler, with the toy's sigma range (few steps want a short range).
+TOY_SCHEDULER = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
+    interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.02, sigma_max=80.0, timestep_spacing="leading",
+    timestep_type="continuous", steps_offset=1,
+)
+
+
+@dataclass
+class I2VSettings:
+    """How the model is sampled by default, and the latent convention it was trained with."""
+
+    num_frames: int = 8  # frames per segment (the length it was trained on)
+    overlap: int = 2  # frames a segment shares with the previous one (>= 1)
+    steps: int = 8  # sampler steps
+    tau: int = 4  # the end-frame instruction is used in the first tau of `steps` steps (tau >= steps: all)
+    guidance_min: float = 1.0  # classifier-free guidance, linear over the frames (SVD); 1.0 = off (one UNet pass)
+    guidance_max: float = 1.0
+    fps: int = 8
+    motion_bucket: float = 32.0  # default "motion amount" time id (training data's median unless set)
+    motion_scale: float = 2048.0  # bucket = motion_scale * mean |optical flow| / frame width, clamped to [0, 255]
+    noise_aug: float = 0.05  # conditioning-latent noise augmentation at inference (a time id too)
+    decode_chunk: int = 8  # frames per VAE decode call
+    pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
+    latent_channels: int = 4
+    vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
+    descriptor_template: str = "{action}. {camera}"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "I2VSettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def check(self) -> "I2VSettings":
+        if self.num_frames < 2:
+            raise UserError(f"i2v settings: num_frames must be at least 2, found {self.num_frames}")
+        if not 1 <= self.overlap < self.num_frames:
+            raise UserError(f"i2v settings: overlap must be in [1, num_frames - 1] = [1, {self.num_frames - 1}], found {self.overlap}")
+        if self.steps < 1 or self.tau < 0:
+            raise UserError(f"i2v settings: expected steps >= 1 and tau >= 0 (tau >= steps: every step), found steps={self.steps}, tau={self.tau}")
+        if self.decode_chunk < 1:
+            raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
+        return self
+
+
+class I2VConditioning(ModelMixin, ConfigMixin):
+    """Anchor CLIP image embedding (+ shot descriptor embedding) -> cross-attention tokens [B, N, cross_attention_dim].
+
+    descriptor_mode "token": tokens = [anchor, descriptor] (N = 2); "add": one token, anchor + descriptor (the
+    descriptor projection starts at zero, so a model loaded from SVD behaves exactly like SVD before fine-tuning)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, image_embed_dim: int = 1024, cross_attention_dim: int = 1024, descriptor_dim: int = 0,
+                 project_image: bool = True, descriptor_mode: str = "token"):
+        super().__init__()
+        if descriptor_mode not in ("token", "add"):
+            raise UserError(f"i2v conditioning: descriptor_mode must be 'token' or 'add', found {descriptor_mode!r}")
+        if not project_image and image_embed_dim != cross_attention_dim:
+            raise UserError(f"i2v conditioning: project_image=false needs image_embed_dim == cross_attention_dim, found {image_embed_dim} and {cross_attention_dim}")
+        self.image_proj = nn.Linear(image_embed_dim, cross_attention_dim) if project_image else nn.Identity()
+        self.descriptor_proj = nn.Linear(descriptor_dim, cross_attention_dim) if descriptor_dim else None
+        if self.descriptor_proj is not None:
+            nn.init.zeros_(self.descriptor_proj.weight)
+            nn.init.zeros_(self.descriptor_proj.bias)
+
+    @property
+    def num_tokens(self) -> int:
+        return 2 if self.descriptor_proj is not None and self.config.descriptor_mode == "token" else 1
+
+    def forward(self, image_embeds: torch.Tensor, descriptor: torch.Tensor | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
+        """image_embeds [B, Di], descriptor [B, Dd] or None -> tokens [B, N, D]. An all-zero descriptor row means
+        "no descriptor" (a zero token, as when None); `uncond` [B] bool zeroes all tokens of a row: the
+        classifier-free-guidance null condition, the same zeros the sampler's unconditional branch uses."""
+        anchor = self.image_proj(image_embeds)
+        if self.descriptor_proj is None:
+            tokens = anchor[:, None]
+        else:
+            if descriptor is None:
+                desc = torch.zeros_like(anchor)
+            else:
+                if descriptor.shape[-1] != self.config.descriptor_dim:
+                    raise UserError(f"i2v: descriptor embedding of width {descriptor.shape[-1]}, the model expects {self.config.descriptor_dim}")
+                descriptor = descriptor.to(anchor.dtype)
+                desc = self.descriptor_proj(descriptor) * (descriptor.abs().sum(-1, keepdim=True) > 0).to(anchor.dtype)
+            tokens = (anchor + desc)[:, None] if self.config.descriptor_mode == "add" else torch.stack([anchor, desc], dim=1)
+        if uncond is not None:
+            tokens = tokens * (~uncond.bool()).to(tokens.dtype).view(-1, 1, 1)
+        return tokens
+
+
+class AnchoredI2V(nn.Module):
+    """UNet + conditioning projections + scheduler config + settings: the whole I2V component."""
+
+    def __init__(self, unet, conditioning: I2VConditioning, settings: I2VSettings | None = None, scheduler_config: dict | None = None):
+        super().__init__()
+        self.unet, self.conditioning = unet, conditioning
+        self.settings = settings or I2VSettings(latent_channels=unet.config.out_channels)
+        self.scheduler_config = dict(scheduler_config or TOY_SCHEDULER)
+        if unet.config.in_channels != 2 * unet.config.out_channels:
+            raise UserError(f"i2v: the UNet must take noisy + conditioning latents (in_channels = 2 x out_channels), found "
+                            f"in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}")
+        cross = unet.config.cross_attention_dim
+        cross = cross[0] if isinstance(cross, (list, tuple)) else cross
+        if conditioning.config.cross_attention_dim != cross:
+            raise UserError(f"i2v: conditioning gives tokens of width {conditioning.config.cross_attention_dim}, the UNet attends to {cross}")
+
+    # ------------------------------------------------------------------------------------------------ build
+
+    @classmethod
+    def build(cls, unet_config: dict, image_embed_dim: int, descriptor_dim: int = 0, descriptor_mode: str = "token",
+              settings: I2VSettings | None = None, scheduler_config: dict | None = None) -> "AnchoredI2V":
+        from diffusers import UNetSpatioTemporalConditionModel
+
+        unet = UNetSpatioTemporalConditionModel(**unet_config)
+        cross = unet.config.cross_attention_dim
+        cross = cross[0] if isinstance(cross, (list, tuple)) else cross
+        cond = I2VConditioning(image_embed_dim, cross, descriptor_dim, True, descriptor_mode)
+        settings = settings or I2VSettings()
+        settings.latent_channels = unet.config.out_channels
+        return cls(unet, cond, settings, scheduler_config)
+
+    @classmethod
+    def from_svd(cls, path: str | Path, descriptor_dim: int = 0, descriptor_mode: str = "add",
+                 settings: I2VSettings | None = None) -> "AnchoredI2V":
+        """Start from an SVD / SVD-XT diffusers pipeline folder (model_index.json, unet/, vae/, image_encoder/,
+        scheduler/): its UNet and scheduler as they are; the anchor projection is the identity (SVD attends to the
+        CLIP image embedding directly); the descriptor projection starts at zero."""
+        from diffusers import UNetSpatioTemporalConditionModel
+
+        path = require_svd_folder(path)
+        unet = _load(UNetSpatioTemporalConditionModel, path / "unet", "the SVD UNet (unet/)")
+        cross = unet.config.cross_attention_dim
+        cross = cross[0] if isinstance(cross, (list, tuple)) else cross
+        image_dim = _read_json(path / "image_encoder" / "config.json").get("projection_dim", cross)
+        cond = I2VConditioning(image_dim, cross, descriptor_dim, image_dim != cross, descriptor_mode)
+        sched = {k: v for k, v in _read_json(path / "scheduler" / "scheduler_config.json").items() if not k.startswith("_")}
+        settings = settings or I2VSettings(num_frames=unet.config.num_frames, overlap=3, steps=25, tau=12, guidance_min=1.0,
+                                           guidance_max=3.0, fps=7, motion_bucket=127.0, noise_aug=0.02, decode_chunk=8)
+        settings.latent_channels = unet.config.out_channels
+        vae_cfg = _read_json(path / "vae" / "config.json")
+        settings.vae_scaling_factor = float(vae_cfg.get("scaling_factor", 0.18215))
+        return cls(unet, cond, settings, sched)
+
+    # ------------------------------------------------------------------------------------------------ io
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(str(out_dir), safe_serialization=True)
+        self.conditioning.save_pretrained(str(out_dir / CONDITIONING_DIR), safe_serialization=True)
+        self.make_scheduler().save_pretrained(str(out_dir / SCHEDULER_DIR))
+        (out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings), indent=2) + "\n")
+        return out_dir
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "AnchoredI2V":
+        from diffusers import UNetSpatioTemporalConditionModel
+
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: expected an i2v folder (config.json + diffusion_pytorch_model.safetensors, conditioning/, "
+                                  f"scheduler/, {SETTINGS_FILE}; made by `moviedreamer train i2v`), found "
+                                  + ("a file" if path.exists() else "no such folder"))
+        for need in ("config.json", f"{CONDITIONING_DIR}/config.json", f"{SCHEDULER_DIR}/scheduler_config.json", SETTINGS_FILE):
+            if not (path / need).is_file():
+                raise CheckpointError(f"{path / need}: expected this file of an i2v folder (made by `moviedreamer train i2v`), found no such file")
+        unet = _load(UNetSpatioTemporalConditionModel, path, "the i2v UNet")
+        cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections")
+        settings = I2VSettings.from_dict(_read_json(path / SETTINGS_FILE)).check()
+        sched = {k: v for k, v in _read_json(path / SCHEDULER_DIR / "scheduler_config.json").items() if not k.startswith("_")}
+        return cls(unet.eval(), cond.eval(), settings, sched)
+
+    # ------------------------------------------------------------------------------------------------ use
+
+    def make_scheduler(self):
+        from diffusers import EulerDiscreteScheduler
+
+        return EulerDiscreteScheduler.from_config(self.scheduler_config)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.unet.config.out_channels
+
+    def tokens(self, image_embeds: torch.Tensor, descriptor: torch.Tensor | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conditioning(image_embeds.to(self.dtype), None if descriptor is None else descriptor.to(self.dtype), uncond)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def unet_forward(self, model_input: torch.Tensor, cond: torch.Tensor, timestep, tokens: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        """model_input: scaled noisy latents [B, F, C, h, w] (already divided by sqrt(sigma^2 + 1)); cond: the
+        conditioning latents [B, F, C, h, w]; returns the UNet's v-prediction."""
+        return self.unet(torch.cat([model_input, cond], dim=2), timestep, encoder_hidden_states=tokens,
+                         added_time_ids=time_ids, return_dict=False)[0]
+
+    def predict_v(self, noisy: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        """The UNet's v-prediction for noisy = z + sigma * eps (sigma [B]), with EDM's input scaling and noise
+        conditioning c_noise = ln(sigma) / 4: what `EulerDiscreteScheduler` feeds it at sampling time."""
+        s = sigma.to(noisy.dtype).view(-1, 1, 1, 1, 1)
+        return self.unet_forward(noisy / (s**2 + 1).sqrt(), cond, 0.25 * sigma.log().to(noisy.dtype), tokens, time_ids)
+
+    def denoise(self, noisy: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        """D(x; sigma) = c_skip x + c_out v, with c_skip = 1 / (sigma^2 + 1), c_out = -sigma / sqrt(sigma^2 + 1)."""
+        s = sigma.to(noisy.dtype).view(-1, 1, 1, 1, 1)
+        v = self.predict_v(noisy, sigma, cond, tokens, time_ids)
+        return noisy / (s**2 + 1) - s / (s**2 + 1).sqrt() * v
+
+    def forward(self, noisy, sigma, cond, image_embeds, descriptor, time_ids, uncond=None):
+        """Training: the v-prediction (compare with `v_target`; EDM's weighted denoising loss is exactly that MSE)."""
+        return self.predict_v(noisy, sigma, cond, self.tokens(image_embeds, descriptor, uncond), time_ids)
+
+
+def v_target(clean: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The v the UNet should predict for noisy = clean + sigma * noise: (noise - sigma * clean) / sqrt(sigma^2 + 1).
+    MSE on it equals EDM's (sigma^2 + 1) / sigma^2-weighted denoising loss (sigma_data = 1)."""
+    s = sigma.to(clean.dtype).view(-1, 1, 1, 1, 1)
+    return (noise - s * clean) / (s**2 + 1).sqrt()
+
+
+def time_ids(fps: float, motion_bucket: float | torch.Tensor, noise_aug: float | torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """SVD's added time ids [B, 3]: [fps - 1, motion bucket, noise augmentation strength]; each a number or a [B] tensor."""
+    parts = [torch.as_tensor(float(fps) - 1.0), torch.as_tensor(motion_bucket), torch.as_tensor(noise_aug)]
+    parts = [p.float().cpu().reshape(-1) for p in parts]
+    b = batch or max(len(p) for p in parts)
+    if any(len(p) not in (1, b) for p in parts):
+        raise ValueError(f"time_ids: expected numbers or [{b}] tensors, found lengths {[len(p) for p in parts]}")
+    return torch.stack([p.expand(b) for p in parts], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def require_svd_folder(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: expected a Stable Video Diffusion (XT) diffusers folder (model_index.json, unet/, vae/, "
+                              f"image_encoder/, scheduler/), found " + ("a file" if path.exists() else "no such folder"))
+    for sub, what in (("model_index.json", "the pipeline index"), ("unet/config.json", "the UNetSpatioTemporalConditionModel"),
+                      ("vae/config.json", "the AutoencoderKLTemporalDecoder"), ("image_encoder/config.json", "the CLIPVisionModelWithProjection"),
+                      ("scheduler/scheduler_config.json", "the EulerDiscreteScheduler")):
+        if not (path / sub).is_file():
+            raise CheckpointError(f"{path / sub}: expected {what} of an SVD diffusers folder, found no such file")
+    return path
+
+
+def load_vae(path: str | Path):
+    """A diffusers VAE folder: AutoencoderKL (toy, SD/SDXL) or AutoencoderKLTemporalDecoder (SVD), by its config."""
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
+
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: expected a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors), found "
+                              + ("no config.json there" if path.is_dir() else "no such folder"))
+    cls_name = _read_json(path / "config.json").get("_class_name", "AutoencoderKL")
+    cls = AutoencoderKLTemporalDecoder if cls_name == "AutoencoderKLTemporalDecoder" else AutoencoderKL
+    return _load(cls, path, f"a diffusers {cls.__name__}").eval().requires_grad_(False)
+
+
+def vae_downsampling(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _load(cls, path: Path, what: str):
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path / 'config.json'}: expected the config of {what}, found no such file")
+    try:
+        return cls.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # diffusers raises many types for a folder it cannot use
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path}: could not load {what} ({msg})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: expected a JSON file, found no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: expected valid JSON, found a broken file ({e})") from None

@@ -1,0 +1,257 @@
+"""Anchored extension (MovieDreamer) with a last-frame instruction (PixelDance), sampled with the model's
+diffusers Euler scheduler (EDM sigmas, v-prediction: SVD's), all frames of a segment in one UNet batch.
+
+A shot of N frames is cut into segments of at most `num_frames` frames, each sharing `overlap` frames with the
+previous one (plan_segments). For segment n:
+
+    concatenated latent  <- segment 1: the keyframe's latent (VAE-encoded once)
+                            segment n: the latent of the previous segment's last kept frame (its frame that
+                            segment n starts on; with overlap 1, literally its last frame) - the latent itself,
+                            never decoded and re-encoded, so colours do not drift through VAE round trips
+    cross-attention      <- ALWAYS the keyframe's CLIP image embedding (+ the shot's descriptor): the anchor
+    overlap frames       <- during denoising, the first `overlap` frames are pulled towards the previous segment's
+                            (re-noised) latents, weight 1 - j/overlap for frame j; after it they are cross-faded with
+                            the same weights. Frame 0 is thus exactly the previous segment's frame, and the joins
+                            carry the motion on instead of restarting it.
+    end frame            <- only in the last segment, at its last position, for the first `tau` of `steps` steps.
+
+`anchor="last-frame"` is the baseline for the drift measurement: segment n attends to the CLIP embedding of the
+frame it starts from instead of the keyframe's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from moviedreamer.errors import UserError
+from moviedreamer.video.conditioning import (
+    ClipCondition, as_condition, augment, check_size, concat_latents, decode_latents, encode_latents, to_pixels, to_uint8,
+)
+from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
+
+
+def plan_segments(n_frames: int, seg_len: int, overlap: int) -> list[tuple[int, int]]:
+    """[(first frame, length)] covering n_frames; consecutive segments share `overlap` frames; the last may be shorter."""
+    if n_frames < 1:
+        raise UserError(f"i2v: a clip needs at least 1 frame, asked for {n_frames}")
+    if not 1 <= overlap < seg_len:
+        raise UserError(f"i2v: overlap must be in [1, segment length - 1] = [1, {seg_len - 1}], found {overlap}")
+    plans = [(0, min(seg_len, n_frames))]
+    while plans[-1][0] + plans[-1][1] < n_frames:
+        start = plans[-1][0] + plans[-1][1] - overlap
+        plans.append((start, min(seg_len, n_frames - start)))
+    return plans
+
+
+def blend_weights(k: int) -> torch.Tensor:
+    """Weight of the previous segment on the k shared frames: 1, 1 - 1/k, ..., 1/k."""
+    return 1.0 - torch.arange(k, dtype=torch.float32) / k
+
+
+def sub_seed(seed: int, *parts: int) -> int:
+    h = hashlib.sha256(":".join(str(p) for p in (seed, *parts)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def _gen(seed: int, *parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(sub_seed(seed, *parts))
+
+
+@dataclass
+class SegmentRecord:
+    """What a segment was sampled from and what it gave (returned by `AnchoredSampler.latents(record=...)`)."""
+
+    start: int
+    length: int
+    raw: torch.Tensor  # [L, C, h, w] scaled latents as sampled, before the overlap cross-fade
+    final: torch.Tensor  # [L, C, h, w] after it (its lookahead frames are faded into the next segment)
+    known: int  # leading frames tied to the previous segment (or the keyframe)
+
+
+class AnchoredSampler:
+    """Samples shots from an AnchoredI2V with a VAE and a vision encoder (and optionally a descriptor encoder)."""
+
+    def __init__(self, model: AnchoredI2V, vae, vision, descriptor=None, device="cpu", settings: I2VSettings | None = None):
+        self.model, self.vae, self.vision, self.descriptor = model.eval(), vae, vision, descriptor
+        self.device = torch.device(device)
+        self.settings = (settings or model.settings).check()
+        self.scheduler = model.make_scheduler()
+        if vae.config.latent_channels != model.latent_channels:
+            raise UserError(f"i2v: the VAE has {vae.config.latent_channels} latent channels, the video model {model.latent_channels}; "
+                            f"use the VAE the model was trained with")
+        want = model.conditioning.config.image_embed_dim
+        if getattr(vision, "embed_dim", want) != want:
+            raise UserError(f"i2v: the vision encoder gives {vision.embed_dim}-wide image embeddings, the video model was trained on {want}; "
+                            f"use the vision encoder it was trained with")
+        sf = float(vae.config.scaling_factor)
+        if abs(sf - model.settings.vae_scaling_factor) > 1e-3 * max(1.0, abs(sf)) and model.settings.vae_scaling_factor != 1.0:
+            raise UserError(f"i2v: the VAE's scaling_factor is {sf:.6g}, the video model was trained with {model.settings.vae_scaling_factor:.6g}; "
+                            f"use the VAE the model was trained with")
+
+    # ------------------------------------------------------------------------------------------------ pieces
+
+    def with_settings(self, **overrides) -> I2VSettings:
+        known = set(I2VSettings.__dataclass_fields__)
+        bad = sorted(set(overrides) - known)
+        if bad:
+            raise UserError(f"i2v: unknown sampler setting(s) {', '.join(bad)}; expected some of {', '.join(sorted(known))}")
+        return replace(self.settings, **{k: v for k, v in overrides.items() if v is not None}).check()
+
+    def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> the CLIP pooled embedding [B, D]."""
+        pooled, _ = self.vision.encode_image(((pixels.float() + 1) / 2).clamp(0, 1))
+        return pooled
+
+    def descriptor_embedding(self, cond: ClipCondition) -> torch.Tensor | None:
+        if self.model.conditioning.descriptor_proj is None:
+            return None
+        if cond.descriptor is not None:
+            d = torch.as_tensor(np.asarray(cond.descriptor) if isinstance(cond.descriptor, np.ndarray) else cond.descriptor).float()
+            return d.reshape(1, -1)
+        if cond.text:
+            if self.descriptor is None:
+                raise UserError("i2v: the shot's descriptor is text but no descriptor encoder was given to the clip renderer")
+            return self.descriptor.encode([cond.text]).embeddings[:1].float()
+        return None
+
+    @torch.no_grad()
+    def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
+                       end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None) -> torch.Tensor:
+        """One segment. cond / end: unscaled, augmented latents [1, C, h, w]; tokens [1, N, D]; ids [1, 3];
+        known: scaled latents [K, C, h, w] its first K frames are tied to. Returns scaled latents [L, C, h, w]
+        as sampled (the caller cross-fades the known frames)."""
+        dev, dtype = self.device, self.model.dtype
+        sched = self.scheduler
+        sched.set_timesteps(s.steps, device=dev)
+        c, h, w = cond.shape[1:]
+        lat = (torch.randn((1, length, c, h, w), generator=_gen(seed, 0)) * sched.init_noise_sigma).to(dev)
+        plain = concat_latents(cond, length).to(dev, dtype)
+        with_end = concat_latents(cond, length, end).to(dev, dtype) if end is not None and tau > 0 else plain
+        k_noise = torch.randn(known.shape, generator=_gen(seed, 1)).to(dev) if known is not None else None
+        k_w = blend_weights(len(known)).view(1, -1, 1, 1, 1).to(dev) if known is not None else None
+        cfg = s.guidance_max > 1.0 or s.guidance_min > 1.0
+        if cfg:
+            g = torch.linspace(s.guidance_min, s.guidance_max, length, device=dev).view(1, -1, 1, 1, 1)
+            tokens2, ids2 = torch.cat([torch.zeros_like(tokens), tokens]), torch.cat([ids, ids])
+        for i, t in enumerate(sched.timesteps):
+            if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
+                sigma = sched.sigmas[i].to(dev)
+                target = (known.to(dev) + sigma * k_noise)[None]
+                lat[:, : len(known)] = (1 - k_w) * lat[:, : len(known)] + k_w * target
+            concat = with_end if i < tau else plain
+            x = sched.scale_model_input(lat, t).to(dtype)
+            if cfg:
+                out = self.model.unet_forward(torch.cat([x, x]), torch.cat([torch.zeros_like(concat), concat]), t, tokens2, ids2).float()
+                uncond, condv = out.chunk(2)
+                out = uncond + g * (condv - uncond)
+            else:
+                out = self.model.unet_forward(x, concat, t, tokens, ids).float()
+            lat = sched.step(out, t, lat).prev_sample
+        return lat[0]
+
+    # ------------------------------------------------------------------------------------------------ shots
+
+    @torch.no_grad()
+    def latents(self, keyframe, n_frames: int, condition=None, end_frame=None, seed: int = 0, fps: int | None = None,
+                anchor: str = "keyframe", record: list | None = None, **overrides) -> Iterator[torch.Tensor]:
+        """Yields the shot's latents segment by segment ([n_i, C, h, w] scaled, n_1 + n_2 + ... = n_frames), each
+        final once yielded. `record` (a list) receives a SegmentRecord per segment."""
+        if anchor not in ("keyframe", "last-frame"):
+            raise UserError(f"i2v: anchor must be 'keyframe' or 'last-frame', found {anchor!r}")
+        cond = as_condition(condition)
+        s = self.with_settings(**overrides)
+        fps = int(fps or s.fps)
+        noise_aug = float(cond.noise_aug if cond.noise_aug is not None else s.noise_aug)
+        motion = float(cond.motion_bucket if cond.motion_bucket is not None else s.motion_bucket)
+        dev, dtype = self.device, self.model.dtype
+        sf = float(self.vae.config.scaling_factor)
+
+        key_px = to_pixels(keyframe)
+        check_size(self.vae, *key_px.shape[-2:])
+        key_lat = encode_latents(self.vae, key_px).cpu()  # [1, C, h, w] scaled: encoded once, never again
+        end_lat = None
+        if end_frame is not None:
+            end_px = to_pixels(end_frame)
+            if end_px.shape[-2:] != key_px.shape[-2:]:
+                raise UserError(f"i2v: the end frame is {end_px.shape[-1]}x{end_px.shape[-2]}, the keyframe {key_px.shape[-1]}x{key_px.shape[-2]}")
+            end_lat = augment(encode_latents(self.vae, end_px).cpu() / sf, noise_aug, _gen(seed, 3))
+        desc = self.descriptor_embedding(cond)
+        desc = None if desc is None else desc.to(dev)
+        key_tokens = self.model.tokens(self.image_embeds(key_px).to(dev), desc)
+        ids = time_ids(fps, motion, noise_aug).to(dev, dtype)
+
+        plans = plan_segments(n_frames, s.num_frames, s.overlap)
+        prev, prev_start = None, 0
+        for n, (start, length) in enumerate(plans):
+            if n == 0:
+                source, known = key_lat[0], (key_lat if s.pin_keyframe else None)
+            else:
+                off = start - prev_start
+                source, known = prev[off], prev[off : off + (prev_start + len(prev) - start)]
+            tokens = key_tokens
+            if anchor == "last-frame" and n > 0:
+                tokens = self.model.tokens(self.image_embeds(decode_latents(self.vae, source[None])).to(dev), desc)
+            cond_lat = augment(source[None] / sf, noise_aug, _gen(seed, 2, n))
+            last = n == len(plans) - 1
+            raw = self.sample_segment(cond_lat, tokens, ids, length, s, sub_seed(seed, 10, n),
+                                      end=end_lat if last else None, tau=s.tau if last else 0, known=known).float().cpu()
+            lat = raw.clone()
+            if known is not None:
+                w = blend_weights(len(known)).view(-1, 1, 1, 1)
+                lat[: len(known)] = w * known.cpu() + (1 - w) * raw[: len(known)]
+            if record is not None:
+                record.append(SegmentRecord(start, length, raw, lat.clone(), 0 if known is None else len(known)))
+            stop = length if last else plans[n + 1][0] - start + 1
+            yield lat[(0 if n == 0 else 1) : stop]
+            prev, prev_start = lat, start
+
+    def frames(self, keyframe, n_frames: int, condition=None, end_frame=None, seed: int = 0, fps: int | None = None,
+               anchor: str = "keyframe", **overrides) -> Iterator[np.ndarray]:
+        """The shot's frames (uint8 [H, W, 3]), streamed: each segment is decoded in chunks as soon as it is final."""
+        chunk = int(overrides.get("decode_chunk") or self.settings.decode_chunk)
+        for lat in self.latents(keyframe, n_frames, condition, end_frame, seed, fps, anchor, **overrides):
+            for i in range(0, len(lat), chunk):
+                yield from to_uint8(decode_latents(self.vae, lat[i : i + chunk], chunk))
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+
+
+class I2VClipRenderer:
+    """The pipeline's `ClipRenderer` (moviedreamer/pipeline/components.py) on the anchored I2V model."""
+
+    def __init__(self, sampler: AnchoredSampler, fingerprint: str = "", **overrides):
+        self.sampler, self.overrides = sampler, overrides
+        self.fingerprint = fingerprint or "i2v-unfingerprinted"
+
+    def render(self, keyframe: np.ndarray, n_frames: int, condition, seed: int, fps: int, end_frame: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        yield from self.sampler.frames(keyframe, n_frames, condition, end_frame, seed, fps, **self.overrides)
+
+
+def folder_files(path: Path) -> list[Path]:
+    return sorted(p for p in Path(path).rglob("*") if p.is_file())
+
+
+def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
+    """The clip renderer of a profile: its `i2v` folder, the VAE inside it (`i2v/vae`) or else the profile's `vae`,
+    the profile's vision encoder, and its descriptor encoder when the model attends to descriptors."""
+    from moviedreamer.encoders import descriptor_encoder_from_registry, vision_encoder_from_registry
+    from moviedreamer.encoders.cache import fingerprint_files
+    from moviedreamer.video.model import load_vae
+
+    i2v_path = registry.path("i2v")
+    vae_path = i2v_path / "vae" if (i2v_path / "vae" / "config.json").is_file() else registry.path("vae")
+    model = AnchoredI2V.from_pretrained(i2v_path).to(device)
+    vae = load_vae(vae_path).to(device)
+    vision = vision_encoder_from_registry(registry, device)
+    descriptor = descriptor_encoder_from_registry(registry, device) if model.conditioning.descriptor_proj is not None else None
+    sampler = AnchoredSampler(model, vae, vision, descriptor, device)
+    files = folder_files(i2v_path) + ([] if vae_path.parent == i2v_path else folder_files(vae_path))
+    settings = f"i2v:{sorted(overrides.items())}:vision={vision.fingerprint}:desc={getattr(descriptor, 'fingerprint', '')}"
+    return I2VClipRenderer(sampler, fingerprint_files(files, settings), **overrides)
