@@ -34,7 +34,7 @@ def random_toy_model():
     from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer, TokenizerSettings, load_vae, vae_settings
     from moviedreamer.tokenizer.decoder import build_unet
     from moviedreamer.tokenizer.standins import make_vae_folder
-    from moviedreamer.train.stages.tokenizer import TokenizerModelArgs
+    from moviedreamer.train.stages.tokenizer_args import TokenizerModelArgs
 
     raw = yaml.safe_load(TOY_CONFIG.read_text())
     a = TokenizerModelArgs.model_validate(raw["model"])
@@ -81,7 +81,6 @@ def decode_timing(tok, size: int, steps, guidance, repeats: int) -> None:
 def items_for(tok, data: Path, n: int, profile: str):
     """Held-out keyframes with their (cached) frozen features, descriptor slots, faces and face boxes."""
     import numpy as np
-    import torch
     import torch.nn.functional as F
 
     from moviedreamer.train.config import load_config

@@ -19,79 +19,19 @@ import os
 import shutil
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from moviedreamer.errors import UserError
 from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.harness import Stage
+from moviedreamer.train.stages.tokenizer_args import TokenizerModelArgs, TokenizerOptions
 
 PARTS = {"vision_encoder": "a CLIP vision encoder (open_clip folder, HF CLIPVisionModelWithProjection folder or open_clip checkpoint)",
          "vae": "a diffusers AutoencoderKL folder", "descriptor_encoder": "a descriptor encoder (open_clip folder, LongCLIP .pt, HF CLIP text folder)",
          "face_analysis": "an insightface model-pack folder"}
-
-
-class TokenizerModelArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    encoders: str | None = Field("toy", description="checkpoints profile (name or .yaml) for the frozen parts not given below")
-    vision_encoder: Path | None = None
-    vision_format: str | None = None
-    vae: Path | None = None
-    descriptor_encoder: Path | None = None
-    descriptor_format: str | None = None
-    face_analysis: Path | None = None
-    init_unet: Path | None = Field(None, description="an SDXL-format UNet2DConditionModel folder to start the decoder from (paper: SDXL base unet/)")
-    init_unet_component: str | None = Field(None, description="PROFILE.KEY naming that folder in checkpoints.yaml, e.g. paper.sdxl_unet")
-    init_from: Path | None = Field(None, description="a keyframe tokenizer folder to continue training")
-    n_tokens: int = Field(2, ge=1, le=64)
-    token_dim: int = Field(64, ge=1)
-    use_pooled: bool = Field(True, description="the compressor also attends to CLIP's pooled embedding")
-    pooled_dim: int = Field(64, ge=1, description="a fresh UNet's pooled text_embeds width (SDXL: 1280)")
-    face_dim: int | None = Field(None, ge=1, description="None: the face embedder's (or the shards' face_embeddings)")
-    compressor: dict = Field(default_factory=dict, description="CompressorConfig: width, layers, heads, mlp_ratio, dropout, output_norm")
-    decoder: dict = Field(default_factory=dict, description="DecoderConfig: max_descriptors, max_faces, token_expand, schedule, sampler, steps, guidance")
-    unet: dict = Field(default_factory=dict, description="UNet2DConditionModel arguments (diffusers names) of a fresh decoder")
-
-    @model_validator(mode="after")
-    def _sources(self):
-        if sum(x is not None for x in (self.init_unet, self.init_unet_component, self.init_from)) > 1:
-            raise ValueError("give at most one of init_unet, init_unet_component, init_from")
-        if (self.init_unet or self.init_unet_component or self.init_from) and self.unet:
-            raise ValueError("model.unet describes a fresh UNet: leave it out when starting from a folder")
-        if self.init_unet_component is not None and self.init_unet_component.count(".") != 1:
-            raise ValueError(f"init_unet_component: expected PROFILE.KEY (e.g. paper.sdxl_unet), found {self.init_unet_component!r}")
-        bad = sorted({"patch_dim", "pooled_dim", "num_patches", "n_tokens", "token_dim"} & set(self.compressor))
-        bad += sorted({"token_dim", "n_tokens", "descriptor_dim", "face_dim"} & set(self.decoder))
-        if bad:
-            raise ValueError(f"{bad} are derived (from the encoders and model.n_tokens/token_dim): leave them out of compressor/decoder")
-        return self
-
-
-class MaskOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tokens: float = Field(0.1, ge=0, le=1)
-    descriptors: float = Field(0.3, ge=0, le=1)
-    faces: float = Field(0.3, ge=0, le=1)
-    uncond: float = Field(0.1, ge=0, le=1)
-
-
-class TokenizerOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    resolution: int = Field(128, ge=8, description="keyframes are resized to this square size for the VAE")
-    hflip: bool = True
-    random_face: bool = True
-    mask: MaskOptions = Field(default_factory=MaskOptions)
-    snr_gamma: float | None = Field(5.0, gt=0, description="min-SNR loss weighting (None: plain MSE)")
-    cache_size: int = Field(20000, ge=0, description="frozen-encoder outputs kept in memory ((episode, shot, mirror) entries)")
-    encoder_device: str | None = Field(None, description="device of the frozen encoders (None: the engine's)")
-    gradient_checkpointing: bool = False
-    export_samples: int = Field(8, ge=0, description="keyframes reconstructed at export to report PSNR")
-    bundle_frozen: bool = Field(False, description="copy the VAE and vision encoder folders into the export")
-    face_source: Literal["auto", "shards", "embedder"] = "auto"
-    export_dtype: Literal["float32", "float16"] = Field("float32", description="float16 halves the exported file (committed toy weights)")
 
 
 class TokenizerStage(Stage):
