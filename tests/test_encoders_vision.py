@@ -60,7 +60,13 @@ def test_bare_open_clip_checkpoint_of_a_named_architecture(tmp_path):
     from moviedreamer.encoders.clip_vision import load_open_clip_checkpoint
 
     enc = load_open_clip_checkpoint(folder / "open_clip_pytorch_model.bin", arch="Tiny-ViT-H-14-standin")
-    _check(enc)
+    _, pooled, _ = _check(enc)
+    # the named architecture's geometry (56 px / patch 14 = 16 patches, width 160, embed 32), and the same weights
+    # as the folder loader reads from the same file
+    assert (enc.num_patches, enc.width, enc.embed_dim) == (16, 160, 32)
+    same = load_vision_encoder(folder, "open_clip-folder")
+    images = torch.rand(2, 3, 56, 56)
+    assert torch.allclose(enc.encode_image(images)[0], same.encode_image(images)[0], atol=1e-5)
 
 
 def test_hf_clip_vision_folder(tmp_path):

@@ -44,16 +44,7 @@ class VisionEncoder:
         return fingerprint_files(*self.source)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = _as_float_images(images)
-        h, w = x.shape[-2:]
-        s = self.image_size
-        if (h, w) != (s, s):
-            scale = s / min(h, w)
-            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-            top, left = (nh - s) // 2, (nw - s) // 2
-            x = x[:, :, top : top + s, left : left + s]
-        return (x - self.mean) / self.std
+        return (resize_center_crop(_as_float_images(images), self.image_size) - self.mean) / self.std
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.preprocess(images).to(self.device)
@@ -228,3 +219,15 @@ def _as_float_images(images) -> torch.Tensor:
     if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
         raise UserError(f"expected float images in [0, 1], found values in [{x.min():.3g}, {x.max():.3g}]")
     return x.clamp(0, 1)
+
+
+def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """float [B, 3, H, W] in [0, 1] → [B, 3, size, size]: shorter side to `size` (bicubic, antialiased), centre crop."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[:, :, top : top + size, left : left + size]

@@ -44,6 +44,18 @@ class Stage:
     def __init__(self, cfg: StageConfig):
         self.cfg = cfg
 
+    def parse_sections(self, model_cls, options_cls):
+        """The config's `model:` and `options:` validated by the stage's pydantic classes; a clear UserError if not."""
+        from pydantic import ValidationError
+
+        from moviedreamer.train.config import format_validation_error
+
+        try:
+            return model_cls.model_validate(self.cfg.model), options_cls.model_validate(self.cfg.options)
+        except ValidationError as e:
+            where = self.cfg.source or "stage config"
+            raise UserError(f"{where}: invalid {self.name} model/options:\n{format_validation_error(e)}") from None
+
     def build_model(self):
         raise NotImplementedError
 

@@ -85,11 +85,7 @@ class ARStage(Stage):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        try:
-            self.args = ARModelArgs.model_validate(cfg.model)
-            self.opts = AROptions.model_validate(cfg.options)
-        except ValidationError as e:
-            raise UserError(f"{cfg.source or 'stage config'}: invalid ar model/options:\n{format_validation_error(e)}") from None
+        self.args, self.opts = self.parse_sections(ARModelArgs, AROptions)
         a = self.args
         if sum(x is not None for x in (a.backbone, a.backbone_component, a.init_from)) > 1:
             raise UserError("model: give at most one of backbone, backbone_component, init_from")

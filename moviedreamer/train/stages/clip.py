@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from moviedreamer.errors import UserError
-from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.harness import Stage
 
 FPS = 8
@@ -78,11 +77,7 @@ class ClipStage(Stage):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        try:
-            self.args = ClipModelArgs.model_validate(cfg.model)
-            self.opts = ClipOptions.model_validate(cfg.options)
-        except ValidationError as e:
-            raise UserError(f"{cfg.source or 'stage config'}: invalid clip model/options:\n{format_validation_error(e)}") from None
+        self.args, self.opts = self.parse_sections(ClipModelArgs, ClipOptions)
         if self.args.image_size % self.args.patch_size:
             raise UserError(f"model: image_size {self.args.image_size} must be a multiple of patch_size {self.args.patch_size}")
         if self.args.text_width % self.args.text_heads:
@@ -234,16 +229,9 @@ def render_pair(rng, size=128, description_prob=0.0, partial_prob=0.0) -> tuple[
 
 def preprocess(images_uint8_hwc: torch.Tensor, image_size: int) -> torch.Tensor:
     """uint8 [B, H, W, 3] → float [B, 3, S, S] in [0, 1]: `VisionEncoder.preprocess` without the normalisation."""
-    x = images_uint8_hwc.permute(0, 3, 1, 2).float() / 255.0
-    h, w = x.shape[-2:]
-    s = image_size
-    if (h, w) != (s, s):
-        scale = s / min(h, w)
-        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        top, left = (nh - s) // 2, (nw - s) // 2
-        x = x[:, :, top : top + s, left : left + s]
-    return x
+    from moviedreamer.encoders.clip_vision import resize_center_crop
+
+    return resize_center_crop(images_uint8_hwc.permute(0, 3, 1, 2).float() / 255.0, image_size)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from moviedreamer.errors import UserError
-from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.harness import Stage
 
 DETECTOR_FILE, RECOGNIZER_FILE = "det_toy.onnx", "rec_toy_arcface.onnx"
@@ -55,11 +54,7 @@ class FacesStage(Stage):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        try:
-            self.args = FacesModelArgs.model_validate(cfg.model)
-            self.opts = FacesOptions.model_validate(cfg.options)
-        except ValidationError as e:
-            raise UserError(f"{cfg.source or 'stage config'}: invalid faces model/options:\n{format_validation_error(e)}") from None
+        self.args, self.opts = self.parse_sections(FacesModelArgs, FacesOptions)
         from moviedreamer.train.data import ShardIndex
 
         if self.opts.source == "render":

@@ -29,10 +29,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moviedreamer.errors import UserError
-from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.harness import Stage
 
 SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "noise_aug", "motion_bucket", "motion_scale",
@@ -114,11 +113,7 @@ class I2VStage(Stage):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        try:
-            self.args = I2VModelArgs.model_validate(cfg.model)
-            self.opts = I2VOptions.model_validate(cfg.options)
-        except ValidationError as e:
-            raise UserError(f"{cfg.source or 'stage config'}: invalid i2v model/options:\n{format_validation_error(e)}") from None
+        self.args, self.opts = self.parse_sections(I2VModelArgs, I2VOptions)
         a = self.args
         for key, path in (("init_from", a.init_from), ("vae", a.vae), ("vision_encoder", a.vision_encoder), ("descriptor_encoder", a.descriptor_encoder)):
             if path is not None and not Path(path).expanduser().exists():

@@ -22,10 +22,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationError
 
 from moviedreamer.errors import UserError
-from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.harness import Stage
 from moviedreamer.train.stages.tokenizer_args import TokenizerModelArgs, TokenizerOptions
 
@@ -41,11 +39,7 @@ class TokenizerStage(Stage):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        try:
-            self.args = TokenizerModelArgs.model_validate(cfg.model)
-            self.opts = TokenizerOptions.model_validate(cfg.options)
-        except ValidationError as e:
-            raise UserError(f"{cfg.source or 'stage config'}: invalid tokenizer model/options:\n{format_validation_error(e)}") from None
+        self.args, self.opts = self.parse_sections(TokenizerModelArgs, TokenizerOptions)
         for key in (*PARTS, "init_unet", "init_from"):
             path = getattr(self.args, key)
             if path is not None and not Path(path).expanduser().exists():

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moviedreamer.errors import UserError
-from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.harness import Stage
 
 
@@ -69,11 +68,7 @@ class VAEStage(Stage):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.use_channels_last = False  # set once the engine exists (after_initialize)
-        try:
-            self.args = VAEModelArgs.model_validate(cfg.model)
-            self.opts = VAEOptions.model_validate(cfg.options)
-        except ValidationError as e:
-            raise UserError(f"{cfg.source or 'stage config'}: invalid vae model/options:\n{format_validation_error(e)}") from None
+        self.args, self.opts = self.parse_sections(VAEModelArgs, VAEOptions)
         if self.args.init_from is not None and not (self.args.init_from / "config.json").is_file():
             raise UserError(f"model.init_from: expected a diffusers AutoencoderKL folder (config.json + weights), found {self.args.init_from}")
         down = 2 ** (len(self.args.block_out_channels) - 1)
