@@ -98,11 +98,12 @@ class FacesStage(Stage):
         size = (images.shape[2], images.shape[1])
         labels, dist, kps = targets([[b for _, b in faces] for _, faces in samples], size)
         crops, ids = [], []
+        jitter_rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))  # from the step's seeded torch RNG
         for img, (_, faces) in zip(images, samples):
             for ident, box in faces:
                 if min(box[2] - box[0], box[3] - box[1]) < self.opts.min_face or len(crops) >= self.opts.max_crops:
                     continue
-                lm = box_landmarks(box) + np.random.default_rng(int(torch.randint(0, 2**31, ()))).normal(0, self.opts.jitter * (box[3] - box[1]), (5, 2))
+                lm = box_landmarks(box) + jitter_rng.normal(0, self.opts.jitter * (box[3] - box[1]), (5, 2))
                 with warnings.catch_warnings():  # scikit-image deprecations inside insightface's alignment
                     warnings.simplefilter("ignore", FutureWarning)
                     crop = face_align.norm_crop(np.ascontiguousarray(img[:, :, ::-1]), landmark=lm.astype(np.float32), image_size=INPUT_SIZE)
