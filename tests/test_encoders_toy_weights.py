@@ -62,3 +62,30 @@ def test_face_pack_tells_look_alikes_apart(toy):
         same = float(np.dot(emb[a][0], emb[a][1]))
         other = float(np.dot(emb[a][0], emb[b][0]))
         assert same > other + 0.2, (a, b, same, other)
+
+
+def test_train_faces_stage_exports_a_pack_insightface_loads(tmp_path):
+    """`moviedreamer train faces` on tiny widths (frames rendered on the fly): the export is a loadable pack."""
+    import os
+    import subprocess
+    import sys
+
+    from moviedreamer.encoders.faces import load_face_pack
+    from moviedreamer.train.stages.faces import DETECTOR_FILE, RECOGNIZER_FILE
+    from moviedreamer.train.synthetic import write_synthetic_shards
+
+    repo = __import__("pathlib").Path(__file__).resolve().parent.parent
+    data = write_synthetic_shards(tmp_path / "data", episodes=2, shots=1, frames=1, size=16)  # paces the stream only
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "moviedreamer", "train", "faces", "--config", str(repo / "configs/toy/faces.yaml"), f"data={data}",
+           f"out={out}", f"export={out / 'export'}", "steps=2", "save_every=2", "log_every=1", "ds.train_micro_batch_size_per_gpu=4",
+           "model.recognizer_width=8", "model.detector_width=8", "model.embed_dim=16", "options.frames_per_episode=4"]
+    proc = subprocess.run(cmd, cwd=repo, env={**os.environ, "OMP_NUM_THREADS": "1", "MOVIEDREAMER_NO_BAR": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    export = out / "export"
+    assert (export / DETECTOR_FILE).is_file() and (export / RECOGNIZER_FILE).is_file()
+    pack = load_face_pack(export)
+    assert pack.finder is not None and pack.embed_dim == 16
+    emb = pack.embed_crops([np.zeros((32, 32, 3), np.uint8)])
+    assert emb.shape == (1, 16) and np.isfinite(emb.numpy()).all()
