@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -132,7 +133,7 @@ class ARModel(nn.Module):
 
     def run_backbone(self, emb: torch.Tensor, allowed: torch.Tensor, position_ids: torch.Tensor, cache=None) -> torch.Tensor:
         out = self.backbone(inputs_embeds=emb, attention_mask=self.attention_mask(allowed), position_ids=position_ids,
-                            past_key_values=cache, use_cache=cache is not None)
+                            use_cache=cache is not None, **{_cache_kwarg(): cache})
         return out.last_hidden_state
 
     def predict(self, hidden: torch.Tensor) -> GMMParams:
@@ -214,6 +215,16 @@ class ARModel(nn.Module):
             raise UserError(f"{folder}: the LLaMA weights lack {sorted(info['missing_keys'])[:5]}: expected a complete LlamaModel/LlamaForCausalLM folder")
         model = cls(ARConfig(llama=backbone.config.to_dict(), **config), backbone)
         return model.to(dtype) if dtype is not None else model
+
+
+@lru_cache(maxsize=1)
+def _cache_kwarg() -> str:
+    """transformers ≥ 5.2x calls the KV cache argument `cache` (`past_key_values` is deprecated there)."""
+    import inspect
+
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
 def causal_mask(valid: torch.Tensor, token_mask: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:

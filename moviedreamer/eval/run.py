@@ -88,12 +88,12 @@ def evaluate(path: Path, story_path: Path | None = None, profile: str | None = N
     ev.metrics["dynamic_degree"] = metrics.dynamic_degree(motion)
     ev.per_shot = [{"index": s.index, "flicker": round(s.flicker, 5), "motion": round(s.motion, 4)} for s in shots]
     keyframes = np.stack([s.keyframe for s in shots])
-    _judge(ev, loaded, keyframes)
+    judge_keyframes(ev, loaded, keyframes)
     _faces_and_clip(ev, loaded, keyframes, timeline, profile)
     return ev
 
 
-def _judge(ev: Evaluation, loaded, keyframes: np.ndarray) -> None:
+def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray) -> None:
     """Script fidelity for stories in the toy vocabulary: the judge on each keyframe vs the ground truth."""
     from moviedreamer.errors import UserError
     from moviedreamer.toyworld.judge import load_judge

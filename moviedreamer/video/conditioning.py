@@ -54,7 +54,7 @@ def as_condition(condition) -> ClipCondition:
 
 def to_pixels(images) -> torch.Tensor:
     """uint8 [H, W, 3] / [B, H, W, 3] (numpy or torch) -> float [B, 3, H, W] in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    x = torch.from_numpy(np.array(images, copy=not images.flags.writeable, order="C")) if isinstance(images, np.ndarray) else images
     if not isinstance(x, torch.Tensor):
         raise UserError(f"expected an RGB image array, found {type(images).__name__}")
     if x.dim() == 3:

@@ -305,7 +305,7 @@ def _load(cls, path: Path, what: str):
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path / 'config.json'}: expected the config of {what}, found no such file")
     try:
-        return cls.from_pretrained(str(path), local_files_only=True)
+        return cls.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False)
     except Exception as e:  # diffusers raises many types for a folder it cannot use
         msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"{path}: could not load {what} ({msg})") from None

@@ -1,0 +1,72 @@
+"""Build the pipeline's components (components.py) from a checkpoints profile: the four encoders, the keyframe
+tokenizer (its decoder renders keyframes), the AR planner and the anchored I2V model."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from moviedreamer.pipeline.components import Components, EncodedStory
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' → cuda when available, else cpu; an unavailable cuda is a clear error, not a traceback."""
+    from moviedreamer.errors import UserError
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: expected a device this machine has (no CUDA device found); use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UserError(f"--device: expected cpu, cuda, cuda:N or auto, found {device!r}")
+    return device
+
+
+class StoryEncoder:
+    """The pipeline's `ScriptEncoder`: the AR model's sheet and shot scripts, plus what the keyframe decoder
+    (descriptor texts + faces of the characters present) and the clip model ("{action}. {camera}") attend to."""
+
+    def __init__(self, encoders, keyframe_tokenizer, descriptor_template: str = "{action}. {camera}"):
+        self.encoders, self.keyframe_tokenizer, self.template = encoders, keyframe_tokenizer, descriptor_template
+
+    @property
+    def fingerprint(self) -> str:
+        e = self.encoders
+        parts = [e.descriptor.fingerprint, e.faces.fingerprint, str(e.registry.path("text_tokenizer")), self.template]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    @torch.no_grad()
+    def encode_story(self, loaded) -> EncodedStory:
+        from moviedreamer.ar.embed import encode_story
+        from moviedreamer.tokenizer.render import KeyframeCondition, embed_texts, story_shot_texts
+        from moviedreamer.video.conditioning import ClipCondition
+
+        story = loaded.story
+        sheet, shots, refs = encode_story(loaded, self.encoders, self.keyframe_tokenizer)
+        faces = {c.id: c.faces for c in sheet.characters}
+        keyframe_conditions, clip_conditions = [], []
+        for _, _, scene, shot in story.shots():
+            present = [faces[c][0] for c in shot.characters if c in faces and faces[c].numel()]
+            keyframe_conditions.append(KeyframeCondition(
+                embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)),
+                torch.stack(present).float() if present else None))
+            clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera)))
+        return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
+
+
+def load_components(registry, device: str | None = "auto") -> Components:
+    """Everything `MovieDreamerPipeline` needs, loaded from the profile's folders (checked up front by the CLI)."""
+    from moviedreamer.ar.sample import ARPlanner
+    from moviedreamer.encoders import Encoders
+    from moviedreamer.tokenizer import keyframe_tokenizer_from_registry
+    from moviedreamer.tokenizer.render import TokenizerRenderer
+    from moviedreamer.video.sampler import load_clip_renderer
+
+    device = resolve_device(device)
+    keyframe_tokenizer = keyframe_tokenizer_from_registry(registry, device)
+    clips = load_clip_renderer(registry, device)
+    encoder = StoryEncoder(Encoders(registry, device), keyframe_tokenizer, clips.sampler.settings.descriptor_template)
+    return Components(encoder, ARPlanner.from_registry(registry, device), TokenizerRenderer(keyframe_tokenizer), clips,
+                      profile=registry.name, window=0)
