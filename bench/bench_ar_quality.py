@@ -11,6 +11,12 @@ and renders keyframes only (AR → keyframe decoder). Variants:
   without faces  the story as written (no face embeddings in the AR sheet nor the keyframe decoder)
 Figures: judge accuracy (scene, exact character set, both) per shot; face-embedding consistency of each character
 over its solo shots, adjacent appearances (ST) and all pairs (LT), averaged over characters (eval/metrics.py).
+
+Few-shot (--few-shot N): in N stories the character with the most solo shots is restyled (its clothes take another
+colour); 10 ground-truth frames of its restyled solo shots become the story's `references:`. On its other solo
+shots, the fraction of keyframes that take the restyled look is printed with and without the references. The look
+is read by the toy CLIP: the image is closer to the restyled description than to the written one (the same rule on
+ground-truth renders of both looks gives the classifier's own accuracy, printed alongside).
 """
 
 from __future__ import annotations
@@ -95,6 +101,78 @@ def score(loaded, keyframes, faces) -> dict:
             "found": sum(len(a) for a in appearances.values())}
 
 
+RESTYLE = {"blue": "green", "red": "yellow", "purple": "orange", "green": "red", "orange": "purple"}
+
+
+def restyled(character_id: str):
+    """The catalogue character with other clothes (a context manager: the toy renderer draws it restyled inside)."""
+    import contextlib
+    import dataclasses
+
+    from moviedreamer.toyworld.grammar import describe_character
+    from moviedreamer.toyworld.world import CHARACTER_BY_ID
+
+    original = CHARACTER_BY_ID[character_id]
+    new = dataclasses.replace(original, clothes_colour=RESTYLE[original.clothes_colour])
+
+    @contextlib.contextmanager
+    def drawn():
+        CHARACTER_BY_ID[character_id] = new
+        try:
+            yield
+        finally:
+            CHARACTER_BY_ID[character_id] = original
+
+    return describe_character(original), describe_character(new), drawn
+
+
+def few_shot(pipeline, path: Path, vision, descriptor, n_refs: int = 10) -> tuple[list[bool], list[bool], list[bool]]:
+    """(restyled look per evaluated shot without references, with references, classifier correct on truth renders)."""
+    import yaml
+    from PIL import Image
+
+    from moviedreamer.script import load_story
+    from moviedreamer.toyworld.render import render_frame
+    from moviedreamer.toyworld.story import read_story_params
+
+    loaded = load_story(path)
+    shots = [shot for _, _, _, shot in loaded.story.shots()]
+    solo = {}
+    for i, s in enumerate(shots):
+        if len(s.characters) == 1:
+            solo.setdefault(s.characters[0], []).append(i)
+    char, idx = max(solo.items(), key=lambda kv: len(kv[1]))
+    if len(idx) <= n_refs:
+        return [], [], []
+    written, new_text, drawn = restyled(char)
+    params, size, fps = read_story_params(loaded), tuple(loaded.story.resolution), loaded.story.fps
+    with drawn():
+        new_truth = {i: render_frame(params[i], 0, fps, size).image for i in idx}
+    old_truth = {i: render_frame(params[i], 0, fps, size).image for i in idx}
+    refs, test = idx[:n_refs], idx[n_refs:]
+    raw = yaml.safe_load(path.read_text())
+    (path.parent / "fewshot").mkdir(exist_ok=True)
+    raw["references"] = []
+    for i in refs:
+        Image.fromarray(new_truth[i]).save(path.parent / "fewshot" / f"ref{i}.png")
+        raw["references"].append(f"fewshot/ref{i}.png")
+    with_refs = path.with_name(f"{path.stem}_refs.yaml")
+    with_refs.write_text(yaml.safe_dump(raw, sort_keys=False))
+    texts = descriptor.encode([written, new_text]).embeddings.float()
+    texts = texts / texts.norm(dim=-1, keepdim=True)
+
+    def looks_restyled(frames):
+        img = vision.encode_image(np.stack(frames))[0].float()
+        img = img / img.norm(dim=-1, keepdim=True)
+        sim = img @ texts.T
+        return (sim[:, 1] > sim[:, 0]).tolist()
+
+    plain = planned_keyframes(pipeline, loaded, path.parent / "fs_plain")
+    refd = planned_keyframes(pipeline, load_story(with_refs), path.parent / "fs_refs")
+    truth_ok = looks_restyled([new_truth[i] for i in test]) + [not x for x in looks_restyled([old_truth[i] for i in test])]
+    return looks_restyled([plain[i] for i in test]), looks_restyled([refd[i] for i in test]), truth_ok
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stories", type=int, default=8)
@@ -102,6 +180,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=5000)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--profile", default="toy")
+    p.add_argument("--few-shot", type=int, default=0, metavar="N", help="also the few-shot figure over N 10-minute stories")
     args = p.parse_args()
 
     from moviedreamer.encoders import load_encoders
@@ -129,6 +208,19 @@ def main() -> int:
         print(f"{name:<14} {mean([r['scene'] for r in rows]):>6.3f} {mean([r['characters'] for r in rows]):>6.3f} "
               f"{mean([r['scene_and_characters'] for r in rows]):>6.3f} {mean(sum((r['st'] for r in rows), [])):>7.3f} "
               f"{mean(sum((r['lt'] for r in rows), [])):>7.3f} {sum(r['found'] for r in rows):>11}")
+    if args.few_shot:
+        encoders = load_encoders(Registry.load(args.profile))
+        plain, refd, truth = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in range(args.few_shot):
+                folder = Path(tmp) / f"fs{k}"
+                folder.mkdir()
+                write_story(folder / "story.yaml", 10, args.seed + 100 + k, args.size)
+                a, b, c = few_shot(pipeline, folder / "story.yaml", encoders.vision, encoders.descriptor)
+                plain, refd, truth = plain + a, refd + b, truth + c
+        print(f"\nfew-shot over {args.few_shot} 10-minute stories, {len(plain)} evaluated shots of the restyled character:")
+        print(f"  restyled look without references {mean(plain):.3f}, with 10 references {mean(refd):.3f}"
+              f" (look classifier on ground-truth renders: {mean(truth):.3f} correct)")
     return 0
 
 

@@ -181,3 +181,31 @@ def test_config_errors_are_clear(workdir, run_cli):
         bad["model"].pop(k)
     code, _, err = run_cli("train", "i2v", "--config", write(root, "bad4", bad))
     assert code == 2 and "unet/config.json: expected the UNetSpatioTemporalConditionModel of an SVD diffusers folder" in err
+
+
+def test_float16_export_is_half_the_size_and_loads_as_float32(workdir, tmp_path):
+    from safetensors import safe_open
+
+    from moviedreamer.train.config import StageConfig
+    from moviedreamer.train.data import EpisodeStream, ShardIndex
+    from moviedreamer.train.stages.i2v import I2VStage
+    from moviedreamer.video.model import AnchoredI2V
+
+    root, data = workdir
+    sizes, models = {}, {}
+    for dtype in ("float32", "float16"):
+        raw = stage_config(root, data, "fp16")
+        raw["options"] |= {"export_samples": 2, "export_dtype": dtype}
+        stage = I2VStage(StageConfig.model_validate(raw))
+        torch.manual_seed(0)
+        model = stage.build_model()
+        out = tmp_path / dtype
+        stage.export(model, out, EpisodeStream(ShardIndex(data), stage.samples, stage.keys, 0, 1, 5, 2))
+        sizes[dtype] = (out / "diffusion_pytorch_model.safetensors").stat().st_size
+        with safe_open(str(out / "diffusion_pytorch_model.safetensors"), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {getattr(torch, dtype)}
+        models[dtype] = AnchoredI2V.from_pretrained(out)
+        assert {p.dtype for p in models[dtype].parameters()} == {torch.float32}
+    assert sizes["float16"] < 0.55 * sizes["float32"]
+    for (name, a), b in zip(models["float32"].state_dict().items(), models["float16"].state_dict().values()):
+        torch.testing.assert_close(a.half().float(), b, msg=name)

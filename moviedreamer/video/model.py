@@ -193,7 +193,8 @@ class AnchoredI2V(nn.Module):
         return out_dir
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "AnchoredI2V":
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = torch.float32) -> "AnchoredI2V":
+        """`dtype`: what the weights become (float16 files, as the toy profile ships, load as float32); None keeps the file's."""
         from diffusers import UNetSpatioTemporalConditionModel
 
         path = Path(path)
@@ -208,6 +209,8 @@ class AnchoredI2V(nn.Module):
         cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections")
         settings = I2VSettings.from_dict(_read_json(path / SETTINGS_FILE)).check()
         sched = {k: v for k, v in _read_json(path / SCHEDULER_DIR / "scheduler_config.json").items() if not k.startswith("_")}
+        if dtype is not None:
+            unet, cond = unet.to(dtype), cond.to(dtype)
         return cls(unet.eval(), cond.eval(), settings, sched)
 
     # ------------------------------------------------------------------------------------------------ use

@@ -22,6 +22,8 @@ and image encoder then are the defaults). Export: the AnchoredI2V folder (model.
 
 from __future__ import annotations
 
+import copy
+
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -91,6 +93,7 @@ class I2VOptions(BaseModel):
     fps: int | None = Field(None, ge=1, description="the fps time id (None: the shards' index.json fps)")
     gradient_checkpointing: bool = False
     export_samples: int = Field(16, ge=1, description="samples at export: the median motion bucket and a held-out loss")
+    export_dtype: Literal["float32", "float16"] = Field("float32", description="weights as saved (float16: half the size; loads as float32)")
 
     @model_validator(mode="after")
     def _lengths(self):
@@ -322,7 +325,8 @@ class I2VStage(Stage):
         for i in range(0, len(samples), 4):
             batch = self.collate(samples[i : i + 4], self.device, torch.float32)
             losses.append(self.loss(model.to(self.device), batch)[0].item())
-        model.cpu().save_pretrained(out_dir)
+        model = model.cpu()
+        (copy.deepcopy(model).half() if self.opts.export_dtype == "float16" else model).save_pretrained(out_dir)
         if self.args.export_vae:
             self.vae.save_pretrained(str(out_dir / "vae"), safe_serialization=True)
         return {"params": sum(p.numel() for p in model.parameters()), "unet_params": sum(p.numel() for p in model.unet.parameters()),
