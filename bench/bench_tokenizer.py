@@ -107,7 +107,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, nargs="*", default=None, help="tokenizer folders (default: the toy profile's, if present)")
     ap.add_argument("--data", type=Path, default=None, help="held-out shard folder for the quality figures")
-    ap.add_argument("--keyframes", type=int, default=100)
+    ap.add_argument("--keyframes", type=int, default=100, help="held-out keyframes for PSNR/SSIM and the judge agreement")
+    ap.add_argument("--id-keyframes", type=int, default=100, help="the first N of them for the decoder-input ablation table")
     ap.add_argument("--profile", default="toy", help="checkpoints profile for the descriptor and face encoders")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=None)
@@ -136,18 +137,6 @@ def main() -> int:
         print("\n(quality figures: pass --data, a held-out shard folder such as data/toyworld-heldout)")
         return 0
 
-    print(f"\n## reconstruction over n_tokens ({args.keyframes} held-out keyframes of {args.data}, all decoder inputs)")
-    print("| weights | n_tokens x d | PSNR dB | SSIM |\n|---|---|---|---|")
-    first = None
-    for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
-        items, stage = items_for(tok, args.data, args.keyframes, args.profile)
-        r = evaluate(tok, items, ("all",), steps=args.steps, guidance=args.guidance)["all"]
-        c = tok.compressor.config
-        print(f"| {w} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
-        if w == models[0][0]:
-            first = (tok, items, stage)
-
-    tok, items, stage = first
     judge = None
     try:
         from moviedreamer.toyworld.judge import load_judge
@@ -155,11 +144,25 @@ def main() -> int:
         judge = load_judge()
     except Exception as e:  # the judge is optional here
         print(f"(no judge: {e})")
+    print(f"\n## reconstruction over n_tokens ({args.keyframes} held-out keyframes of {args.data}, all decoder inputs)")
+    print("| weights | n_tokens x d | PSNR dB | SSIM | judge: scene | characters | scene + characters |\n|---|---|---|---|---|---|---|")
+    first = None
+    for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
+        items, stage = items_for(tok, args.data, args.keyframes, args.profile)
+        r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance)["all"]
+        c = tok.compressor.config
+        j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
+        print(f"| {w} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} |", flush=True)
+        if w == models[0][0]:
+            first = (tok, items, stage)
+
+    tok, items, stage = first
+    items = items[: args.id_keyframes]
     res = evaluate(tok, items, tuple(VARIANTS), face_embedder=stage.face_embedder, judge=judge, steps=args.steps, guidance=args.guidance)
-    print(f"\n## ID preservation and judge agreement ({models[0][0]}; face cosine original vs reconstruction, toy face embedder)")
-    print("| decoder inputs | face cosine | faces | PSNR dB | SSIM | judge: scene | characters | framing | all three |\n|---|---|---|---|---|---|---|---|---|")
+    print(f"\n## ID preservation and judge agreement ({models[0][0]}, first {len(items)} keyframes; face cosine original vs reconstruction, toy face embedder)")
+    print("| decoder inputs | face cosine | faces | PSNR dB | SSIM | judge: scene | characters | scene + characters |\n|---|---|---|---|---|---|---|---|")
     for name, r in res.items():
-        j = [f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_framing", "judge_all")]
+        j = [f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters")]
         print(f"| {name} | {r.get('face_cos', float('nan')):.3f} | {r.get('faces', 0)} | {r['psnr']:.2f} | {r['ssim']:.3f} | {' | '.join(j)} |")
     return 0
 

@@ -5,48 +5,23 @@ optionally `keyframe_tokens_hflip` for mirrored keyframes); otherwise it encodes
 tokenizer loaded from the registry (component `keyframe_tokenizer`). Inference encodes the script's reference
 frames the same way.
 
-Assumed tokenizer contract (moviedreamer/tokenizer/): an object with `encode(images) -> [B, n_tokens, d]` taking
-float RGB [B, 3, H, W] in [0, 1], loaded by `moviedreamer.tokenizer.load_keyframe_tokenizer(path, device)` or
-a class with `from_pretrained(path)` in `moviedreamer.tokenizer` / `moviedreamer.tokenizer.autoencoder`.
+The tokenizer (moviedreamer/tokenizer/): `encode(images) -> [B, n_tokens, d]` on float RGB [B, 3, H, W] in [0, 1].
 """
 
 from __future__ import annotations
-
-import importlib
 
 import torch
 
 from moviedreamer.errors import UserError
 
 TOKENS_KEY, TOKENS_HFLIP_KEY = "keyframe_tokens", "keyframe_tokens_hflip"
-_CLASS_NAMES = ("KeyframeTokenizer", "KeyframeAutoencoder", "DiffusionAutoencoder")
 
 
 def load_keyframe_tokenizer(registry, device: str = "cpu"):
-    """The frozen keyframe tokenizer of a registry profile (clear errors when it is missing or not built)."""
-    path = registry.path("keyframe_tokenizer")
-    for module_name in ("moviedreamer.tokenizer", "moviedreamer.tokenizer.autoencoder"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                continue
-            raise
-        if hasattr(module, "load_keyframe_tokenizer"):
-            tok = module.load_keyframe_tokenizer(path, device)
-            break
-        cls = next((getattr(module, n) for n in _CLASS_NAMES if hasattr(module, n)), None)
-        if cls is not None:
-            tok = cls.from_pretrained(str(path)).to(device)
-            break
-    else:
-        raise UserError("the keyframe tokens are not precomputed in the shards (key 'keyframe_tokens') and the keyframe tokenizer "
-                        "(moviedreamer/tokenizer/) is not available to compute them: precompute the tokens or build the tokenizer stage")
-    if hasattr(tok, "eval"):
-        tok.eval()
-    if hasattr(tok, "requires_grad_"):
-        tok.requires_grad_(False)
-    return tok
+    """The frozen keyframe tokenizer of a registry profile (clear errors when it is missing)."""
+    from moviedreamer.tokenizer import keyframe_tokenizer_from_registry
+
+    return keyframe_tokenizer_from_registry(registry, device)
 
 
 def encode_frames(tokenizer, frames: torch.Tensor, flip: bool = False) -> torch.Tensor:

@@ -59,7 +59,7 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
     results = {}
     for name in variants:
         use_desc, use_faces = VARIANTS[name]
-        ps, ss, cos, agree = [], [], [], {"scene": [], "characters": [], "framing": [], "all": []}
+        ps, ss, cos, agree = [], [], [], {"scene": [], "characters": [], "framing": [], "scene_characters": [], "all": []}
         for i in range(0, len(items), batch):
             chunk = items[i : i + batch]
             tokens = tokenizer.compressor(torch.stack([c["patches"] for c in chunk]).to(tokenizer.device),
@@ -81,6 +81,7 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
                     same = {k: p[k] == q[k] for k in ("scene", "characters", "framing")}
                     for k, v in same.items():
                         agree[k].append(v)
+                    agree["scene_characters"].append(same["scene"] and same["characters"])
                     agree["all"].append(all(same.values()))
         row = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(ps)}
         if cos:
