@@ -158,6 +158,7 @@ def main() -> int:
     ap.add_argument("--only", choices=["speed", "drift", "end", "motion"], action="append")
     ap.add_argument("--repeat", type=int, default=2, help="speed: runs of each, alternating; the best counts")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plot-dir", type=Path, help="drift: write drift_colour.png and drift_judge.png (per-segment bars) here")
     args = ap.parse_args()
 
     import torch
@@ -216,32 +217,55 @@ def main() -> int:
         bounds = [(a, a + l) for a, l in plans]
         print(f"drift over {len(plans)} segments, {len(shots[: args.shots])} shots (per segment: judge agreement with the keyframe, "
               f"CLIP cosine to it, colour shift):")
-        runs = {"anchored (keyframe)": "keyframe", "last-frame only": "last-frame"}
+        runs, tables = {"anchored (keyframe)": "keyframe", "last-frame only": "last-frame"}, {}
         for name, mode in runs.items():
             clips = [np.stack(list(sampler.frames(k, n, t, seed=args.seed + i, anchor=mode))) for i, (k, _, t) in enumerate(shots[: args.shots])]
-            segment_table(name, clips, shots, vision, judge, bounds)
+            tables[name] = segment_table(name, clips, shots, vision, judge, bounds)
         pipe = stock_pipeline(sampler)
         clips = [stock_chain(pipe, sampler, k, n, args.seed + i) for i, (k, _, _) in enumerate(shots[: args.shots])]
-        segment_table("stock SVD chain", clips, shots, vision, judge, bounds)
+        tables["stock SVD chain"] = segment_table("stock SVD chain", clips, shots, vision, judge, bounds)
+        if args.plot_dir:
+            from moviedreamer.eval.report import bar_chart
+
+            args.plot_dir.mkdir(parents=True, exist_ok=True)
+            labels = [str(i + 1) for i in range(len(bounds))]
+            for col, what, file in ((2, "colour shift from the keyframe (grey levels)", "drift_colour.png"), (0, "judge agreement with the keyframe", "drift_judge.png")):
+                bar_chart(args.plot_dir / file, f"{what}, per segment ({len(shots[: args.shots])} shots)", labels,
+                          {name: [float(v) for v in m[:, col]] for name, m in tables.items()}, vmax=1.0 if col == 0 else None)
+            print(f"  plots: {args.plot_dir / 'drift_colour.png'}, {args.plot_dir / 'drift_judge.png'}")
 
     if "end" in only:
-        print("last-frame instruction (distance of the generated last frame to the target: mean |pixel| and CLIP cosine):")
+        from moviedreamer.eval.metrics import flicker_score
+
+        print("last-frame instruction (distance of the generated last frame to the target: mean |pixel| and CLIP cosine; "
+              "temporal flicker score, VBench: 1 - mean |frame_t - frame_t-1| / 255):")
         for tau in sorted({0, s.tau, s.steps}):
-            d, c = [], []
+            d, c, fl = [], [], []
             for i, (key, clip, text) in enumerate(shots[: args.shots]):
                 out = np.stack(list(sampler.frames(key, len(clip), text, end_frame=clip[-1], seed=args.seed + i, tau=tau)))
                 d.append(np.abs(out[-1].astype(np.float32) - clip[-1]).mean())
                 c.append(clip_cos(vision, out[-1:], clip[-1])[0])
-            print(f"  tau {tau:2d} of {s.steps}: |pixel| {np.mean(d):6.2f}   CLIP cosine {np.mean(c):.3f}")
+                fl.append(flicker_score(out))
+            print(f"  tau {tau:2d} of {s.steps}: |pixel| {np.mean(d):6.2f}   CLIP cosine {np.mean(c):.3f}   flicker score {np.mean(fl):.4f}")
 
     if "motion" in only:
         from moviedreamer.eval.metrics import motion_magnitude
 
-        gen, real = [], []
+        try:
+            from moviedreamer.toyworld.judge import load_judge
+
+            judge = load_judge()
+        except Exception:  # the judge is optional here
+            judge = None
+        gen, real, agree = [], [], []
         for i, (key, clip, text) in enumerate(shots[: args.shots]):
             out = np.stack(list(sampler.frames(key, len(clip), text, seed=args.seed + i)))
             gen.append(motion_magnitude(out))
             real.append(motion_magnitude(clip))
+            if judge is not None:  # the judge on each generated frame vs on the real frame at the same time
+                agree += [p["scene"] == q["scene"] and set(p["characters"]) == set(q["characters"]) for p, q in zip(judge.predict(out), judge.predict(clip))]
+        if agree:
+            print(f"judge (scene + characters) on generated frames vs the real frames: {np.mean(agree):.3f} of {len(agree)} frames")
         print(f"motion (DIS flow, px/frame): generated {np.mean(gen):.2f}, real clips {np.mean(real):.2f} "
               f"(ratio {np.mean(gen) / max(np.mean(real), 1e-6):.2f}); per shot generated/real: "
               + ", ".join(f"{g:.2f}/{r:.2f}" for g, r in zip(gen, real)))
