@@ -7,7 +7,7 @@ with and without reference faces, next to the ground-truth renders. Prints; asse
 For each story (`moviedreamer toyworld story --seed S`, seeds 5000+ are never used for training), the pipeline plans
 and renders keyframes only (AR → keyframe decoder). Variants:
   truth          the toy renderer's frame 0 of every shot (the upper bound of every figure)
-  with faces     the story plus one reference face per character (a ground-truth frame of its first solo shot)
+  with faces     the story plus one reference face per character (a ground-truth portrait crop from a solo shot)
   without faces  the story as written (no face embeddings in the AR sheet nor the keyframe decoder)
 Figures: judge accuracy (scene, exact character set, both) per shot; face-embedding consistency of each character
 over its solo shots, adjacent appearances (ST) and all pairs (LT), averaged over characters (eval/metrics.py).
@@ -40,7 +40,8 @@ def write_story(path: Path, minutes: float, seed: int, size: int) -> None:
 
 
 def add_reference_faces(story_path: Path) -> Path:
-    """A copy of the story whose characters each get a reference face: the truth frame of their first solo shot."""
+    """A copy of the story whose characters each get a reference face: a portrait crop (twice the face box, 128 px)
+    of the ground-truth frame of their solo shot where the face is largest."""
     import yaml
     from PIL import Image
 
@@ -54,12 +55,17 @@ def add_reference_faces(story_path: Path) -> Path:
     refs = story_path.parent / f"{story_path.stem}_refs"
     refs.mkdir(exist_ok=True)
     shots = [shot for _, _, _, shot in loaded.story.shots()]
+    size, fps = tuple(loaded.story.resolution), loaded.story.fps
     for char in raw["characters"]:
-        solo = next((i for i, s in enumerate(shots) if list(s.characters) == [char["id"]]), None)
-        if solo is None:
+        frames = [render_frame(params[i], 0, fps, size) for i, s in enumerate(shots) if list(s.characters) == [char["id"]]]
+        frames = [f for f in frames if char["id"] in f.face_boxes]
+        if not frames:
             continue
-        frame = render_frame(params[solo], 0, loaded.story.fps, tuple(loaded.story.resolution)).image
-        Image.fromarray(frame).save(refs / f"{char['id']}.png")
+        best = max(frames, key=lambda f: (f.face_boxes[char["id"]][2] - f.face_boxes[char["id"]][0]))
+        x0, y0, x1, y1 = best.face_boxes[char["id"]]
+        m = max(x1 - x0, y1 - y0)  # a square crop of twice the face, upscaled like a reference portrait
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        Image.fromarray(best.image).crop((int(cx - m), int(cy - m), int(cx + m), int(cy + m))).resize((128, 128), Image.BICUBIC).save(refs / f"{char['id']}.png")
         char["faces"] = [f"{refs.name}/{char['id']}.png"]
     out = story_path.with_name(f"{story_path.stem}_faces.yaml")
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -199,7 +205,7 @@ def main() -> int:
             totals["truth"].append(score(plain, truth_keyframes(plain), faces))
             totals["with faces"].append(score(with_faces, planned_keyframes(pipeline, with_faces, Path(tmp) / f"f{k}"), faces))
             totals["without faces"].append(score(plain, planned_keyframes(pipeline, plain, Path(tmp) / f"n{k}"), faces))
-            print(f"story {k + 1}/{args.stories}: {len(plain.story.shots())} shots", flush=True)
+            print(f"story {k + 1}/{args.stories}: {len(list(plain.story.shots()))} shots", flush=True)
 
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
     print(f"\n{args.stories} held-out stories of {args.minutes:g} min (seeds {args.seed}..), profile {args.profile}")

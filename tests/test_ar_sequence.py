@@ -165,6 +165,7 @@ def test_token_source_precomputed_or_from_a_frozen_tokenizer():
     torch.testing.assert_close(src.keyframes(episode), quadrant_tokens(frames))
     torch.testing.assert_close(src.keyframes(episode, flip=True), quadrant_tokens(frames, flip=True))
     assert not torch.allclose(src.keyframes(episode), src.keyframes(episode, flip=True))
+    assert src.encoded == 6  # each (episode, flip) encoded once, then served from memory
     pre = {**episode, "keyframe_tokens": torch.zeros(3, 2, 6), "keyframe_tokens_hflip": torch.ones(3, 2, 6)}
     calls = tok.calls
     assert src.keyframes(pre).sum() == 0 and src.keyframes(pre, flip=True).sum() == 36 and tok.calls == calls  # precomputed: no encoding
@@ -218,3 +219,24 @@ def test_a_loaded_story_encodes_faces_and_reference_frames_for_the_planner(tmp_p
     part = prefix_part(sheet, refs)
     assert (part.types == REFS).sum() == 1 and (part.types >= REF0).sum() == 4
     torch.testing.assert_close(part.vectors["key"], refs.reshape(4, 6))
+
+
+def test_memo_descriptor_encodes_each_text_once():
+    from types import SimpleNamespace
+
+    from moviedreamer.train.stages.ar import MemoDescriptor
+
+    seen = []
+
+    class Encoder:
+        embed_dim = 4
+
+        def encode(self, texts):
+            seen.extend(texts)
+            return SimpleNamespace(embeddings=torch.stack([torch.full((4,), float(len(t))) for t in texts]))
+
+    memo = MemoDescriptor(Encoder())
+    a = memo.encode(["sea", "forest", "sea"]).embeddings
+    b = memo.encode(["forest", "sky"]).embeddings
+    assert seen == ["sea", "forest", "sky"] and a[:, 0].tolist() == [3, 6, 3] and b[:, 0].tolist() == [6, 3]
+    assert memo.encode([]).embeddings.shape == (0, 4)

@@ -42,6 +42,7 @@ class TokenSource:
     def __init__(self, registry_loader=None, device: str = "cpu", tokenizer=None):
         self._loader, self.device, self._tok = registry_loader, device, tokenizer
         self.encoded = 0  # frames encoded by the tokenizer (tests read it)
+        self._cache: dict = {}  # (episode id, flip) → encoded keyframe tokens: each episode is encoded once per run
 
     @property
     def tokenizer(self):
@@ -57,8 +58,14 @@ class TokenSource:
             return episode[key].float()
         if "keyframes" not in episode:
             raise UserError(f"episode {episode.get('meta', {}).get('id', '?')}: expected '{TOKENS_KEY}' or 'keyframes' in the shard")
-        self.encoded += len(episode["keyframes"])
-        return encode_frames(self.tokenizer, episode["keyframes"], flip)
+        key = (episode.get("meta", {}).get("id"), flip)
+        if key[0] is None or key not in self._cache:
+            self.encoded += len(episode["keyframes"])
+            tokens = encode_frames(self.tokenizer, episode["keyframes"], flip)
+            if key[0] is None:
+                return tokens
+            self._cache[key] = tokens
+        return self._cache[key]
 
     def frames(self, episode: dict, picks: list[tuple[int, int]], flip: bool = False, from_clips: bool = False) -> torch.Tensor:
         """Tokens of frames (shot, t) of the episode (few-shot references): encoded from the clips with `from_clips`,

@@ -194,7 +194,7 @@ class AnchoredI2V(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = torch.float32) -> "AnchoredI2V":
-        """`dtype`: what the weights become (float16 files, as the toy profile ships, load as float32); None keeps the file's."""
+        """`dtype`: the weights' dtype once loaded (float16 files, as the toy profile ships them, load as float32)."""
         from diffusers import UNetSpatioTemporalConditionModel
 
         path = Path(path)
@@ -205,12 +205,10 @@ class AnchoredI2V(nn.Module):
         for need in ("config.json", f"{CONDITIONING_DIR}/config.json", f"{SCHEDULER_DIR}/scheduler_config.json", SETTINGS_FILE):
             if not (path / need).is_file():
                 raise CheckpointError(f"{path / need}: expected this file of an i2v folder (made by `moviedreamer train i2v`), found no such file")
-        unet = _load(UNetSpatioTemporalConditionModel, path, "the i2v UNet")
-        cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections")
+        unet = _load(UNetSpatioTemporalConditionModel, path, "the i2v UNet", dtype)
+        cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections", dtype)
         settings = I2VSettings.from_dict(_read_json(path / SETTINGS_FILE)).check()
         sched = {k: v for k, v in _read_json(path / SCHEDULER_DIR / "scheduler_config.json").items() if not k.startswith("_")}
-        if dtype is not None:
-            unet, cond = unet.to(dtype), cond.to(dtype)
         return cls(unet.eval(), cond.eval(), settings, sched)
 
     # ------------------------------------------------------------------------------------------------ use
@@ -304,11 +302,12 @@ def vae_downsampling(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _load(cls, path: Path, what: str):
+def _load(cls, path: Path, what: str, dtype: torch.dtype | None = None):
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path / 'config.json'}: expected the config of {what}, found no such file")
     try:
-        return cls.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False)
+        kw = {"torch_dtype": dtype} if dtype is not None else {}
+        return cls.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False, **kw)
     except Exception as e:  # diffusers raises many types for a folder it cannot use
         msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"{path}: could not load {what} ({msg})") from None

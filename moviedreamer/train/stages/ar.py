@@ -29,6 +29,21 @@ from moviedreamer.train.harness import Stage
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class MemoDescriptor:
+    """The descriptor encoder with every text's embedding kept: episodes repeat their texts epoch after epoch."""
+
+    def __init__(self, encoder):
+        self.encoder, self.embed_dim, self.memo = encoder, encoder.embed_dim, {}
+
+    def encode(self, texts: list[str]):
+        from types import SimpleNamespace
+
+        new = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if new:
+            self.memo.update(zip(new, self.encoder.encode(new).embeddings.float()))
+        return SimpleNamespace(embeddings=torch.stack([self.memo[t] for t in texts]) if texts else torch.zeros(0, self.embed_dim))
+
+
 class ARModelArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backbone: Path | None = Field(None, description="a Hugging Face LLaMA folder to start from (paper: LLaMA-2-7B)")
@@ -116,7 +131,7 @@ class ARStage(Stage):
     def descriptor(self):
         from moviedreamer.encoders import descriptor_encoder_from_registry
 
-        return descriptor_encoder_from_registry(self.registry, self.opts.encoder_device)
+        return MemoDescriptor(descriptor_encoder_from_registry(self.registry, self.opts.encoder_device))
 
     @cached_property
     def face_embedder(self):
@@ -158,7 +173,7 @@ class ARStage(Stage):
     def face_embeddings(self, episode: dict) -> dict[str, torch.Tensor]:
         """Character id → its face embeddings [n, Df] in this episode (precomputed, or embedded from the crops)."""
         ep_id = episode["meta"]["id"]
-        if self._faces_cache.get("id") != ep_id:  # the last episode's (draw and sequences both ask)
+        if ep_id not in self._faces_cache:  # every episode's, embedded once per run (a few KB each)
             ident = episode.get("face_identity")
             if ident is None or not len(ident):
                 emb = torch.zeros(0, 0)
@@ -170,8 +185,8 @@ class ARStage(Stage):
             out: dict[str, list] = {}
             for i, e in zip((ident.tolist() if ident is not None else []), emb):
                 out.setdefault(names[i] if i < len(names) else str(i), []).append(e)
-            self._faces_cache = {"id": ep_id, "faces": {k: torch.stack(v) for k, v in out.items()}}
-        return self._faces_cache["faces"]
+            self._faces_cache[ep_id] = {k: torch.stack(v) for k, v in out.items()}
+        return self._faces_cache[ep_id]
 
     # --- model ----------------------------------------------------------------------------------------------
     def token_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
