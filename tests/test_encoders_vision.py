@@ -40,6 +40,8 @@ def test_toy_open_clip_folder_equals_open_clip(tmp_path):
     # uint8 and float [0, 1] inputs are the same image
     u8 = (images * 255).round().to(torch.uint8)
     torch.testing.assert_close(enc.encode_image(u8)[0], enc.encode_image(u8.float() / 255)[0])
+    # ... and so are decoded frames: uint8 arrays [B, H, W, 3] (numpy)
+    torch.testing.assert_close(enc.encode_image(u8.permute(0, 2, 3, 1).numpy())[0], enc.encode_image(u8)[0])
 
 
 def test_laion_vit_h_folder_with_bin_weights(tmp_path):

@@ -69,6 +69,7 @@ def test_ground_truth_scores_above_shuffled_shots(tmp_path, run_cli, repo):
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     gt, sh = report["truth.mp4"]["metrics"], report["shuffled.mp4"]["metrics"]
     assert 0.95 < gt["flicker"] <= 1.0 and gt["motion_px_per_frame"] > 0.2
+    assert 0 < gt["clip_score"] <= 100, report["truth.mp4"]["notes"]  # decoded frames reach the CLIP encoder
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "truth.mp4" in html and "shuffled.mp4" in html and (tmp_path / "eval" / "motion.png").is_file()
     if (DEFAULT_DIR / "model.safetensors").is_file():
