@@ -208,12 +208,13 @@ def main() -> int:
             print(f"story {k + 1}/{args.stories}: {len(list(plain.story.shots()))} shots", flush=True)
 
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
-    print(f"\n{args.stories} held-out stories of {args.minutes:g} min (seeds {args.seed}..), profile {args.profile}")
-    print(f"{'variant':<14} {'scene':>6} {'chars':>6} {'both':>6} {'ST cos':>7} {'LT cos':>7} {'faces found':>11}")
-    for name, rows in totals.items():
-        print(f"{name:<14} {mean([r['scene'] for r in rows]):>6.3f} {mean([r['characters'] for r in rows]):>6.3f} "
-              f"{mean([r['scene_and_characters'] for r in rows]):>6.3f} {mean(sum((r['st'] for r in rows), [])):>7.3f} "
-              f"{mean(sum((r['lt'] for r in rows), [])):>7.3f} {sum(r['found'] for r in rows):>11}")
+    if args.stories:
+        print(f"\n{args.stories} held-out stories of {args.minutes:g} min (seeds {args.seed}..), profile {args.profile}")
+        print(f"{'variant':<14} {'scene':>6} {'chars':>6} {'both':>6} {'ST cos':>7} {'LT cos':>7} {'faces found':>11}")
+        for name, rows in totals.items():
+            print(f"{name:<14} {mean([r['scene'] for r in rows]):>6.3f} {mean([r['characters'] for r in rows]):>6.3f} "
+                  f"{mean([r['scene_and_characters'] for r in rows]):>6.3f} {mean(sum((r['st'] for r in rows), [])):>7.3f} "
+                  f"{mean(sum((r['lt'] for r in rows), [])):>7.3f} {sum(r['found'] for r in rows):>11}")
     if args.few_shot:
         encoders = load_encoders(Registry.load(args.profile))
         plain, refd, truth = [], [], []

@@ -24,7 +24,9 @@ fps: 8
 resolution: [128, 128]
 seed: 11
 characters:
-  - {id: mia, name: Mia, description: a girl with an orange face, big black eyes, a smiling mouth, a blue dress and a red hat}
+  - id: mia
+    name: Mia
+    description: a girl with an orange face, big black eyes, a smiling mouth, a blue dress and a red hat
 scenes:
   - id: beach
     setting: a sunny beach with blue sea and yellow sand
