@@ -3,7 +3,7 @@ figures measured on 2,000 renders (docs/toyworld.md) but still meaningful."""
 
 import numpy as np
 
-from moviedreamer.toyworld.judge import DEFAULT_DIR, evaluate_judge, load_judge
+from moviedreamer.toyworld.judge import evaluate_judge, load_judge
 
 
 

@@ -1,5 +1,7 @@
 """Regenerates tests/data/bad_scripts/ and its expectations.yaml: one broken story per common mistake or attack."""
-import io, os, yaml, zlib, struct
+import io
+
+import yaml
 from pathlib import Path
 D = Path(__file__).resolve().parent / "bad_scripts"; D.mkdir(parents=True, exist_ok=True)
 (D/"refs").mkdir(exist_ok=True)
