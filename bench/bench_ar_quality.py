@@ -91,17 +91,11 @@ def planned_keyframes(pipeline, loaded, out: Path) -> np.ndarray:
 
 def score(loaded, keyframes, faces) -> dict:
     from moviedreamer.eval import metrics
-    from moviedreamer.eval.run import Evaluation, judge_keyframes
+    from moviedreamer.eval.run import Evaluation, judge_keyframes, solo_appearances
 
     ev = Evaluation("bench", per_shot=[{"index": i} for i in range(len(keyframes))])
     judge_keyframes(ev, loaded, keyframes)
-    appearances: dict[str, list] = {}
-    for (_, _, _, shot), frame in zip(loaded.story.shots(), keyframes):
-        if len(shot.characters) == 1:
-            found = faces.detect_and_embed(frame)
-            if found:
-                biggest = max(found, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
-                appearances.setdefault(shot.characters[0], []).append(np.asarray(biggest.embedding))
+    appearances = solo_appearances(faces, [shot.characters for _, _, _, shot in loaded.story.shots()], keyframes)
     per_char = [metrics.consistency(a) for a in appearances.values() if len(a) > 1]
     return {**ev.metrics["judge"], "st": [c["st"] for c in per_char], "lt": [c["lt"] for c in per_char],
             "found": sum(len(a) for a in appearances.values())}

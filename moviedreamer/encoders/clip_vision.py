@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -207,8 +208,8 @@ def _why(e: Exception) -> str:
 
 def _as_float_images(images) -> torch.Tensor:
     """A tensor [B, 3, H, W] (uint8, or float in [0, 1]), or uint8 RGB arrays [B, H, W, 3] / [H, W, 3] as decoded frames come."""
-    if hasattr(images, "__array__") and not isinstance(images, torch.Tensor) and getattr(images, "ndim", 0) in (3, 4) and images.shape[-1] == 3:
-        images = torch.from_numpy(images.copy()).movedim(-1, -3)
+    if isinstance(images, np.ndarray) and images.ndim in (3, 4) and images.shape[-1] == 3:
+        images = torch.from_numpy(np.array(images)).movedim(-1, -3)  # a copy: decoded frames may be read-only
     if not isinstance(images, torch.Tensor):
         raise UserError(f"expected images as a torch tensor [B, 3, H, W] or uint8 arrays [B, H, W, 3], found {type(images).__name__}")
     x = images.unsqueeze(0) if images.dim() == 3 else images

@@ -115,6 +115,20 @@ def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray) -> None:
         row["judge"] = {"scene": p["scene"], "characters": list(p["characters"]), "correct": p["scene"] == t["scene"] and set(p["characters"]) == set(t["characters"])}
 
 
+def solo_appearances(faces, characters_per_shot, keyframes) -> dict[str, list[np.ndarray]]:
+    """Character id → face embeddings of its solo shots, in order: a face is attributed to a character only when
+    the shot lists that character alone (the largest face detected in the keyframe)."""
+    appearances: dict[str, list] = {}
+    for chars, frame in zip(characters_per_shot, keyframes):
+        if len(chars) != 1:
+            continue
+        found = faces.detect_and_embed(frame)
+        if found:
+            biggest = max(found, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+            appearances.setdefault(chars[0], []).append(np.asarray(biggest.embedding))
+    return appearances
+
+
 def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, profile) -> None:
     from moviedreamer.errors import UserError
     from moviedreamer.registry import Registry
@@ -122,15 +136,7 @@ def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, profile) -> Non
     registry = Registry.load(profile)
     try:
         faces = _load(registry, "faces")
-        appearances: dict[str, list] = {}
-        for shot, frame in zip(timeline, keyframes):
-            chars = shot.shot.characters
-            if len(chars) != 1:  # a face is attributed to a character only when the shot has one
-                continue
-            found = faces.detect_and_embed(frame)
-            if found:
-                biggest = max(found, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
-                appearances.setdefault(chars[0], []).append(np.asarray(biggest.embedding))
+        appearances = solo_appearances(faces, [shot.shot.characters for shot in timeline], keyframes)
         per_char = {}
         for char in loaded.story.characters:
             ref = np.asarray(faces.embed_reference(loaded.resolve(char.faces[0]))) if char.faces else None
