@@ -45,6 +45,19 @@ def test_save_and_load_roundtrip_in_the_registry_layout(tmp_path):
     torch.testing.assert_close(s.step(shot_part(shots[0]), 3), planner.sampler.step(shot_part(shots[0]), 3))
 
 
+def test_float16_export_loads_back_as_float32(tmp_path):
+    model = tiny_model(seed=4)
+    model.save_pretrained(tmp_path / "ar16", torch.float16)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ar16/model.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    loaded = ARModel.from_pretrained(tmp_path / "ar16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v.half().float())
+
+
 def test_bad_ar_folders_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="expected an AR model folder"):
         ARModel.from_pretrained(tmp_path / "nope")

@@ -16,6 +16,12 @@ def test_toy_profile_is_complete():
     Registry.load("toy").require(PIPELINE_COMPONENTS)  # raises with the missing components' make commands
 
 
+def test_toy_profile_fits_the_50_mb_budget(repo):
+    """docs/architecture.md: the committed toy weights stay small enough for git (<= 50 MB in all)."""
+    files = [p for p in (repo / "moviedreamer" / "weights" / "toy").rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 50e6
+
+
 @pytest.mark.slow
 def test_toy_profile_makes_a_movie(tmp_path, run_cli):
     story = tmp_path / "story.yaml"

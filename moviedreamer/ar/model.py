@@ -168,12 +168,14 @@ class ARModel(nn.Module):
         return self.head(h[rows, cols - 1]), targets
 
     # --- weights --------------------------------------------------------------------------------------------
-    def save_pretrained(self, out_dir: str | Path) -> None:
+    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
+        """`dtype` (e.g. torch.float16) stores the floating weights in it; from_pretrained loads them as float32."""
         from moviedreamer.safeio import save_safetensors
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        save_safetensors({k: v.detach().cpu() for k, v in self.state_dict().items()}, out / WEIGHTS, metadata={"format": "pt"})
+        cast = (lambda v: v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+        save_safetensors({k: cast(v.detach().cpu()) for k, v in self.state_dict().items()}, out / WEIGHTS, metadata={"format": "pt"})
         (out / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
 
     @classmethod
@@ -184,7 +186,7 @@ class ARModel(nn.Module):
         if not path.is_dir():
             raise CheckpointError(f"{path}: expected an AR model folder ({CONFIG} + {WEIGHTS}), found {'a file' if path.exists() else 'no such folder'}")
         config = ARConfig.from_dict(load_json(path / CONFIG), str(path / CONFIG))
-        state = load_safetensors(path / WEIGHTS)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path / WEIGHTS).items()}
         with torch.device("meta"):
             model = cls(config)
         missing = sorted(set(model.state_dict()) - set(state))

@@ -117,14 +117,16 @@ class DescriptorEncoder:
 class OpenClipDescriptorEncoder(DescriptorEncoder):
     """An open_clip `TextTransformer` (toy CLIP, or LongCLIP after the positional-embedding merge)."""
 
-    def __init__(self, text_tower: torch.nn.Module, device="cpu", **kw):
+    def __init__(self, text_tower: torch.nn.Module, device="cpu", id_map: torch.Tensor | None = None, **kw):
+        """`id_map`: BPE id -> embedding row, for a tower over a subset of the vocabulary (encoders/vocab.py)."""
         super().__init__(text_tower.context_length, text_tower.output_dim, device, **kw)
-        if text_tower.vocab_size < CLIP_VOCAB_SIZE:
+        if id_map is None and text_tower.vocab_size < CLIP_VOCAB_SIZE:
             raise CheckpointError(f"expected a text tower over CLIP's BPE vocabulary ({CLIP_VOCAB_SIZE} tokens), found {text_tower.vocab_size}")
         self.model = text_tower.to(self.device).eval()
+        self.id_map = None if id_map is None else id_map.to(self.device)
 
     def _forward(self, ids):
-        return self.model(ids)
+        return self.model(ids if self.id_map is None else self.id_map[ids])
 
 
 class HFClipDescriptorEncoder(DescriptorEncoder):
@@ -220,8 +222,11 @@ def _why(e: Exception) -> str:
 def load_open_clip_text(path: str | Path, device="cpu", **kw) -> OpenClipDescriptorEncoder:
     from moviedreamer.encoders.openclip_folder import load_text_tower, read_open_clip_folder
 
+    from moviedreamer.encoders.vocab import read_id_map
+
     model_cfg, _, state, weights = read_open_clip_folder(path)
-    return OpenClipDescriptorEncoder(load_text_tower(model_cfg, state, weights), device, **kw)
+    id_map = read_id_map(path, model_cfg["text_cfg"].get("vocab_size", CLIP_VOCAB_SIZE))
+    return OpenClipDescriptorEncoder(load_text_tower(model_cfg, state, weights), device, id_map=id_map, **kw)
 
 
 def load_descriptor_encoder(path: str | Path, fmt: str | None = None, device="cpu", **kw) -> DescriptorEncoder:

@@ -60,14 +60,23 @@ def build_clip(model_cfg: dict):
     return CLIP(**cfg)
 
 
-def save_open_clip_folder(model: torch.nn.Module, model_cfg: dict, out_dir: str | Path, preprocess_cfg: dict | None = None) -> Path:
+def save_open_clip_folder(model: torch.nn.Module, model_cfg: dict, out_dir: str | Path, preprocess_cfg: dict | None = None,
+                          vocab_ids: list[int] | None = None) -> Path:
+    """`vocab_ids`: keep only these BPE ids in the text tower's embedding (encoders/vocab.py)."""
+    from moviedreamer.encoders.vocab import SUBSET_FILE, prune_token_embedding, write_subset
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    (out_dir / SUBSET_FILE).unlink(missing_ok=True)
+    if vocab_ids is not None:
+        state["token_embedding.weight"] = prune_token_embedding(state["token_embedding.weight"], vocab_ids)
+        model_cfg = {**model_cfg, "text_cfg": {**model_cfg["text_cfg"], "vocab_size": len(state["token_embedding.weight"])}}
+        write_subset(out_dir, vocab_ids)
     size = model_cfg["vision_cfg"].get("image_size", 224)
     pre = {"size": size, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
     pre.update(preprocess_cfg or {})
     (out_dir / CONFIG_NAME).write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": pre}, indent=2) + "\n")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_safetensors(state, out_dir / WEIGHTS_NAME, metadata={"format": "pt"})
     return out_dir
 

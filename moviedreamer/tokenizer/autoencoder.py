@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.layout import channels_last_convs
 from moviedreamer.tokenizer.compressor import CompressorConfig, TokenCompressor
 from moviedreamer.tokenizer.decoder import DecoderConfig, KeyframeDecoder, pad_slots, time_ids
 
@@ -71,7 +72,7 @@ def load_vae(path: str | Path):
         vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False)
     except Exception as e:  # diffusers raises many types for a folder it cannot use
         raise CheckpointError(f"{path}: could not load a diffusers AutoencoderKL ({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})") from None
-    return vae.eval().requires_grad_(False)
+    return channels_last_convs(vae.eval().requires_grad_(False))
 
 
 def vae_settings(vae, resolution: int) -> dict:

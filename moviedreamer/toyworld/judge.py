@@ -71,7 +71,8 @@ def save_judge(model: Judge, out_dir: str | Path, extra: dict | None = None) -> 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(model.state_dict(), out / "model.safetensors")
+    # float16 on disk (half the committed size; load_judge copies it into float32 parameters)
+    save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps({**model.config, **(extra or {})}, indent=1))
     return out
 

@@ -31,6 +31,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.layout import channels_last_convs
 
 SETTINGS_FILE = "moviedreamer_i2v.json"
 CONDITIONING_DIR = "conditioning"
@@ -295,7 +296,7 @@ def load_vae(path: str | Path):
                               + ("no config.json there" if path.is_dir() else "no such folder"))
     cls_name = _read_json(path / "config.json").get("_class_name", "AutoencoderKL")
     cls = AutoencoderKLTemporalDecoder if cls_name == "AutoencoderKLTemporalDecoder" else AutoencoderKL
-    return _load(cls, path, f"a diffusers {cls.__name__}").eval().requires_grad_(False)
+    return channels_last_convs(_load(cls, path, f"a diffusers {cls.__name__}").eval().requires_grad_(False))
 
 
 def vae_downsampling(vae) -> int:

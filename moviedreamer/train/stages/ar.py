@@ -91,6 +91,7 @@ class AROptions(BaseModel):
     stats_episodes: int = Field(16, ge=1, description="episodes read to measure the token mean/std")
     gradient_checkpointing: bool = False
     eval_sequences: int = Field(8, ge=0)
+    export_dtype: Literal["float32", "float16"] = Field("float32", description="weights as saved (float16: half the size; loads as float32)")
 
 
 class ARStage(Stage):
@@ -286,7 +287,7 @@ class ARStage(Stage):
     def export(self, model, out_dir: Path, stream) -> dict:
         from moviedreamer.ar.gmm import gmm_loss
 
-        model.float().eval().save_pretrained(out_dir)
+        model.float().eval().save_pretrained(out_dir, torch.float16 if self.opts.export_dtype == "float16" else None)
         figures = {"params": sum(p.numel() for p in model.parameters()), "token_dim": model.config.token_dim,
                    "window_shots": model.config.window_shots}
         if self.opts.eval_sequences:

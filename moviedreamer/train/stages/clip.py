@@ -68,6 +68,8 @@ class ClipOptions(BaseModel):
     eval_renders: int = Field(1000, ge=0, description="held-out renders for the export's retrieval figure (0: skip)")
     eval_group: int = Field(100, ge=2, description="retrieval is top-1 among this many images")
     export_dtype: str = Field("float16", pattern="^(float16|float32)$")
+    export_vocab: str = Field("clip", pattern="^(clip|toy-world)$",
+                              description="toy-world: keep only the BPE tokens the toy world writes (encoders/vocab.py)")
 
 
 class ClipStage(Stage):
@@ -152,7 +154,12 @@ class ClipStage(Stage):
         clip.logit_scale = torch.nn.Parameter(clip.logit_scale.detach().reshape(()))  # open_clip's usual scalar
         if self.opts.export_dtype == "float16":
             clip = clip.half()
-        save_open_clip_folder(clip, self.model_cfg, out_dir)
+        vocab = None
+        if self.opts.export_vocab == "toy-world":
+            from moviedreamer.encoders.vocab import toy_world_bpe_ids
+
+            vocab = toy_world_bpe_ids()
+        save_open_clip_folder(clip, self.model_cfg, out_dir, vocab_ids=vocab)
         size = sum(f.stat().st_size for f in Path(out_dir).iterdir())
         figures = {"params": sum(p.numel() for p in clip.parameters()), "bytes": size, "dtype": self.opts.export_dtype}
         if self.opts.eval_renders:
