@@ -134,8 +134,8 @@ def background(params: ShotParams) -> list[Prim]:
     return prims
 
 
-def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: float) -> list[Prim]:
-    c = CHARACTER_BY_ID[cid]
+def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: float, looks: dict | None = None) -> list[Prim]:
+    c = (looks or {}).get(cid) or CHARACTER_BY_ID[cid]
     dx, dy = _offsets(params, t)
     x, y = x + dx, feet + dy
     head, cloth, skin = COLOURS[c.head_colour], COLOURS[c.clothes_colour], COLOURS[c.head_colour]
@@ -197,12 +197,12 @@ def _facing(params: ShotParams, t: float) -> float:
     return 0.0
 
 
-def scene_prims(params: ShotParams, t: float) -> list[Prim]:
+def scene_prims(params: ShotParams, t: float, looks: dict | None = None) -> list[Prim]:
     feet = SCENE_BY_ID[params.scene].horizon + FEET_BELOW_HORIZON
     gx = group_x(params, t)
     prims = background(params)
     for cid, ox, _ in sorted(layout(params), key=lambda item: item[2]):  # back to front
-        prims += character_prims(cid, gx + ox, feet, params, t)
+        prims += character_prims(cid, gx + ox, feet, params, t, looks)
     return prims
 
 
@@ -240,13 +240,15 @@ def _project(cam, x, y, width: int, height: int):
     return (x - cx) / vw * width + width / 2 - 0.5, (y - cy) / (vw * height / width) * height + height / 2 - 0.5
 
 
-def render_frame(params: ShotParams, frame: int, fps: int = 8, size: tuple[int, int] = (128, 128), flow: bool = False) -> Frame:
-    """Frame `frame` of the shot at `size` = (width, height); with `flow`, the exact flow to frame + 1."""
+def render_frame(params: ShotParams, frame: int, fps: int = 8, size: tuple[int, int] = (128, 128), flow: bool = False,
+                 looks: dict | None = None) -> Frame:
+    """Frame `frame` of the shot at `size` = (width, height); with `flow`, the exact flow to frame + 1. `looks`
+    (character id -> Character) draws those characters otherwise than the catalogue (e.g. other clothes)."""
     width, height = size
     t = frame / fps
     cam = camera(params, t)
     X, Y = _grid(cam, width, height)
-    prims = scene_prims(params, t)
+    prims = scene_prims(params, t, looks)
     image = np.zeros((height, width, 3), np.uint8)
     owner = np.full((height, width), -1, np.int32)
     boxes: dict[str, list[float]] = {}
@@ -267,7 +269,7 @@ def render_frame(params: ShotParams, frame: int, fps: int = 8, size: tuple[int, 
     out = Frame(image, _clip_boxes(boxes, width, height), _clip_boxes(faces, width, height), visible=_visible(faces, width, height))
     if flow:
         cam_next = camera(params, (frame + 1) / fps)
-        nxt = scene_prims(params, (frame + 1) / fps)
+        nxt = scene_prims(params, (frame + 1) / fps, looks)
         disp = np.array([[b.anchor[0] - a.anchor[0], b.anchor[1] - a.anchor[1]] for a, b in zip(prims, nxt)], np.float64)
         d = disp[owner]
         u1, v1 = _project(cam_next, X + d[..., 0], Y + d[..., 1], width, height)

@@ -88,6 +88,8 @@ class AROptions(BaseModel):
     references: int = Field(10, ge=0, description="few-shot frames inserted after the sheet")
     references_p: float = Field(0.5, ge=0, le=1, description="fraction of sequences that get them")
     references_from: Literal["keyframes", "clips"] = "keyframes"
+    restyle_p: float = Field(0.0, ge=0, le=1, description="of the sequences with references, the fraction where one character is "
+                             "re-rendered in clothes of another colour while its description keeps the old one (ar_restyle.py; toy world)")
     stats_episodes: int = Field(16, ge=1, description="episodes read to measure the token mean/std")
     gradient_checkpointing: bool = False
     eval_sequences: int = Field(8, ge=0)
@@ -255,20 +257,36 @@ class ARStage(Stage):
         flip = o.hflip and bool(rng.random() < 0.5)
         reverse = o.reverse and bool(rng.random() < 0.5)
         faces = pick_faces(self.face_embeddings(episode), rng, o.random_face, o.face_drop)
-        refs = None
+        refs, restyle = None, None
         if o.references and rng.random() < o.references_p:
             refs = pick_references(n_shots, o.references, rng, episode.get("clips"))
-        return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs}
+            if o.restyle_p and rng.random() < o.restyle_p:
+                from moviedreamer.train.stages.ar_restyle import draw_restyle
 
-    def sequences(self, episode: dict, flip: bool = False, reverse: bool = False, faces: dict | None = None, refs=None) -> list:
+                restyle = draw_restyle(self.story(episode), rng)
+        return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs, "restyle": restyle}
+
+    @cached_property
+    def restyler(self):
+        from moviedreamer.train.stages.ar_restyle import Restyler
+
+        return Restyler(lambda i: self.index.path(i, ".yaml"), self.tokens)
+
+    def sequences(self, episode: dict, flip: bool = False, reverse: bool = False, faces: dict | None = None, refs=None, restyle=None) -> list:
+        """restyle: (character id, clothes colour) re-renders the keyframes and references with that look."""
         from moviedreamer.ar.embed import build_sequence, encode_script
 
         o = self.opts
         sheet, scripts = encode_script(self.story(episode), self.text_tokenizer, self.descriptor, faces=faces or {}, flip=flip and o.hflip_swap_words)
-        tokens = self.tokens.keyframes(episode, flip)
+        from_clips = o.references_from == "clips"
+        if restyle is not None and refs:
+            tokens = self.restyler.keyframe_tokens(episode, restyle, flip)
+            ref_tokens = self.restyler.reference_tokens(episode, restyle, refs, flip, tokens, from_clips)
+        else:
+            tokens = self.tokens.keyframes(episode, flip)
+            ref_tokens = self.tokens.frames(episode, refs, flip, from_clips) if refs else None
         if len(tokens) != len(scripts):
             raise UserError(f"episode {episode['meta']['id']}: {len(scripts)} shots in its script but {len(tokens)} keyframes")
-        ref_tokens = self.tokens.frames(episode, refs, flip, o.references_from == "clips") if refs else None
         order = episode_order(len(scripts), reverse)
         return [build_sequence(sheet, [scripts[i] for i in order[s : s + o.max_shots]], tokens[order[s : s + o.max_shots]], ref_tokens)
                 for s in range(0, len(order), o.max_shots)]
