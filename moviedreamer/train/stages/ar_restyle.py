@@ -21,15 +21,16 @@ import torch
 from moviedreamer.errors import UserError
 
 
-def draw_restyle(story, rng) -> tuple[str, str]:
-    """(character id, new clothes colour): a character that appears in the episode, a colour it does not wear."""
+def draw_restyle(story, rng) -> tuple[str, str] | None:
+    """(character id, new clothes colour): a catalogue character that appears in the episode, a colour it does not
+    wear; None when no shot shows one."""
     from moviedreamer.toyworld.world import CHARACTER_BY_ID, COLOURS
 
-    present = sorted({c for _, _, _, shot in story.shots() for c in shot.characters})
-    ids = [c for c in present if c in CHARACTER_BY_ID] or present
+    ids = sorted({c for _, _, _, shot in story.shots() for c in shot.characters if c in CHARACTER_BY_ID})
+    if not ids:
+        return None
     cid = ids[int(rng.integers(len(ids)))]
-    worn = CHARACTER_BY_ID[cid].clothes_colour if cid in CHARACTER_BY_ID else None
-    colours = [c for c in COLOURS if c != worn]
+    colours = [c for c in COLOURS if c != CHARACTER_BY_ID[cid].clothes_colour]
     return cid, colours[int(rng.integers(len(colours)))]
 
 
