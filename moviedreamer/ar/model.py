@@ -186,7 +186,8 @@ class ARModel(nn.Module):
         if not path.is_dir():
             raise CheckpointError(f"{path}: expected an AR model folder ({CONFIG} + {WEIGHTS}), found {'a file' if path.exists() else 'no such folder'}")
         config = ARConfig.from_dict(load_json(path / CONFIG), str(path / CONFIG))
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path / WEIGHTS).items()}
+        target = dtype or torch.float32  # straight to the asked dtype: a bf16 7B file is never upcast to float32 first
+        state = {k: v.to(target) if v.is_floating_point() else v for k, v in load_safetensors(path / WEIGHTS).items()}
         with torch.device("meta"):
             model = cls(config)
         missing = sorted(set(model.state_dict()) - set(state))
