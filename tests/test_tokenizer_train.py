@@ -178,3 +178,19 @@ def test_stage_builds_the_decoder_from_an_sdxl_unet_folder(workdir):
     assert all(torch.equal(state[f"decoder.unet.{k}"], v) for k, v in saved.items())
     assert model.decoder.pooled_dim == 24 and model.decoder.desc_proj.out_features == 32
     assert all(p.requires_grad for p in model.parameters())  # the whole UNet fine-tunes with the new projections
+
+
+def test_freeze_compressor_trains_only_the_decoder(workdir):
+    with pytest.raises(UserError, match="freeze_compressor.*model.init_from"):
+        stage_for(workdir, "options.freeze_compressor=true").build_model()
+    folder = stage_for(workdir).build_model().save_pretrained(workdir / "to_freeze")
+    stage = stage_for(workdir, "model.unet={}", f"model.init_from={folder}", "options.freeze_compressor=true", "options.mask.tokens=0.0",
+                      "options.mask.uncond=0.0")
+    model = stage.build_model()
+    assert not any(p.requires_grad for p in model.compressor.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    batch = stage.collate(stage.samples(stage.index.load(0, stage.keys), np.random.default_rng(0)), torch.device("cpu"), torch.float32)
+    loss, _ = stage.loss(model, batch)
+    loss.backward()
+    assert all(p.grad is None for p in model.compressor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.unet.parameters())

@@ -142,6 +142,10 @@ class TokenizerStage(Stage):
         if model.settings.latent_channels != self.vae_info["latent_channels"] or model.settings.resolution != o.resolution:
             raise UserError(f"model.init_from: trained at {model.settings.resolution} px with {model.settings.latent_channels} latent channels; "
                             f"this run has {o.resolution} px and a VAE with {self.vae_info['latent_channels']}")
+        if o.freeze_compressor:
+            if a.init_from is None:
+                raise UserError("options.freeze_compressor: a frozen compressor needs trained weights; set model.init_from to a tokenizer folder")
+            model.compressor.requires_grad_(False)
         if o.gradient_checkpointing:
             model.decoder.unet.enable_gradient_checkpointing()
         return model
