@@ -37,7 +37,8 @@ def load(args):
     from moviedreamer.encoders.clip_vision import load_vision_encoder
     from moviedreamer.encoders.longclip import load_descriptor_encoder
     from moviedreamer.registry import Registry
-    from moviedreamer.video.model import AnchoredI2V, I2VSettings, load_vae
+    from moviedreamer.vae import load_vae
+    from moviedreamer.video.model import AnchoredI2V, I2VSettings
     from moviedreamer.video.sampler import AnchoredSampler
 
     reg = Registry.load("toy")

@@ -51,7 +51,8 @@ def test_an_svd_folder_loads_and_samples_like_diffusers_own_pipeline(svd):
     from diffusers import StableVideoDiffusionPipeline
 
     from moviedreamer.encoders.clip_vision import load_hf_clip_vision
-    from moviedreamer.video.model import AnchoredI2V, load_vae
+    from moviedreamer.vae import load_vae
+    from moviedreamer.video.model import AnchoredI2V
     from moviedreamer.video.sampler import AnchoredSampler, _gen, sub_seed
 
     model = AnchoredI2V.from_svd(svd, descriptor_dim=12, descriptor_mode="add")
@@ -111,7 +112,8 @@ def test_a_profile_gives_a_clip_renderer_and_names_what_is_missing(tmp_path, svd
 
 def test_bad_paths_and_mismatches_are_clear_errors(tmp_path, svd):
     from moviedreamer.errors import CheckpointError, UserError
-    from moviedreamer.video.model import AnchoredI2V, I2VSettings, load_vae
+    from moviedreamer.vae import load_vae
+    from moviedreamer.video.model import AnchoredI2V, I2VSettings
     from moviedreamer.video.sampler import AnchoredSampler
 
     with pytest.raises(CheckpointError, match=r"nowhere: expected an i2v folder .* found no such folder"):
@@ -133,6 +135,10 @@ def test_bad_paths_and_mismatches_are_clear_errors(tmp_path, svd):
         AnchoredI2V.from_svd(tmp_path / "missing-svd")
     with pytest.raises(CheckpointError, match="expected a diffusers VAE folder"):
         load_vae(tmp_path / "no-vae")
+    from moviedreamer.tokenizer.autoencoder import load_vae as load_image_vae
+
+    with pytest.raises(CheckpointError, match=r"expected a diffusers AutoencoderKL \(an image VAE\), found AutoencoderKLTemporalDecoder"):
+        load_image_vae(svd / "vae")  # the keyframe tokenizer encodes single images
 
     with pytest.raises(UserError, match="overlap must be in"):
         I2VSettings(num_frames=4, overlap=4).check()

@@ -86,7 +86,8 @@ def test_train_i2v_runs_through_the_harness_and_exports_a_model_that_samples(wor
 
     from moviedreamer.encoders.clip_vision import load_vision_encoder
     from moviedreamer.encoders.longclip import load_descriptor_encoder
-    from moviedreamer.video.model import AnchoredI2V, load_vae
+    from moviedreamer.vae import load_vae
+    from moviedreamer.video.model import AnchoredI2V
     from moviedreamer.video.sampler import AnchoredSampler
 
     model = AnchoredI2V.from_pretrained(root / "run" / "export")
@@ -102,7 +103,8 @@ def test_the_stage_starts_from_an_svd_folder_and_exports_its_vae(workdir, tmp_pa
     from moviedreamer.train.config import StageConfig
     from moviedreamer.train.data import EpisodeStream, ShardIndex
     from moviedreamer.train.stages.i2v import I2VStage
-    from moviedreamer.video.model import AnchoredI2V, load_vae
+    from moviedreamer.vae import load_vae
+    from moviedreamer.video.model import AnchoredI2V
 
     root, data = workdir
     svd = make_svd_folder(tmp_path / "stable-video-diffusion-img2vid-xt", image_size=32)

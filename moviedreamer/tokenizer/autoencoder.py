@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moviedreamer.errors import CheckpointError, UserError
-from moviedreamer.layout import channels_last_convs
+from moviedreamer.vae import load_vae as load_shared_vae
 from moviedreamer.tokenizer.compressor import CompressorConfig, TokenCompressor
 from moviedreamer.tokenizer.decoder import DecoderConfig, KeyframeDecoder, pad_slots, time_ids
 
@@ -62,17 +62,8 @@ class _Frozen:
 
 
 def load_vae(path: str | Path):
-    from diffusers import AutoencoderKL
-
-    path = Path(path).expanduser()
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path}: expected a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors), found "
-                              + ("no config.json there" if path.is_dir() else "no such folder"))
-    try:
-        vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False)
-    except Exception as e:  # diffusers raises many types for a folder it cannot use
-        raise CheckpointError(f"{path}: could not load a diffusers AutoencoderKL ({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})") from None
-    return channels_last_convs(vae.eval().requires_grad_(False))
+    """The tokenizer's frozen image VAE (an AutoencoderKL folder)."""
+    return load_shared_vae(path, temporal=False)
 
 
 def vae_settings(vae, resolution: int) -> dict:

@@ -31,7 +31,8 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from moviedreamer.errors import CheckpointError, UserError
-from moviedreamer.layout import channels_last_convs
+from moviedreamer.vae import load_diffusers as _load
+from moviedreamer.vae import read_json as _read_json
 
 SETTINGS_FILE = "moviedreamer_i2v.json"
 CONDITIONING_DIR = "conditioning"
@@ -286,38 +287,5 @@ def require_svd_folder(path: str | Path) -> Path:
     return path
 
 
-def load_vae(path: str | Path):
-    """A diffusers VAE folder: AutoencoderKL (toy, SD/SDXL) or AutoencoderKLTemporalDecoder (SVD), by its config."""
-    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
-
-    path = Path(path).expanduser()
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path}: expected a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors), found "
-                              + ("no config.json there" if path.is_dir() else "no such folder"))
-    cls_name = _read_json(path / "config.json").get("_class_name", "AutoencoderKL")
-    cls = AutoencoderKLTemporalDecoder if cls_name == "AutoencoderKLTemporalDecoder" else AutoencoderKL
-    return channels_last_convs(_load(cls, path, f"a diffusers {cls.__name__}").eval().requires_grad_(False))
-
-
 def vae_downsampling(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-def _load(cls, path: Path, what: str, dtype: torch.dtype | None = None):
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path / 'config.json'}: expected the config of {what}, found no such file")
-    try:
-        kw = {"torch_dtype": dtype} if dtype is not None else {}
-        return cls.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False, **kw)
-    except Exception as e:  # diffusers raises many types for a folder it cannot use
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{path}: could not load {what} ({msg})") from None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: expected a JSON file, found no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: expected valid JSON, found a broken file ({e})") from None

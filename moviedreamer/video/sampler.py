@@ -243,7 +243,7 @@ def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
     the profile's vision encoder, and its descriptor encoder when the model attends to descriptors."""
     from moviedreamer.encoders import descriptor_encoder_from_registry, vision_encoder_from_registry
     from moviedreamer.encoders.cache import fingerprint_files
-    from moviedreamer.video.model import load_vae
+    from moviedreamer.vae import load_vae
 
     i2v_path = registry.path("i2v")
     vae_path = i2v_path / "vae" if (i2v_path / "vae" / "config.json").is_file() else registry.path("vae")

@@ -145,7 +145,7 @@ class I2VStage(Stage):
 
     @cached_property
     def vae(self):
-        from moviedreamer.video.model import load_vae
+        from moviedreamer.vae import load_vae
 
         vae = load_vae(self.args.vae or Path(self.args.init_from).expanduser() / "vae")
         down = 2 ** (len(vae.config.block_out_channels) - 1)
