@@ -211,3 +211,27 @@ def test_float16_export_is_half_the_size_and_loads_as_float32(workdir, tmp_path)
     assert sizes["float16"] < 0.55 * sizes["float32"]
     for (name, a), b in zip(models["float32"].state_dict().items(), models["float16"].state_dict().values()):
         torch.testing.assert_close(a.half().float(), b, msg=name)
+
+
+def test_the_stage_continues_an_i2v_folder_with_its_weights(workdir, tmp_path):
+    from moviedreamer.errors import UserError
+    from moviedreamer.train.config import StageConfig
+    from moviedreamer.train.stages.i2v import I2VStage
+
+    root, data = workdir
+    torch.manual_seed(0)
+    trained = I2VStage(StageConfig.model_validate(stage_config(root, data, "first"))).build_model()
+    folder = trained.save_pretrained(tmp_path / "i2v")
+    raw = stage_config(root, data, "again", init_from=str(folder), unet={}, settings={"steps": 3})
+    model = I2VStage(StageConfig.model_validate(raw)).build_model()
+    assert model.training and model.settings.steps == 3 and model.settings.overlap == trained.settings.overlap
+    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert all(p.requires_grad for p in model.parameters())
+
+    no_vision = {**raw, "model": {k: v for k, v in raw["model"].items() if k != "vision_encoder"}}
+    with pytest.raises(UserError, match="is an i2v folder: also give model.vision_encoder and model.vae"):
+        I2VStage(StageConfig.model_validate(no_vision))
+    other_mode = {**raw, "model": {**raw["model"], "descriptor_mode": "add"}}
+    with pytest.raises(UserError, match="descriptor_mode 'token'; this run has .*'add'"):
+        I2VStage(StageConfig.model_validate(other_mode)).build_model()

@@ -17,7 +17,7 @@ Classifier-free guidance: with p = `uncond_prob` a sample's tokens and concatena
 
 The VAE, the vision encoder and the descriptor encoder are frozen and live outside the DeepSpeed engine; only the
 UNet and the conditioning projections train. `model.init_from` starts from an SVD(-XT) diffusers folder (its VAE
-and image encoder then are the defaults). Export: the AnchoredI2V folder (model.py), plus `vae/` with `export_vae`.
+and image encoder then are the defaults) or continues an i2v folder of this stage. Export: the AnchoredI2V folder (model.py), plus `vae/` with `export_vae`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guida
 
 class I2VModelArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    init_from: Path | None = Field(None, description="an SVD / SVD-XT diffusers folder to fine-tune (unet/, vae/, image_encoder/, scheduler/)")
+    init_from: Path | None = Field(None, description="an SVD / SVD-XT diffusers folder to fine-tune (unet/, vae/, image_encoder/, scheduler/), "
+                                   "or an i2v folder of `moviedreamer train i2v` to train further")
     init_from_component: str | None = Field(None, description="or the same named as PROFILE.KEY of checkpoints.yaml, e.g. paper.svd")
     vae: Path | None = Field(None, description="diffusers VAE folder (default with init_from: its vae/)")
     vision_encoder: Path | None = Field(None, description="the anchor's CLIP vision encoder (default with init_from: its image_encoder/)")
@@ -135,7 +136,14 @@ class I2VStage(Stage):
             a.init_from = _component(a.init_from_component)[0]
         if a.descriptor_component is not None:
             a.descriptor_encoder, a.descriptor_format = _component(a.descriptor_component)
-        if a.init_from is not None:
+        from moviedreamer.video.model import SETTINGS_FILE
+
+        self.continues = a.init_from is not None and (Path(a.init_from).expanduser() / SETTINGS_FILE).is_file()
+        if self.continues:
+            if a.vision_encoder is None or (a.vae is None and not (Path(a.init_from).expanduser() / "vae").is_dir()):
+                raise UserError(f"model.init_from {a.init_from} is an i2v folder: also give model.vision_encoder and model.vae "
+                                "(the frozen encoders it was trained with)")
+        elif a.init_from is not None:
             from moviedreamer.video.model import require_svd_folder
 
             a.init_from = require_svd_folder(a.init_from)
@@ -186,7 +194,15 @@ class I2VStage(Stage):
 
         a, o = self.args, self.opts
         desc_dim = self.descriptor.embed_dim if self.descriptor is not None else 0
-        if a.init_from is not None:
+        if self.continues:
+            model = AnchoredI2V.from_pretrained(Path(a.init_from).expanduser()).train()
+            cond = model.conditioning.config
+            if (cond.descriptor_dim, cond.image_embed_dim, cond.descriptor_mode) != (desc_dim, self.vision.embed_dim, a.descriptor_mode):
+                raise UserError(f"model.init_from {a.init_from}: trained with descriptor width {cond.descriptor_dim}, anchor width "
+                                f"{cond.image_embed_dim}, descriptor_mode {cond.descriptor_mode!r}; this run has {desc_dim}, "
+                                f"{self.vision.embed_dim}, {a.descriptor_mode!r}")
+            model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})
+        elif a.init_from is not None:
             model = AnchoredI2V.from_svd(a.init_from, desc_dim, a.descriptor_mode)
             model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})
         else:
