@@ -104,6 +104,16 @@ def score(loaded, keyframes, faces) -> dict:
 RESTYLE = {"blue": "green", "red": "yellow", "purple": "orange", "green": "red", "orange": "purple"}
 
 
+def restyle_colour(colour: str) -> str:
+    """The new clothes colour: RESTYLE's, else the toy colour farthest from the old one in RGB."""
+    from moviedreamer.toyworld.world import COLOURS
+
+    if colour in RESTYLE:
+        return RESTYLE[colour]
+    old = np.array(COLOURS[colour], float)
+    return max((c for c in COLOURS if c != colour), key=lambda c: float(np.abs(np.array(COLOURS[c], float) - old).sum()))
+
+
 def restyled(character_id: str):
     """The catalogue character with other clothes (a context manager: the toy renderer draws it restyled inside)."""
     import contextlib
@@ -113,7 +123,7 @@ def restyled(character_id: str):
     from moviedreamer.toyworld.world import CHARACTER_BY_ID
 
     original = CHARACTER_BY_ID[character_id]
-    new = dataclasses.replace(original, clothes_colour=RESTYLE[original.clothes_colour])
+    new = dataclasses.replace(original, clothes_colour=restyle_colour(original.clothes_colour))
 
     @contextlib.contextmanager
     def drawn():
