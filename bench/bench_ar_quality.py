@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -89,6 +90,13 @@ def planned_keyframes(pipeline, loaded, out: Path) -> np.ndarray:
     return np.stack([np.asarray(Image.open(out / s["keyframe"]).convert("RGB")) for s in shots])
 
 
+def planned_tokens(out: Path) -> dict[int, torch.Tensor]:
+    """Shot index -> the keyframe tokens the planner predicted (the pipeline's state/plan units)."""
+    from moviedreamer.safeio import load_safetensors
+
+    return {int(f.name[:6]): load_safetensors(f)["tokens"].float() for f in (out / "state" / "plan").glob("*.safetensors")}
+
+
 def score(loaded, keyframes, faces) -> dict:
     from moviedreamer.eval import metrics
     from moviedreamer.eval.run import Evaluation, judge_keyframes, solo_appearances
@@ -136,8 +144,10 @@ def restyled(character_id: str):
     return describe_character(original), describe_character(new), drawn
 
 
-def few_shot(pipeline, path: Path, vision, descriptor, n_refs: int = 10) -> tuple[list[bool], list[bool], list[bool]]:
-    """(restyled look per evaluated shot without references, with references, classifier correct on truth renders)."""
+def few_shot(pipeline, path: Path, vision, descriptor, n_refs: int = 10) -> tuple[list[bool], ...]:
+    """Per evaluated shot: restyled look of the decoded keyframe without references, with references; the toy CLIP's
+    look classifier correct on truth renders; the planned tokens closer to the restyled render's tokens than to the
+    written look's, without and with references (the AR model alone, before the decoder reads the descriptions)."""
     import yaml
     from PIL import Image
 
@@ -180,7 +190,17 @@ def few_shot(pipeline, path: Path, vision, descriptor, n_refs: int = 10) -> tupl
     plain = planned_keyframes(pipeline, loaded, path.parent / "fs_plain")
     refd = planned_keyframes(pipeline, load_story(with_refs), path.parent / "fs_refs")
     truth_ok = looks_restyled([new_truth[i] for i in test]) + [not x for x in looks_restyled([old_truth[i] for i in test])]
-    return looks_restyled([plain[i] for i in test]), looks_restyled([refd[i] for i in test]), truth_ok
+
+    encode = pipeline.c.keyframes.tokenizer.encode
+    as_batch = lambda frames: torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # noqa: E731
+    new_tok, old_tok = encode(as_batch([new_truth[i] for i in test])), encode(as_batch([old_truth[i] for i in test]))
+
+    def tokens_restyled(out: Path) -> list[bool]:
+        pred = torch.stack([planned_tokens(out)[i] for i in test])
+        return ((pred - new_tok).flatten(1).norm(dim=1) < (pred - old_tok).flatten(1).norm(dim=1)).tolist()
+
+    return (looks_restyled([plain[i] for i in test]), looks_restyled([refd[i] for i in test]), truth_ok,
+            tokens_restyled(path.parent / "fs_plain"), tokens_restyled(path.parent / "fs_refs"))
 
 
 def main() -> int:
@@ -221,17 +241,19 @@ def main() -> int:
                   f"{mean(sum((r['lt'] for r in rows), [])):>7.3f} {sum(r['found'] for r in rows):>11}")
     if args.few_shot:
         encoders = load_encoders(Registry.load(args.profile))
-        plain, refd, truth = [], [], []
+        plain, refd, truth, tok_plain, tok_refd = [], [], [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for k in range(args.few_shot):
                 folder = Path(tmp) / f"fs{k}"
                 folder.mkdir()
                 write_story(folder / "story.yaml", 10, args.seed + 100 + k, args.size)
-                a, b, c = few_shot(pipeline, folder / "story.yaml", encoders.vision, encoders.descriptor)
-                plain, refd, truth = plain + a, refd + b, truth + c
+                a, b, c, d, e = few_shot(pipeline, folder / "story.yaml", encoders.vision, encoders.descriptor)
+                plain, refd, truth, tok_plain, tok_refd = plain + a, refd + b, truth + c, tok_plain + d, tok_refd + e
         print(f"\nfew-shot over {args.few_shot} 10-minute stories, {len(plain)} evaluated shots of the restyled character:")
         print(f"  restyled look without references {mean(plain):.3f}, with 10 references {mean(refd):.3f}"
               f" (look classifier on ground-truth renders: {mean(truth):.3f} correct)")
+        print(f"  planned tokens closer to the restyled render's than to the written look's: without references "
+              f"{mean(tok_plain):.3f}, with {mean(tok_refd):.3f}")
     return 0
 
 
