@@ -196,7 +196,8 @@ def few_shot(pipeline, path: Path, vision, descriptor, n_refs: int = 10) -> tupl
     new_tok, old_tok = encode(as_batch([new_truth[i] for i in test])), encode(as_batch([old_truth[i] for i in test]))
 
     def tokens_restyled(out: Path) -> list[bool]:
-        pred = torch.stack([planned_tokens(out)[i] for i in test])
+        planned = planned_tokens(out)
+        pred = torch.stack([planned[i] for i in test])
         return ((pred - new_tok).flatten(1).norm(dim=1) < (pred - old_tok).flatten(1).norm(dim=1)).tolist()
 
     return (looks_restyled([plain[i] for i in test]), looks_restyled([refd[i] for i in test]), truth_ok,

@@ -194,18 +194,7 @@ class I2VStage(Stage):
 
         a, o = self.args, self.opts
         desc_dim = self.descriptor.embed_dim if self.descriptor is not None else 0
-        if self.continues:
-            model = AnchoredI2V.from_pretrained(Path(a.init_from).expanduser()).train()
-            cond = model.conditioning.config
-            if (cond.descriptor_dim, cond.image_embed_dim, cond.descriptor_mode) != (desc_dim, self.vision.embed_dim, a.descriptor_mode):
-                raise UserError(f"model.init_from {a.init_from}: trained with descriptor width {cond.descriptor_dim}, anchor width "
-                                f"{cond.image_embed_dim}, descriptor_mode {cond.descriptor_mode!r}; this run has {desc_dim}, "
-                                f"{self.vision.embed_dim}, {a.descriptor_mode!r}")
-            model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})
-        elif a.init_from is not None:
-            model = AnchoredI2V.from_svd(a.init_from, desc_dim, a.descriptor_mode)
-            model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})
-        else:
+        if a.init_from is None:
             down = 2 ** (len(self.vae.config.block_out_channels) - 1)
             c = self.vae.config.latent_channels
             unet = {"sample_size": o.size[1] // down, "in_channels": 2 * c, "out_channels": c, "num_frames": o.frames, **a.unet}
@@ -216,6 +205,17 @@ class I2VStage(Stage):
                                           I2VSettings.from_dict({"num_frames": o.frames, **a.settings}))
             except (TypeError, ValueError) as e:
                 raise UserError(f"{self.cfg.source or 'stage config'}: model.unet: diffusers cannot build this UNetSpatioTemporalConditionModel ({e})") from None
+        else:
+            if self.continues:
+                model = AnchoredI2V.from_pretrained(Path(a.init_from).expanduser()).train()
+                cond = model.conditioning.config
+                if (cond.descriptor_dim, cond.image_embed_dim, cond.descriptor_mode) != (desc_dim, self.vision.embed_dim, a.descriptor_mode):
+                    raise UserError(f"model.init_from {a.init_from}: trained with descriptor width {cond.descriptor_dim}, anchor width "
+                                    f"{cond.image_embed_dim}, descriptor_mode {cond.descriptor_mode!r}; this run has {desc_dim}, "
+                                    f"{self.vision.embed_dim}, {a.descriptor_mode!r}")
+            else:
+                model = AnchoredI2V.from_svd(a.init_from, desc_dim, a.descriptor_mode)
+            model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})  # the config's over the folder's
         model.settings.vae_scaling_factor = float(self.vae.config.scaling_factor)
         model.settings.fps = self.data_fps
         model.settings.check()
