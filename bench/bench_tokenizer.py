@@ -145,14 +145,16 @@ def main() -> int:
     except Exception as e:  # the judge is optional here
         print(f"(no judge: {e})")
     print(f"\n## reconstruction over n_tokens ({args.keyframes} held-out keyframes of {args.data}, all decoder inputs)")
-    print("| weights | n_tokens x d | PSNR dB | SSIM | judge: scene | characters | scene + characters |\n|---|---|---|---|---|---|---|")
+    print("| weights | n_tokens x d | PSNR dB | SSIM | judge: scene | characters | scene + characters | characters in wide / medium / close-up |\n"
+          "|---|---|---|---|---|---|---|---|")
     first = None
     for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
         items, stage = items_for(tok, args.data, args.keyframes, args.profile)
         r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance)["all"]
         c = tok.compressor.config
         j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
-        print(f"| {w} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} |", flush=True)
+        framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
+        print(f"| {w} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} |", flush=True)
         if w == models[0][0]:
             first = (tok, items, stage)
 

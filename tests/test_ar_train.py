@@ -161,3 +161,44 @@ def test_paper_config_checks_without_loading_seven_billion_parameters(run_cli, r
     assert code == 2 and "divisible by heads 5" in err
     code, out, err = run_cli("train", "ar", "--config", repo / "configs/paper/ar.yaml", "--check", "options.hflipp=true")
     assert code == 2 and "hflipp" in err
+
+
+def test_history_hiding_leaves_later_shots_only_the_sheet_and_the_references(stage):
+    from moviedreamer.ar.embed import KEY0, MAX_TOKENS
+    from moviedreamer.ar.model import history_mask
+
+    episode = stage.index.load(3, stage.keys)
+    seq = stage.sequences(episode, refs=[(2, 1), (0, 2)], hide_history=True)[0]
+    assert seq.hide_history and not stage.sequences(episode, refs=[(2, 1)])[0].hide_history
+    m = history_mask([seq], len(seq))[0]
+    key = (seq.types >= KEY0) & (seq.types < KEY0 + MAX_TOKENS)
+    for i in range(len(seq)):
+        expected = key & (seq.shot >= 0) & (seq.shot < seq.shot[i])
+        assert torch.equal(m[i], expected)
+    assert m.any() and not m[:, seq.types >= REF0].any()  # references and the sheet stay visible
+
+    # the model's predictions for later shots no longer depend on earlier keyframe tokens
+    torch.manual_seed(0)
+    model = stage.build_model().eval()
+    first = (seq.shot == 0) & key
+    changed = type(seq)(seq.types, seq.text, dict(seq.vectors), seq.at, seq.target, seq.shot, seq.hide_history)
+    rows = torch.isin(seq.at["key"], first.nonzero().flatten())
+    changed.vectors["key"] = seq.vectors["key"].clone()
+    changed.vectors["key"][rows] += 5.0
+    later = seq.shot[seq.at["key"][seq.target[seq.at["key"]]]] > 0
+    with torch.no_grad():
+        a, _ = model({"parts": [seq]})
+        b, _ = model({"parts": [changed]})
+        seq.hide_history = changed.hide_history = False
+        c, _ = model({"parts": [seq]})
+        d, _ = model({"parts": [changed]})
+    assert torch.allclose(a[later], b[later], atol=1e-5) and not torch.allclose(c[later], d[later], atol=1e-3)
+
+    stage.opts.references_p, stage.opts.history_hide_p = 1.0, 0.5
+    try:
+        hides = [stage.draw(episode, np.random.default_rng(s))["hide_history"] for s in range(40)]
+        assert 8 <= sum(hides) <= 32
+        stage.opts.references_p = 0.0
+        assert not any(stage.draw(episode, np.random.default_rng(s))["hide_history"] for s in range(10))  # only with references
+    finally:
+        stage.opts.references_p, stage.opts.history_hide_p = 0.5, 0.0

@@ -229,3 +229,27 @@ def test_psnr_and_ssim():
     noisier = (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     assert (ssim(x, noisier) < ssim(x, noisy)).all() and (ssim(x, noisy) < 1).all()
     assert torch.allclose(psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1)), torch.tensor([20.0]))
+
+
+def test_evaluate_splits_judge_character_agreement_by_the_originals_framing(parts, model):
+    from moviedreamer.tokenizer.evaluate import evaluate
+
+    _, vision, _ = parts
+    imgs = images(4, seed=5)
+    pooled, patches = vision.encode_image((imgs * 255).to(torch.uint8))
+    c = model.decoder.config
+    items = [{"patches": patches[i], "pooled": pooled[i], "desc": torch.randn(2, c.descriptor_dim), "faces": torch.randn(1, c.face_dim),
+              "reference": imgs[i]} for i in range(4)]
+
+    class Judge:  # originals: wide, wide, close, close; reconstructions get the characters of 1 wide and both close-ups right
+        calls = 0
+
+        def predict(self, frames):
+            Judge.calls += 1
+            orig = Judge.calls % 2 == 1
+            chars = [("mia",), ("tom",), ("ada",), ("ben",)] if orig else [("mia",), ("kit",), ("ada",), ("ben",)]
+            return [{"scene": "beach", "characters": chars[i], "framing": ["wide", "wide", "close", "close"][i]} for i in range(len(frames))]
+
+    r = evaluate(model, items, ("all",), judge=Judge(), batch=4, steps=1)["all"]
+    assert r["judge_characters"] == 0.75 and r["judge_characters_wide"] == 0.5 and r["judge_characters_close"] == 1.0
+    assert "judge_characters_medium" not in r and r["images"] == 4 and r["judge_scene"] == 1.0

@@ -194,3 +194,69 @@ def test_freeze_compressor_trains_only_the_decoder(workdir):
     loss.backward()
     assert all(p.grad is None for p in model.compressor.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.unet.parameters())
+
+
+def test_region_weight_map_weights_character_and_face_boxes_mirrors_them_and_keeps_mean_one():
+    from moviedreamer.train.stages.tokenizer import region_weight_map
+
+    boxes, faces = {"mia": [0, 0, 32, 64]}, {"mia": [0, 0, 16, 16]}  # 64 px keyframe -> 8x8 latent (8 px per latent pixel)
+    w = region_weight_map(boxes, faces, 64, (8, 8), False, 3.0, 6.0)
+    assert w.shape == (8, 8) and math.isclose(float(w.mean()), 1.0, rel_tol=1e-6)
+    raw = w / w[7, 7]  # the background is weight 1 before scaling to mean 1
+    assert torch.allclose(raw[:2, :2], torch.full((2, 2), 6.0))  # face (larger of the two where both)
+    assert torch.allclose(raw[2:, :4], torch.full((6, 4), 3.0)) and torch.allclose(raw[:, 4:], torch.ones(8, 4))
+    mirrored = region_weight_map(boxes, faces, 64, (8, 8), True, 3.0, 6.0)
+    assert torch.equal(mirrored, w.flip(1))
+    assert torch.equal(region_weight_map(None, None, 64, (8, 8), False, 3.0, 6.0), torch.ones(8, 8))
+    partial = region_weight_map({"a": [9, 9, 10, 10]}, None, 64, (8, 8), False, 2.0, 1.0)  # a 1-px box touches one latent pixel
+    assert int((partial > partial.min()).sum()) == 1 and partial[1, 1] > partial[0, 0]
+
+
+def test_region_weight_scales_the_loss_inside_the_boxes(workdir):
+    from moviedreamer.train.stages.tokenizer import region_weight_map
+
+    plain = stage_for(workdir, "options.hflip=false")
+    weighted = stage_for(workdir, "options.hflip=false", "options.region_weight.characters=4.0", "options.region_weight.faces=8.0")
+    ep = plain.index.load(0, plain.keys)
+    samples = weighted.samples(ep, np.random.default_rng(0))
+    meta = ep["shots"][0]
+    assert torch.equal(samples[0]["weight"], region_weight_map(meta["boxes"], meta["face_boxes"], ep["keyframes"].shape[2],
+                                                                tuple(samples[0]["latent"].shape[-2:]), False, 4.0, 8.0))
+    assert "weight" not in plain.samples(ep, np.random.default_rng(0))[0]
+    model = plain.build_model()
+    torch.manual_seed(0)
+    b_plain = plain.collate(plain.samples(ep, np.random.default_rng(0)), torch.device("cpu"), torch.float32)
+    torch.manual_seed(0)
+    b_weighted = weighted.collate(samples, torch.device("cpu"), torch.float32)
+    assert b_plain["weight"] is None and b_weighted["weight"].shape == (2, 1, *samples[0]["latent"].shape[-2:])
+    with torch.no_grad():
+        pred = model(b_plain["patches"], b_plain["pooled"], b_plain["noisy"], b_plain["timesteps"], b_plain["descriptors"], b_plain["desc_on"],
+                     b_plain["faces"], b_plain["face_on"], b_plain["keep_tokens"], b_plain["ids"])
+        loss_p, logs_p = plain.loss(model, b_plain)
+        loss_w, logs_w = weighted.loss(model, b_weighted)
+    sq = (pred - b_plain["target"]).pow(2)
+    snr = b_plain["snr"]
+    wt = snr.clamp(max=5.0) / (snr if plain.schedule["prediction_type"] == "epsilon" else snr + 1)  # min-SNR (default gamma 5)
+    expected = (wt * (sq * b_weighted["weight"]).flatten(1).mean(1)).mean()
+    assert torch.allclose(loss_w, expected, rtol=1e-5) and not torch.allclose(loss_p, loss_w)
+    assert math.isclose(logs_p["mse"], logs_w["mse"], rel_tol=1e-6)  # the logged mse stays unweighted
+
+
+def test_init_weights_starts_another_n_tokens_from_a_folder_where_shapes_match(workdir):
+    folder = stage_for(workdir).build_model().save_pretrained(workdir / "n2_for_init")
+    from moviedreamer.safeio import load_safetensors
+
+    saved = load_safetensors(folder / "model.safetensors")
+    with pytest.raises(UserError, match="init_weights.*does not hold.*init_exclude"):
+        stage_for(workdir, "model.n_tokens=3", f"model.init_weights={folder}").build_model()
+    with pytest.raises(UserError, match="init_from continues"):
+        stage_for(workdir, "model.unet={}", f"model.init_from={folder}", f"model.init_weights={folder}")
+    with pytest.raises(UserError, match="init_exclude needs init_weights"):
+        stage_for(workdir, "model.init_exclude=[compressor.]")
+    exclude = "model.init_exclude=[compressor., decoder.slot_pos, decoder.pooled_proj]"
+    model = stage_for(workdir, "model.n_tokens=3", f"model.init_weights={folder}", exclude).build_model()
+    state = model.state_dict()
+    assert model.compressor.queries.shape[0] == 3 and state["decoder.slot_pos"].shape[0] != saved["decoder.slot_pos"].shape[0]
+    unet = [k for k in state if k.startswith("decoder.unet.")]
+    assert unet and all(torch.equal(state[k], saved[k]) for k in unet + ["decoder.face_proj.weight", "decoder.token_proj.0.weight"])
+    assert not torch.equal(state["compressor.patch_in.weight"], saved["compressor.patch_in.weight"])  # excluded: a fresh init

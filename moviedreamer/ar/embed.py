@@ -42,6 +42,7 @@ class Part:
     at: dict[str, torch.Tensor]
     target: torch.Tensor
     shot: torch.Tensor
+    hide_history: bool = False  # training: earlier shots' keyframe tokens hidden from later shots (model.history_mask)
 
     def __len__(self) -> int:
         return int(self.types.shape[0])

@@ -154,6 +154,8 @@ class ARModel(nn.Module):
             emb[b, : len(e)] = e
             valid[b, : len(e)] = True
         allowed = causal_mask(valid, float(batch.get("token_mask", 0.0)))
+        if any(p.hide_history for p in parts):
+            allowed = allowed & ~history_mask(parts, L).to(dev).unsqueeze(1)
         pos = torch.arange(L, device=dev).unsqueeze(0).expand(B, -1)
         h = self.run_backbone(emb, allowed, pos)
         rows, cols, targets = [], [], []
@@ -241,6 +243,20 @@ def causal_mask(valid: torch.Tensor, token_mask: float = 0.0, generator: torch.G
         allowed = allowed & ~hidden.unsqueeze(1)
     allowed = allowed | torch.eye(L, dtype=torch.bool, device=dev).unsqueeze(0)
     return allowed.unsqueeze(1)
+
+
+def history_mask(parts: list, length: int) -> torch.Tensor:
+    """[B, L, L] True where query i must not see key j: in parts with `hide_history`, the keyframe tokens of earlier
+    shots are hidden from later shots, so the look has to come from the sheet and the references."""
+    from moviedreamer.ar.embed import KEY0, MAX_TOKENS
+
+    out = torch.zeros(len(parts), length, length, dtype=torch.bool)
+    for b, p in enumerate(parts):
+        if p.hide_history:
+            n = len(p)
+            key = (p.types >= KEY0) & (p.types < KEY0 + MAX_TOKENS)
+            out[b, :n, :n] = key.unsqueeze(0) & (p.shot.unsqueeze(0) < p.shot.unsqueeze(1)) & (p.shot.unsqueeze(0) >= 0)
+    return out
 
 
 def check_llama_folder(folder: str | Path) -> Path:

@@ -55,7 +55,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, batch: int = 8, face_embedder=None, judge=None,
              steps: int | None = None, guidance: float | None = None) -> dict[str, dict[str, float]]:
     """items: dicts with patches, pooled, desc, faces (a stage's samples), `reference` float [3, R, R] in [0, 1] and
-    optionally `face_boxes` + `scale`. Returns {variant: {psnr, ssim, face_cos, faces, judge_*}}."""
+    optionally `face_boxes` + `scale`. Returns {variant: {psnr, ssim, face_cos, faces, judge_*}}; judge_characters_wide /
+    _medium / _close split the character agreement by the framing the judge reads in the original."""
     results = {}
     for name in variants:
         use_desc, use_faces = VARIANTS[name]
@@ -83,6 +84,7 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
                         agree[k].append(v)
                     agree["scene_characters"].append(same["scene"] and same["characters"])
                     agree["all"].append(all(same.values()))
+                    agree.setdefault(f"characters_{p['framing']}", []).append(same["characters"])  # by the original's framing
         row = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(ps)}
         if cos:
             row.update(face_cos=float(np.mean(cos)), faces=len(cos))

@@ -90,6 +90,8 @@ class AROptions(BaseModel):
     references_from: Literal["keyframes", "clips"] = "keyframes"
     restyle_p: float = Field(0.0, ge=0, le=1, description="of the sequences with references, the fraction where one character is "
                              "re-rendered in clothes of another colour while its description keeps the old one (ar_restyle.py; toy world)")
+    history_hide_p: float = Field(0.0, ge=0, le=1, description="of the sequences with references, the fraction whose earlier shots' "
+                                  "keyframe tokens are hidden from later shots: the look must come from the sheet and the references")
     stats_episodes: int = Field(16, ge=1, description="episodes read to measure the token mean/std")
     gradient_checkpointing: bool = False
     eval_sequences: int = Field(8, ge=0)
@@ -264,7 +266,8 @@ class ARStage(Stage):
                 from moviedreamer.train.stages.ar_restyle import draw_restyle
 
                 restyle = draw_restyle(self.story(episode), rng)
-        return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs, "restyle": restyle}
+        hide = bool(refs) and bool(o.history_hide_p) and bool(rng.random() < o.history_hide_p)
+        return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs, "restyle": restyle, "hide_history": hide}
 
     @cached_property
     def restyler(self):
@@ -272,8 +275,10 @@ class ARStage(Stage):
 
         return Restyler(lambda i: self.index.path(i, ".yaml"), self.tokens)
 
-    def sequences(self, episode: dict, flip: bool = False, reverse: bool = False, faces: dict | None = None, refs=None, restyle=None) -> list:
-        """restyle: (character id, clothes colour) re-renders the keyframes and references with that look."""
+    def sequences(self, episode: dict, flip: bool = False, reverse: bool = False, faces: dict | None = None, refs=None, restyle=None,
+                  hide_history: bool = False) -> list:
+        """restyle: (character id, clothes colour) re-renders the keyframes and references with that look;
+        hide_history: the sequences' earlier keyframe tokens are hidden from later shots (the model's forward)."""
         from moviedreamer.ar.embed import build_sequence, encode_script
 
         o = self.opts
@@ -288,8 +293,11 @@ class ARStage(Stage):
         if len(tokens) != len(scripts):
             raise UserError(f"episode {episode['meta']['id']}: {len(scripts)} shots in its script but {len(tokens)} keyframes")
         order = episode_order(len(scripts), reverse)
-        return [build_sequence(sheet, [scripts[i] for i in order[s : s + o.max_shots]], tokens[order[s : s + o.max_shots]], ref_tokens)
-                for s in range(0, len(order), o.max_shots)]
+        parts = [build_sequence(sheet, [scripts[i] for i in order[s : s + o.max_shots]], tokens[order[s : s + o.max_shots]], ref_tokens)
+                 for s in range(0, len(order), o.max_shots)]
+        for part in parts:
+            part.hide_history = hide_history
+        return parts
 
     def collate(self, samples: list, device, dtype):
         return {"parts": samples, "token_mask": self.opts.token_mask}

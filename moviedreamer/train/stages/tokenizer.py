@@ -34,13 +34,13 @@ PARTS = {"vision_encoder": "a CLIP vision encoder (open_clip folder, HF CLIPVisi
 
 class TokenizerStage(Stage):
     name = "tokenizer"
-    keys = ("keyframes", "faces", "face_identity", "face_shot", "face_embeddings")
+    keys = ("keyframes", "faces", "face_identity", "face_shot", "face_embeddings", "shots")
     mix = 4
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.args, self.opts = self.parse_sections(TokenizerModelArgs, TokenizerOptions)
-        for key in (*PARTS, "init_unet", "init_from"):
+        for key in (*PARTS, "init_unet", "init_from", "init_weights"):
             path = getattr(self.args, key)
             if path is not None and not Path(path).expanduser().exists():
                 raise UserError(f"model.{key}: expected {PARTS.get(key, 'a folder')}, found no such path: {path}")
@@ -139,6 +139,8 @@ class TokenizerStage(Stage):
                     "n_tokens": a.n_tokens, "token_dim": a.token_dim, **a.compressor}
             dec = {"token_dim": a.token_dim, "n_tokens": a.n_tokens, "descriptor_dim": self.descriptor.embed_dim, "face_dim": self.face_dim, **a.decoder}
             model = KeyframeTokenizer.build(comp, dec, unet, TokenizerSettings(resolution=o.resolution, **self.vae_info))
+            if a.init_weights is not None:
+                load_matching(model, a.init_weights, a.init_exclude)
         if model.settings.latent_channels != self.vae_info["latent_channels"] or model.settings.resolution != o.resolution:
             raise UserError(f"model.init_from: trained at {model.settings.resolution} px with {model.settings.latent_channels} latent channels; "
                             f"this run has {o.resolution} px and a VAE with {self.vae_info['latent_channels']}")
@@ -232,6 +234,8 @@ class TokenizerStage(Stage):
         feats = self.features(episode["meta"]["id"], keyframes, list(enumerate(flips)))
         faces = self.episode_faces(episode)
         face_dim = self.face_dim
+        metas = episode.get("shots") or [{}] * len(shots)
+        rw = self.opts.region_weight
         out = []
         for s, ((scene, shot), flip, (z, patches, pooled)) in enumerate(zip(shots, flips, feats)):
             texts = story_shot_texts(story, scene, shot, swap_left_right if flip else None)
@@ -247,6 +251,10 @@ class TokenizerStage(Stage):
                     face_rows.append(same[0] if same else crops[0][1])
             out.append({"latent": z, "patches": patches, "pooled": pooled, "desc": embed_texts(self.descriptor, texts),
                         "faces": torch.stack(face_rows) if face_rows else torch.zeros(0, face_dim), "frame": keyframes[s], "flip": flip})
+            if rw.active:
+                m = metas[s]
+                out[-1]["weight"] = region_weight_map(m.get("boxes"), m.get("face_boxes"), keyframes.shape[2], tuple(z.shape[-2:]), flip,
+                                                      rw.characters, rw.faces)
         return out
 
     def collate(self, samples: list, device, dtype):
@@ -270,6 +278,7 @@ class TokenizerStage(Stage):
                 "timesteps": t.to(device), "descriptors": desc.to(**to), "desc_on": (desc_on & keep_desc).to(device), "faces": faces.to(**to),
                 "face_on": (face_on & keep_face).to(device), "keep_tokens": keep_tokens.to(device), "ids": time_ids(r, r, b).to(**to),
                 "target": target.to(device), "snr": self.snr(t).to(device),
+                "weight": torch.stack([s["weight"] for s in samples])[:, None].to(device) if "weight" in samples[0] else None,
                 "kept": {"tokens": keep_tokens.float().mean().item(), "faces": (face_on & keep_face).sum().item() / max(1, face_on.sum().item())}}
 
     @cached_property
@@ -292,8 +301,9 @@ class TokenizerStage(Stage):
     def loss(self, model, batch):
         b = batch
         pred = model(b["patches"], b["pooled"], b["noisy"], b["timesteps"], b["descriptors"], b["desc_on"], b["faces"], b["face_on"], b["keep_tokens"], b["ids"])
-        err = (pred.float() - b["target"].float()).pow(2).flatten(1).mean(1)
-        mse = err.mean()
+        sq = (pred.float() - b["target"].float()).pow(2)
+        mse = sq.mean()
+        err = (sq if b.get("weight") is None else sq * b["weight"]).flatten(1).mean(1)
         if self.opts.snr_gamma is not None:
             snr = b["snr"].float()
             w = snr.clamp(max=self.opts.snr_gamma) / (snr if self.schedule["prediction_type"] == "epsilon" else snr + 1)
@@ -337,6 +347,42 @@ class TokenizerStage(Stage):
             figures["export_samples"] = len(samples)
             model.frozen.vae = None
         return figures
+
+
+def load_matching(model, folder: Path, exclude: list[str]) -> None:
+    """Copy a tokenizer folder's tensors into `model` by name, except those under an `exclude` prefix; every other tensor
+    of the model must exist there with the same shape (a UserError names the first that do not)."""
+    from moviedreamer.safeio import load_safetensors
+
+    state = load_safetensors(Path(folder) / "model.safetensors")
+    own = model.state_dict()
+    keep = {k: v for k, v in own.items() if not any(k.startswith(p) for p in exclude)}
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(state[k].shape) if k in state else 'absent'}" for k, v in keep.items()
+           if k not in state or state[k].shape != v.shape]
+    if bad:
+        raise UserError(f"model.init_weights: {folder} does not hold {len(bad)} tensors of this model ({'; '.join(bad[:3])}): "
+                        "add their prefixes to model.init_exclude or match the architecture")
+    model.load_state_dict({k: state[k].to(v.dtype) for k, v in keep.items()}, strict=False)
+    print(f"init_weights: {len(keep)} of {len(own)} tensors from {folder} ({len(own) - len(keep)} excluded, random)", flush=True)
+
+
+def region_weight_map(boxes: dict | None, face_boxes: dict | None, frame_width: int, latent_hw: tuple[int, int], flip: bool,
+                      characters: float, faces: float) -> torch.Tensor:
+    """Per latent pixel loss weight [h, w]: `characters` inside character boxes, `faces` inside face boxes (the larger
+    where both), 1 elsewhere; scaled to mean 1. Boxes are [x0, y0, x1, y1] in keyframe pixels (square keyframes);
+    `flip` mirrors them like the mirrored keyframe. A box covers every latent pixel it touches."""
+    h, w = latent_hw
+    scale = w / frame_width
+    out = torch.ones(h, w)
+    for table, value in ((boxes, characters), (face_boxes, faces)):
+        for x0, y0, x1, y1 in (table or {}).values():
+            if flip:
+                x0, x1 = frame_width - x1, frame_width - x0
+            c0, c1 = max(0, int(x0 * scale)), min(w, int(-(-x1 * scale // 1)))
+            r0, r1 = max(0, int(y0 * scale)), min(h, int(-(-y1 * scale // 1)))
+            if c1 > c0 and r1 > r0:
+                out[r0:r1, c0:c1] = out[r0:r1, c0:c1].clamp(min=value)
+    return out / out.mean()
 
 
 STAGE = TokenizerStage

@@ -20,6 +20,10 @@ class TokenizerModelArgs(BaseModel):
     init_unet: Path | None = Field(None, description="an SDXL-format UNet2DConditionModel folder to start the decoder from (paper: SDXL base unet/)")
     init_unet_component: str | None = Field(None, description="PROFILE.KEY naming that folder in checkpoints.yaml, e.g. paper.sdxl_unet")
     init_from: Path | None = Field(None, description="a keyframe tokenizer folder to continue training")
+    init_weights: Path | None = Field(None, description="a keyframe tokenizer folder whose tensors start this config's (new) architecture "
+                                                        "wherever names and shapes match, e.g. another n_tokens")
+    init_exclude: list[str] = Field(default_factory=list, description="with init_weights: name prefixes left at their random init "
+                                                                      "(e.g. compressor., decoder.slot_pos)")
     n_tokens: int = Field(2, ge=1, le=64)
     token_dim: int = Field(64, ge=1)
     use_pooled: bool = Field(True, description="the compressor also attends to CLIP's pooled embedding")
@@ -33,6 +37,10 @@ class TokenizerModelArgs(BaseModel):
     def _sources(self):
         if sum(x is not None for x in (self.init_unet, self.init_unet_component, self.init_from)) > 1:
             raise ValueError("give at most one of init_unet, init_unet_component, init_from")
+        if self.init_weights is not None and self.init_from is not None:
+            raise ValueError("init_from continues a folder's own architecture, init_weights starts this config's from it: give one")
+        if self.init_exclude and self.init_weights is None:
+            raise ValueError("init_exclude needs init_weights (the folder whose other tensors are loaded)")
         if (self.init_unet or self.init_unet_component or self.init_from) and self.unet:
             raise ValueError("model.unet describes a fresh UNet: leave it out when starting from a folder")
         if self.init_unet_component is not None and self.init_unet_component.count(".") != 1:
@@ -52,12 +60,26 @@ class MaskOptions(BaseModel):
     uncond: float = Field(0.1, ge=0, le=1)
 
 
+class RegionWeights(BaseModel):
+    """Denoising-loss weight inside the characters' boxes and their face boxes (1 elsewhere; each image's weight map is
+    then scaled to mean 1). Characters are a few percent of a wide shot's pixels: without this the loss is mostly sky."""
+
+    model_config = ConfigDict(extra="forbid")
+    characters: float = Field(1.0, ge=1)
+    faces: float = Field(1.0, ge=1)
+
+    @property
+    def active(self) -> bool:
+        return self.characters > 1 or self.faces > 1
+
+
 class TokenizerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     resolution: int = Field(128, ge=8, description="keyframes are resized to this square size for the VAE")
     hflip: bool = True
     random_face: bool = True
     mask: MaskOptions = Field(default_factory=MaskOptions)
+    region_weight: RegionWeights = Field(default_factory=RegionWeights, description="loss weight in character / face boxes (shards' `boxes`, `face_boxes`)")
     snr_gamma: float | None = Field(5.0, gt=0, description="min-SNR loss weighting (None: plain MSE)")
     cache_size: int = Field(20000, ge=0, description="frozen-encoder outputs kept in memory ((episode, shot, mirror) entries)")
     encoder_device: str | None = Field(None, description="device of the frozen encoders (None: the engine's)")
