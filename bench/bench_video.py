@@ -159,6 +159,8 @@ def main() -> int:
     ap.add_argument("--only", choices=["speed", "drift", "end", "motion"], action="append")
     ap.add_argument("--repeat", type=int, default=2, help="speed: runs of each, alternating; the best counts")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a sampler setting of the model's moviedreamer_i2v.json, e.g. --set noise_share=0.5 --set steps=8")
     ap.add_argument("--plot-dir", type=Path, help="drift: write drift_colour.png and drift_judge.png (per-segment bars) here")
     args = ap.parse_args()
 
@@ -166,12 +168,16 @@ def main() -> int:
 
     torch.set_num_threads(1)
     sampler, vision = load(args)
+    if args.set:
+        import yaml
+
+        sampler.settings = sampler.with_settings(**{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
     s = sampler.settings
     shots = heldout_shots(args.data, max(args.shots, 1))
     only = set(args.only or (["speed"] if args.random else ["speed", "drift", "end", "motion"]))
     params = sum(p.numel() for p in sampler.model.unet.parameters())
     print(f"i2v: UNet {params / 1e6:.1f}M params, segments of {s.num_frames} frames (overlap {s.overlap}), {s.steps} steps, tau {s.tau}, "
-          f"{shots[0][0].shape[1]}x{shots[0][0].shape[0]}, torch threads 1")
+          f"{shots[0][0].shape[1]}x{shots[0][0].shape[0]}, noise_share {s.noise_share}, torch threads 1")
 
     if "speed" in only:
         key, _, text = shots[0]

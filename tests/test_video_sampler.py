@@ -204,3 +204,35 @@ def test_the_movie_pipeline_renders_its_clips_with_it(tmp_path):
     MovieDreamerPipeline(components)(load_story(story), tmp_path / "out", quiet=True)
     frames = np.stack(list(read_frames(tmp_path / "out" / "movie.mp4")))
     assert frames.shape == (10 + 4, 64, 64, 3) and ends == [True, False]
+
+
+def test_noise_share_starts_the_frames_from_correlated_noise(sampler):
+    calls, restore = spy_unet(sampler)
+    first = []
+    unet = sampler.model.unet
+    inner = unet.forward
+
+    def record(sample, *a, **k):
+        if not first:
+            first.append(sample[0, :, : sampler.model.latent_channels].detach().clone())
+        return inner(sample, *a, **k)
+
+    def initial_noise(share):
+        first.clear()
+        unet.forward = record
+        try:
+            list(sampler.latents(image(2), 4, seed=5, noise_share=share, steps=1))
+        finally:
+            unet.forward = inner
+        x = first[0][1:].flatten(1)  # [frames, C*h*w], the first step's input (frame 0 is pinned to the keyframe)
+        x = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+        corr = (x @ x.T) / x.shape[1]
+        return corr[~torch.eye(len(x), dtype=torch.bool)].mean().item()
+
+    try:
+        plain, shared = initial_noise(0.0), initial_noise(0.8)
+    finally:
+        restore()
+    assert abs(plain) < 0.1 and 0.7 < shared < 0.9  # frame-to-frame correlation = the shared fraction
+    with pytest.raises(Exception, match="noise_share must be in"):
+        sampler.with_settings(noise_share=1.0)

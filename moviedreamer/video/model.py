@@ -60,6 +60,7 @@ class I2VSettings:
     motion_bucket: float = 32.0  # default "motion amount" time id (training data's median unless set)
     motion_scale: float = 2048.0  # bucket = motion_scale * mean |optical flow| / frame width, clamped to [0, 255]
     noise_aug: float = 0.05  # conditioning-latent noise augmentation at inference (a time id too)
+    noise_share: float = 0.0  # initial noise of every frame = sqrt(r) * one shared draw + sqrt(1 - r) * its own (r in [0, 1))
     decode_chunk: int = 8  # frames per VAE decode call
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
@@ -78,6 +79,8 @@ class I2VSettings:
             raise UserError(f"i2v settings: overlap must be in [1, num_frames - 1] = [1, {self.num_frames - 1}], found {self.overlap}")
         if self.steps < 1 or self.tau < 0:
             raise UserError(f"i2v settings: expected steps >= 1 and tau >= 0 (tau >= steps: every step), found steps={self.steps}, tau={self.tau}")
+        if not 0.0 <= self.noise_share < 1.0:
+            raise UserError(f"i2v settings: noise_share must be in [0, 1), found {self.noise_share}")
         if self.decode_chunk < 1:
             raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
         return self

@@ -130,7 +130,10 @@ class AnchoredSampler:
         sched = self.scheduler
         sched.set_timesteps(s.steps, device=dev)
         c, h, w = cond.shape[1:]
-        lat = (torch.randn((1, length, c, h, w), generator=_gen(seed, 0)) * sched.init_noise_sigma).to(dev)
+        lat = torch.randn((1, length, c, h, w), generator=_gen(seed, 0))
+        if s.noise_share > 0:  # frames start from correlated noise: less frame-to-frame flicker in few steps
+            lat = s.noise_share ** 0.5 * torch.randn((1, 1, c, h, w), generator=_gen(seed, 2)) + (1 - s.noise_share) ** 0.5 * lat
+        lat = (lat * sched.init_noise_sigma).to(dev)
         plain = concat_latents(cond, length).to(dev, dtype)
         with_end = concat_latents(cond, length, end).to(dev, dtype) if end is not None and tau > 0 else plain
         k_noise = torch.randn(known.shape, generator=_gen(seed, 1)).to(dev) if known is not None else None
