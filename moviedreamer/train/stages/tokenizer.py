@@ -15,6 +15,7 @@ embedder stay frozen outside it. `model.init_unet` starts the decoder from an SD
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from functools import cached_property
@@ -378,8 +379,8 @@ def region_weight_map(boxes: dict | None, face_boxes: dict | None, frame_width: 
         for x0, y0, x1, y1 in (table or {}).values():
             if flip:
                 x0, x1 = frame_width - x1, frame_width - x0
-            c0, c1 = max(0, int(x0 * scale)), min(w, int(-(-x1 * scale // 1)))
-            r0, r1 = max(0, int(y0 * scale)), min(h, int(-(-y1 * scale // 1)))
+            c0, c1 = max(0, math.floor(x0 * scale)), min(w, math.ceil(x1 * scale))
+            r0, r1 = max(0, math.floor(y0 * scale)), min(h, math.ceil(y1 * scale))
             if c1 > c0 and r1 > r0:
                 out[r0:r1, c0:c1] = out[r0:r1, c0:c1].clamp(min=value)
     return out / out.mean()
