@@ -217,7 +217,8 @@ def test_region_weight_scales_the_loss_inside_the_boxes(workdir):
 
     plain = stage_for(workdir, "options.hflip=false")
     weighted = stage_for(workdir, "options.hflip=false", "options.region_weight.characters=4.0", "options.region_weight.faces=8.0")
-    ep = plain.index.load(0, plain.keys)
+    assert "shots" in weighted.keys and "shots" not in plain.keys  # the boxes are read only when they are used
+    ep = weighted.index.load(0, weighted.keys)
     samples = weighted.samples(ep, np.random.default_rng(0))
     meta = ep["shots"][0]
     assert torch.equal(samples[0]["weight"], region_weight_map(meta["boxes"], meta["face_boxes"], ep["keyframes"].shape[2],

@@ -35,12 +35,14 @@ PARTS = {"vision_encoder": "a CLIP vision encoder (open_clip folder, HF CLIPVisi
 
 class TokenizerStage(Stage):
     name = "tokenizer"
-    keys = ("keyframes", "faces", "face_identity", "face_shot", "face_embeddings", "shots")
+    keys = ("keyframes", "faces", "face_identity", "face_shot", "face_embeddings")
     mix = 4
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.args, self.opts = self.parse_sections(TokenizerModelArgs, TokenizerOptions)
+        if self.opts.region_weight.active:
+            self.keys = self.keys + ("shots",)  # the per-shot boxes (the episode's .json)
         for key in (*PARTS, "init_unet", "init_from", "init_weights"):
             path = getattr(self.args, key)
             if path is not None and not Path(path).expanduser().exists():
