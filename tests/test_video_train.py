@@ -235,3 +235,33 @@ def test_the_stage_continues_an_i2v_folder_with_its_weights(workdir, tmp_path):
     other_mode = {**raw, "model": {**raw["model"], "descriptor_mode": "add"}}
     with pytest.raises(UserError, match="descriptor_mode 'token'; this run has .*'add'"):
         I2VStage(StageConfig.model_validate(other_mode)).build_model()
+
+
+def test_noise_share_correlates_the_frames_noise_and_the_export_samples_with_it(workdir, tmp_path):
+    from moviedreamer.errors import UserError
+    from moviedreamer.train.config import StageConfig
+    from moviedreamer.train.data import EpisodeStream, ShardIndex
+    from moviedreamer.train.stages.i2v import I2VStage
+    from moviedreamer.video.model import AnchoredI2V
+
+    root, data = workdir
+    for share in (0.0, 0.8):
+        raw = stage_config(root, data, "share")
+        raw["options"] = {"resolution": 16, "frames": 4, "noise_share": share, "export_samples": 2}
+        stage = I2VStage(StageConfig.model_validate(raw))
+        samples = stage.samples(ShardIndex(data).load(1, stage.keys), np.random.default_rng(0)) * 32
+        torch.manual_seed(0)
+        batch = stage.collate(samples, torch.device("cpu"), torch.float32)
+        noise = batch["noise"]  # [B, L, C, h, w]
+        torch.testing.assert_close(batch["noisy"], batch["clean"] + batch["sigma"].view(-1, 1, 1, 1, 1) * noise)
+        assert abs(noise.var().item() - 1) < 0.05  # each frame's noise stays unit variance
+        a, b = noise[:, 0].flatten(), noise[:, 2].flatten()
+        corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+        assert abs(corr - share) < 0.05, (share, corr)
+        if share:
+            model = stage.build_model()
+            stage.export(model, tmp_path / "export", EpisodeStream(ShardIndex(data), stage.samples, stage.keys, 0, 1, 5, 2))
+            assert AnchoredI2V.from_pretrained(tmp_path / "export").settings.noise_share == share
+    raw["options"]["noise_share"] = 1.0
+    with pytest.raises(UserError, match="noise_share"):
+        I2VStage(StageConfig.model_validate(raw))

@@ -12,7 +12,8 @@ position then holds the conditioning frame, as at inference without one).
 
 Time ids: [fps - 1, motion bucket, noise augmentation]; the motion bucket comes from the shards' exact optical flow
 (motion_scale * mean |flow| / width). Noise augmentation of the conditioning latents: sigma_aug ~ lognormal
-(SVD: ln sigma_aug ~ N(-3, 0.5)). Diffusion: EDM, ln sigma ~ N(sigma_mean, sigma_std), v-prediction loss.
+(SVD: ln sigma_aug ~ N(-3, 0.5)). Diffusion: EDM, ln sigma ~ N(sigma_mean, sigma_std), v-prediction loss; with
+`noise_share` r the frames' noise is correlated (PYoCo's mixed noise prior), and the export samples with the same r.
 Classifier-free guidance: with p = `uncond_prob` a sample's tokens and concatenated latents are zeroed.
 
 The VAE, the vision encoder and the descriptor encoder are frozen and live outside the DeepSpeed engine; only the
@@ -36,8 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from moviedreamer.errors import UserError
 from moviedreamer.train.harness import Stage
 
-SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "noise_aug", "motion_bucket", "motion_scale",
-                 "decode_chunk", "pin_keyframe", "descriptor_template")
+SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "noise_aug", "noise_share", "motion_bucket",
+                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template")
 
 
 class I2VModelArgs(BaseModel):
@@ -88,6 +89,8 @@ class I2VOptions(BaseModel):
     noise_aug_std: float = Field(0.5, ge=0)
     sigma_mean: float = 0.7
     sigma_std: float = Field(1.6, gt=0)
+    noise_share: float = Field(0.0, ge=0, lt=1, description="diffusion noise of every frame = sqrt(r) * one draw shared by the "
+                               "window's frames + sqrt(1 - r) * its own (PYoCo's mixed noise); the export samples with the same r")
     uncond_prob: float = Field(0.1, ge=0, le=1)
     descriptor_drop: float = Field(0.1, ge=0, le=1)
     hflip: bool = True
@@ -308,7 +311,10 @@ class I2VStage(Stage):
         uncond = (torch.rand(b) < o.uncond_prob).to(self.device)
         cond = cond * (~uncond).to(cond.dtype).view(-1, 1, 1, 1, 1)
         sigma = torch.exp(o.sigma_mean + o.sigma_std * torch.randn(b)).to(self.device)
-        noise = torch.randn(z.shape).to(self.device)
+        noise = torch.randn(z.shape)
+        if o.noise_share > 0:
+            noise = o.noise_share ** 0.5 * torch.randn((b, 1, *z.shape[2:])) + (1 - o.noise_share) ** 0.5 * noise
+        noise = noise.to(self.device)
         noisy = z + sigma.view(-1, 1, 1, 1, 1) * noise
         ids = time_ids(self.data_fps, torch.tensor([s["motion"] for s in samples]), aug.cpu())
         to = dict(device=device, dtype=dtype)
@@ -336,6 +342,8 @@ class I2VStage(Stage):
         motion = float(np.median([s["motion"] for s in samples]))
         if "motion_bucket" not in self.args.settings:
             model.settings.motion_bucket = round(motion, 2)
+        if "noise_share" not in self.args.settings:
+            model.settings.noise_share = self.opts.noise_share
         torch.manual_seed(self.cfg.seed + 7)
         losses = []
         for i in range(0, len(samples), 4):
