@@ -119,6 +119,39 @@ def test_masked_slots_hold_the_null_embedding(model):
     assert torch.equal(pooled[1], d.null_pooled) and not torch.equal(pooled[0], d.null_pooled)
 
 
+def test_slot_structure_tells_absent_from_masked_slots_and_counts_the_face_slots(parts):
+    from moviedreamer.tokenizer.decoder import pad_slots
+    from moviedreamer.tokenizer.standins import tiny_tokenizer
+
+    _, vision, vae = parts
+    d = tiny_tokenizer(vision, vae, seed=2, slot_structure=True, max_faces=3).decoder
+    with torch.no_grad():
+        d.count_embed.weight.normal_()  # trained weights; a fresh one starts at zero (a no-op)
+    c, b = d.config, 3
+    tokens = torch.randn(b, c.n_tokens, c.token_dim)
+    desc, desc_on, desc_given = pad_slots([torch.randn(2, 12), torch.randn(3, 12), torch.randn(3, 12)], c.max_descriptors, 12, "d")
+    faces, face_on, face_given = pad_slots([torch.randn(1, 10), torch.cat([torch.randn(1, 10), torch.zeros(1, 10)]), torch.randn(2, 10)],
+                                           c.max_faces, 10, "f")
+    assert face_given.sum(1).tolist() == [1, 2, 2] and face_on.sum(1).tolist() == [1, 1, 2]  # a zero row is given, not present
+    face_on[2, 1] = False  # masked in training
+    with torch.no_grad():
+        hidden, pooled = d.context(tokens, desc, desc_on, faces, face_on, None, desc_given, face_given)
+        plain, plain_pooled = d.context(tokens, desc, desc_on, faces, face_on)  # nothing given: every empty slot is absent
+    pos, f0 = d.slot_pos, c.n_tokens * c.token_expand + c.max_descriptors
+    masked, absent = d.null["face"] + pos[f0 + 1], d.absent["face"] + pos[f0 + 1]
+    assert torch.allclose(hidden[0, f0 + 1], absent) and torch.allclose(hidden[1, f0 + 1], masked) and torch.allclose(hidden[2, f0 + 1], masked)
+    assert not torch.allclose(masked, absent)
+    n_d = c.n_tokens * c.token_expand
+    assert torch.allclose(hidden[0, n_d + 2], d.absent["descriptor"] + pos[n_d + 2])  # row 0 has 2 descriptors: slot 2 is absent
+    assert torch.allclose(plain[1, f0 + 1], absent)
+    assert torch.allclose(pooled - plain_pooled, d.count_embed.weight[[1, 2, 2]] - d.count_embed.weight[0])  # 1, 2, 2 face slots
+    legacy = tiny_tokenizer(vision, vae, seed=2, max_faces=3).decoder  # without slot_structure `given` changes nothing
+    with torch.no_grad():
+        a = legacy.context(tokens, desc, desc_on, faces, face_on, None, desc_given, face_given)
+        z = legacy.context(tokens, desc, desc_on, faces, face_on)
+    assert all(torch.equal(x, y) for x, y in zip(a, z)) and not hasattr(legacy, "count_embed")
+
+
 def test_mask_rates_are_respected():
     from moviedreamer.tokenizer.decoder import MaskRates, draw_keep
 

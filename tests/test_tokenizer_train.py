@@ -120,6 +120,8 @@ def test_collate_masks_at_the_configured_rates(workdir):
         assert batch["desc_on"][:, :5].all() == (uncond == 0.0) and not batch["desc_on"][:, 5:].any()
         assert batch["keep_tokens"].all() == (uncond == 0.0)
         assert batch["noisy"].shape == (6, 4, 16, 16) and batch["ids"][0].tolist() == [32, 32, 0, 0, 32, 32]
+        # the slots that exist stay known when masked (faces=1.0), not in the null condition (uncond=1.0)
+        assert torch.equal(batch["face_given"], present & (uncond == 0.0)) and batch["desc_given"][:, :5].all() == (uncond == 0.0)
 
 
 def test_bad_stage_configs_are_clear_errors(workdir):
@@ -194,6 +196,13 @@ def test_freeze_compressor_trains_only_the_decoder(workdir):
     loss.backward()
     assert all(p.grad is None for p in model.compressor.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.unet.parameters())
+    # a decoder with new parts (slot_structure) from the same folder's weights, its compressor frozen
+    new = stage_for(workdir, f"model.init_weights={folder}", "model.decoder.slot_structure=true", "options.freeze_compressor=true",
+                    "model.init_exclude=[decoder.absent, decoder.count_embed]").build_model()
+    assert new.decoder.config.slot_structure and not any(p.requires_grad for p in new.compressor.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(new.compressor.state_dict().values(), model.compressor.state_dict().values()))
+    with pytest.raises(UserError, match="freeze_compressor.*without excluding the compressor"):
+        stage_for(workdir, f"model.init_weights={folder}", "options.freeze_compressor=true", "model.init_exclude=[compressor.]").build_model()
 
 
 def test_region_weight_map_weights_character_and_face_boxes_mirrors_them_and_keeps_mean_one():

@@ -188,15 +188,15 @@ class KeyframeTokenizer(nn.Module):
         one = lambda x: x[None] if isinstance(x, torch.Tensor) and x.dim() == 2 else x  # noqa: E731  [N, D]: one keyframe
         descriptors, faces = one(descriptors), one(faces)
         b = tokens.shape[0] if tokens is not None else len(descriptors if descriptors is not None else faces)
-        desc, desc_on = pad_slots(descriptors if descriptors is not None else [None] * b, d.max_descriptors, d.descriptor_dim, "descriptors")
-        face, face_on = pad_slots(faces if faces is not None else [None] * b, d.max_faces, d.face_dim, "faces")
+        desc, desc_on, desc_given = pad_slots(descriptors if descriptors is not None else [None] * b, d.max_descriptors, d.descriptor_dim, "descriptors")
+        face, face_on, face_given = pad_slots(faces if faces is not None else [None] * b, d.max_faces, d.face_dim, "faces")
         if keep_desc is not None:
             desc_on = desc_on & keep_desc.cpu()
         if keep_face is not None:
             face_on = face_on & keep_face.cpu()
         dev = self.device
         tok = None if tokens is None else tokens.to(dev)
-        return self.decoder.context(tok, desc.to(dev), desc_on.to(dev), face.to(dev), face_on.to(dev), keep_tokens)
+        return self.decoder.context(tok, desc.to(dev), desc_on.to(dev), face.to(dev), face_on.to(dev), keep_tokens, desc_given, face_given)
 
     def null_conditions(self, batch: int):
         d = self.decoder.config
@@ -242,10 +242,10 @@ class KeyframeTokenizer(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ training
 
-    def forward(self, patches, pooled, noisy, timesteps, descriptors, desc_on, faces, face_on, keep_tokens, ids):
+    def forward(self, patches, pooled, noisy, timesteps, descriptors, desc_on, faces, face_on, keep_tokens, ids, desc_given=None, face_given=None):
         """One denoising prediction from cached frozen features: patches/pooled of the CLIP encoder, padded conditions."""
         tokens = self.compressor(patches, pooled)
-        hidden, pooled_emb = self.decoder.context(tokens, descriptors, desc_on, faces, face_on, keep_tokens)
+        hidden, pooled_emb = self.decoder.context(tokens, descriptors, desc_on, faces, face_on, keep_tokens, desc_given, face_given)
         return self.decoder(noisy, timesteps, hidden, pooled_emb, ids)
 
     # ------------------------------------------------------------------------------------------------ io

@@ -8,7 +8,10 @@ A diffusers `UNet2DConditionModel` with SDXL's `addition_embed_type="text_time"`
     tokens (flattened)      ─► Linear ─► SDXL's pooled "text_embeds"; time_ids = (H, W, 0, 0, H, W) as in SDXL
 
 Every slot has a learned position embedding; a slot that is absent (padding) or masked holds its type's learned null
-embedding instead of a projection. Masking draws (training) are `draw_keep`: per-sample token masking, per-slot
+embedding instead of a projection. With `slot_structure`, a slot that does not exist (padding beyond the shot's
+descriptors / characters) holds a second null, "absent", distinct from "masked", and the number of face slots (one per
+character of the shot) is embedded into the pooled vector: masking in training then no longer hides how many
+characters a shot has (without it, a 3-character shot with one slot masked reads like a 2-character shot). Masking draws (training) are `draw_keep`: per-sample token masking, per-slot
 descriptor and face masking, and a whole-row "unconditional" rate, the null condition classifier-free guidance
 uses at inference (all slots null). `token_expand` exists because cross-attention over only 2 keys can only blend 2
 value vectors per head; expanding each token into several keys gives the UNet room to read them.
@@ -49,6 +52,7 @@ class DecoderConfig:
     sampler: str = "dpmsolver++"
     steps: int = 12
     guidance: float = 2.0
+    slot_structure: bool = False  # absent slots != masked slots, and the character count in the pooled vector
 
     @classmethod
     def from_dict(cls, data: dict) -> "DecoderConfig":
@@ -106,15 +110,17 @@ def draw_keep(batch: int, n_desc: int, n_face: int, rates: MaskRates, generator:
     return keep_tokens, keep_desc, keep_face
 
 
-def pad_slots(items, max_n: int, dim: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A list of [Ni, dim] tensors (or one [B, N, dim] tensor, or None entries) → ([B, max_n, dim], present [B, max_n]).
-    Slots keep their order (slot k of every row has the same role); all-zero rows and padding are absent."""
+def pad_slots(items, max_n: int, dim: int, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A list of [Ni, dim] tensors (or one [B, N, dim] tensor, or None entries) → ([B, max_n, dim], present [B, max_n],
+    given [B, max_n]). Slots keep their order (slot k of every row has the same role); all-zero rows and padding are
+    not present; `given` is every slot of the Ni rows (a character without a face is given but not present)."""
     if isinstance(items, torch.Tensor):
         if items.dim() != 3:
             raise UserError(f"{what}: expected [B, N, {dim}], found {list(items.shape)}")
         items = list(items)
     out = torch.zeros(len(items), max_n, dim)
     present = torch.zeros(len(items), max_n, dtype=torch.bool)
+    given = torch.zeros(len(items), max_n, dtype=torch.bool)
     for i, x in enumerate(items):
         if x is None or x.numel() == 0:
             continue
@@ -126,7 +132,8 @@ def pad_slots(items, max_n: int, dim: int, what: str) -> tuple[torch.Tensor, tor
             x = x[:max_n]
         out[i, : len(x)] = x
         present[i, : len(x)] = x.abs().sum(-1) > 0  # an all-zero row is an absent slot (e.g. a character without a face)
-    return out, present
+        given[i, : len(x)] = True
+    return out, present, given
 
 
 def time_ids(height: int, width: int, batch: int) -> torch.Tensor:
@@ -209,15 +216,20 @@ class KeyframeDecoder(nn.Module):
         self.slot_pos = nn.Parameter(torch.randn(n_tok + c.max_descriptors + c.max_faces, cross) * 0.02)
         self.null = nn.ParameterDict({k: nn.Parameter(torch.randn(cross) * 0.02) for k in ("token", "descriptor", "face")})
         self.null_pooled = nn.Parameter(torch.zeros(pooled))
+        if c.slot_structure:
+            self.absent = nn.ParameterDict({k: nn.Parameter(torch.randn(cross) * 0.02) for k in ("descriptor", "face")})
+            self.count_embed = nn.Embedding(c.max_faces + 1, pooled)  # 0..max_faces face slots given
+            nn.init.zeros_(self.count_embed.weight)
 
     @property
     def context_length(self) -> int:
         c = self.config
         return c.n_tokens * c.token_expand + c.max_descriptors + c.max_faces
 
-    def context(self, tokens, descriptors, desc_present, faces, face_present, keep_tokens=None):
+    def context(self, tokens, descriptors, desc_present, faces, face_present, keep_tokens=None, desc_given=None, face_given=None):
         """→ (encoder_hidden_states [B, L, C], pooled [B, P]). `tokens` [B, n, d] or None (all null); `*_present` are
-        the slots shown (False: null); `keep_tokens` [B] bool masks the keyframe tokens per row."""
+        the slots shown (False: null); `keep_tokens` [B] bool masks the keyframe tokens per row; `*_given` (used with
+        `slot_structure`; None: no slot given) are the slots that exist, shown or masked."""
         c = self.config
         b = descriptors.shape[0]
         dtype = self.desc_proj.weight.dtype
@@ -232,10 +244,18 @@ class KeyframeDecoder(nn.Module):
         keep_tokens = torch.ones(b, dtype=torch.bool, device=dev) if keep_tokens is None else keep_tokens.to(dev)
         tok = self.token_proj(tokens).reshape(b, n_tok, self.cross_dim)
         tok = torch.where(keep_tokens.view(b, 1, 1), tok, self.null["token"].to(dtype))
-        desc = torch.where(desc_present.to(dev)[..., None], self.desc_proj(descriptors.to(dev, dtype)), self.null["descriptor"].to(dtype))
-        face = torch.where(face_present.to(dev)[..., None], self.face_proj(faces.to(dev, dtype)), self.null["face"].to(dtype))
+        desc_null, face_null = self.null["descriptor"].to(dtype), self.null["face"].to(dtype)
+        if c.slot_structure:
+            desc_given = torch.zeros_like(desc_present) if desc_given is None else desc_given
+            face_given = torch.zeros_like(face_present) if face_given is None else face_given
+            desc_null = torch.where(desc_given.to(dev)[..., None], desc_null, self.absent["descriptor"].to(dtype))
+            face_null = torch.where(face_given.to(dev)[..., None], face_null, self.absent["face"].to(dtype))
+        desc = torch.where(desc_present.to(dev)[..., None], self.desc_proj(descriptors.to(dev, dtype)), desc_null)
+        face = torch.where(face_present.to(dev)[..., None], self.face_proj(faces.to(dev, dtype)), face_null)
         hidden = torch.cat([tok, desc, face], dim=1) + self.slot_pos.to(dtype)
         pooled = torch.where(keep_tokens.view(b, 1), self.pooled_proj(tokens.flatten(1)), self.null_pooled.to(dtype))
+        if c.slot_structure:
+            pooled = pooled + self.count_embed(face_given.to(dev).sum(1)).to(dtype)
         return hidden, pooled
 
     def forward(self, noisy, timesteps, hidden, pooled, ids):

@@ -148,8 +148,9 @@ class TokenizerStage(Stage):
             raise UserError(f"model.init_from: trained at {model.settings.resolution} px with {model.settings.latent_channels} latent channels; "
                             f"this run has {o.resolution} px and a VAE with {self.vae_info['latent_channels']}")
         if o.freeze_compressor:
-            if a.init_from is None:
-                raise UserError("options.freeze_compressor: a frozen compressor needs trained weights; set model.init_from to a tokenizer folder")
+            if a.init_from is None and (a.init_weights is None or any(x.startswith("compressor") for x in a.init_exclude)):
+                raise UserError("options.freeze_compressor: a frozen compressor needs trained weights; set model.init_from to a tokenizer folder "
+                                "(or model.init_weights without excluding the compressor)")
             model.compressor.requires_grad_(False)
         if o.gradient_checkpointing:
             model.decoder.unet.enable_gradient_checkpointing()
@@ -266,10 +267,12 @@ class TokenizerStage(Stage):
         dec = self.decoder_config
         b = len(samples)
         z = torch.stack([s["latent"] for s in samples])
-        desc, desc_on = pad_slots([s["desc"] for s in samples], dec.max_descriptors, dec.descriptor_dim, "descriptors")
-        faces, face_on = pad_slots([s["faces"] for s in samples], dec.max_faces, dec.face_dim, "faces")
+        desc, desc_on, desc_given = pad_slots([s["desc"] for s in samples], dec.max_descriptors, dec.descriptor_dim, "descriptors")
+        faces, face_on, face_given = pad_slots([s["faces"] for s in samples], dec.max_faces, dec.face_dim, "faces")
         m = self.opts.mask
         keep_tokens, keep_desc, keep_face = draw_keep(b, dec.max_descriptors, dec.max_faces, MaskRates(m.tokens, m.descriptors, m.faces, m.uncond))
+        shown = (keep_tokens | keep_desc.any(1) | keep_face.any(1))[:, None]  # a fully masked row is the null condition: no slot given
+        desc_given, face_given = desc_given & shown, face_given & shown
         noise = torch.randn(z.shape)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (b,))
         noisy = self.noise.add_noise(z, noise, t)
@@ -279,7 +282,8 @@ class TokenizerStage(Stage):
         pooled = torch.stack([s["pooled"] for s in samples])
         return {"patches": torch.stack([s["patches"] for s in samples]).to(**to), "pooled": pooled.to(**to), "noisy": noisy.to(**to),
                 "timesteps": t.to(device), "descriptors": desc.to(**to), "desc_on": (desc_on & keep_desc).to(device), "faces": faces.to(**to),
-                "face_on": (face_on & keep_face).to(device), "keep_tokens": keep_tokens.to(device), "ids": time_ids(r, r, b).to(**to),
+                "face_on": (face_on & keep_face).to(device), "keep_tokens": keep_tokens.to(device),
+                "desc_given": desc_given.to(device), "face_given": face_given.to(device), "ids": time_ids(r, r, b).to(**to),
                 "target": target.to(device), "snr": self.snr(t).to(device),
                 "weight": torch.stack([s["weight"] for s in samples])[:, None].to(device) if "weight" in samples[0] else None,
                 "kept": {"tokens": keep_tokens.float().mean().item(), "faces": (face_on & keep_face).sum().item() / max(1, face_on.sum().item())}}
@@ -303,7 +307,8 @@ class TokenizerStage(Stage):
 
     def loss(self, model, batch):
         b = batch
-        pred = model(b["patches"], b["pooled"], b["noisy"], b["timesteps"], b["descriptors"], b["desc_on"], b["faces"], b["face_on"], b["keep_tokens"], b["ids"])
+        pred = model(b["patches"], b["pooled"], b["noisy"], b["timesteps"], b["descriptors"], b["desc_on"], b["faces"], b["face_on"], b["keep_tokens"], b["ids"],
+                     b["desc_given"], b["face_given"])
         sq = (pred.float() - b["target"].float()).pow(2)
         mse = sq.mean()
         err = (sq if b.get("weight") is None else sq * b["weight"]).flatten(1).mean(1)
