@@ -206,7 +206,7 @@ def test_freeze_compressor_trains_only_the_decoder(workdir):
 
 
 def test_region_weight_map_weights_character_and_face_boxes_mirrors_them_and_keeps_mean_one():
-    from moviedreamer.train.stages.tokenizer import region_weight_map
+    from moviedreamer.train.stages.tokenizer_utils import region_weight_map
 
     boxes, faces = {"mia": [0, 0, 32, 64]}, {"mia": [0, 0, 16, 16]}  # 64 px keyframe -> 8x8 latent (8 px per latent pixel)
     w = region_weight_map(boxes, faces, 64, (8, 8), False, 3.0, 6.0)
@@ -222,7 +222,7 @@ def test_region_weight_map_weights_character_and_face_boxes_mirrors_them_and_kee
 
 
 def test_region_weight_scales_the_loss_inside_the_boxes(workdir):
-    from moviedreamer.train.stages.tokenizer import region_weight_map
+    from moviedreamer.train.stages.tokenizer_utils import region_weight_map
 
     plain = stage_for(workdir, "options.hflip=false")
     weighted = stage_for(workdir, "options.hflip=false", "options.region_weight.characters=4.0", "options.region_weight.faces=8.0")
