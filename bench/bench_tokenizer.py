@@ -113,6 +113,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
+    ap.add_argument("--id-guidance", type=float, nargs="*", default=None,
+                    help="two-scale guidance toward the descriptor + face inputs (several values: one quality row each)")
+    ap.add_argument("--no-ablation", action="store_true", help="skip the decoder-input ablation table")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -150,13 +153,17 @@ def main() -> int:
     first = None
     for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
         items, stage = items_for(tok, args.data, args.keyframes, args.profile)
-        r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance)["all"]
-        c = tok.compressor.config
-        j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
-        framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
-        print(f"| {w} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} |", flush=True)
+        for idg in args.id_guidance or [None]:
+            r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance, id_guidance=idg)["all"]
+            c = tok.compressor.config
+            j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
+            framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
+            name = w if idg is None else f"{w}, id_guidance {idg:g}"
+            print(f"| {name} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} |", flush=True)
         if w == models[0][0]:
             first = (tok, items, stage)
+    if args.no_ablation:
+        return 0
 
     tok, items, stage = first
     items = items[: args.id_keyframes]

@@ -86,6 +86,34 @@ def test_guidance_above_one_runs_the_null_branch_and_changes_the_image(model):
         model.decode(tokens, guidance=0.5)
 
 
+def test_id_guidance_adds_a_tokens_only_branch_with_the_two_scale_formula(model):
+    from moviedreamer.tokenizer.decoder import DecoderConfig
+
+    tokens = model.encode(images(1)).detach()
+    g = torch.Generator().manual_seed(4)
+    desc, face = torch.randn(1, 3, 12, generator=g), torch.randn(1, 2, 10, generator=g)
+    z = lambda a, steps=1: model.decode_latents(tokens, desc, face, seed=5, steps=steps, guidance=2.0, id_guidance=a)  # noqa: E731
+    assert torch.equal(z(2.0, 3), z(None, 3))  # id_guidance = guidance: plain CFG
+    seen = []
+    hook = model.decoder.unet.register_forward_hook(lambda m, args, kw, out: seen.append(kw["encoder_hidden_states"]), with_kwargs=True)
+    try:
+        z(4.0, 3)
+    finally:
+        hook.remove()
+    assert [h.shape[0] for h in seen] == [3, 3, 3]  # null, tokens only, all inputs
+    d = model.decoder
+    n_tok = d.config.n_tokens * d.config.token_expand
+    null, tok_only, full = seen[0]
+    assert torch.allclose(tok_only[:n_tok], full[:n_tok]) and not torch.allclose(null[:n_tok], full[:n_tok])
+    assert torch.allclose(tok_only[n_tok:n_tok + 3], d.null["descriptor"] + d.slot_pos[n_tok:n_tok + 3])
+    assert torch.allclose(tok_only[-d.config.max_faces:], d.null["face"] + d.slot_pos[-d.config.max_faces:])
+    # one step is affine in the guided prediction, so the scales combine linearly: z(0) + z(4) = 2 z(2)
+    assert torch.allclose(z(0.0) + z(4.0), 2 * z(2.0), atol=1e-4)
+    assert (z(0.0) - z(2.0)).abs().max() > 1e-4
+    with pytest.raises(UserError, match="id_guidance"):
+        DecoderConfig(id_guidance=-1.0).check()
+
+
 def test_descriptors_and_faces_reach_the_decoder_and_zero_rows_are_absent(model):
     tokens = model.encode(images(1)).detach()
     g = torch.Generator().manual_seed(0)

@@ -206,7 +206,8 @@ class KeyframeTokenizer(nn.Module):
 
     @torch.no_grad()
     def decode_latents(self, tokens, descriptors=None, faces=None, seed: int | list[int] = 0, steps: int | None = None,
-                       guidance: float | None = None, size: tuple[int, int] | None = None, sampler: str | None = None) -> torch.Tensor:
+                       guidance: float | None = None, size: tuple[int, int] | None = None, sampler: str | None = None,
+                       id_guidance: float | None = None) -> torch.Tensor:
         if tokens.dim() == 2:
             tokens = tokens[None]
         b = tokens.shape[0]
@@ -219,17 +220,22 @@ class KeyframeTokenizer(nn.Module):
         lh, lw = max(unit, round(h / unit) * unit) // s.vae_downsample, max(unit, round(w / unit) * unit) // s.vae_downsample
         hidden, pooled = self.conditions(tokens.to(self.dtype), descriptors, faces)
         null = self.null_conditions(b)
+        d = self.decoder.config
+        off = lambda n: torch.zeros(b, n, dtype=torch.bool)  # noqa: E731
+        tokens_only = self.conditions(tokens.to(self.dtype), descriptors, faces, keep_desc=off(d.max_descriptors), keep_face=off(d.max_faces))
         ids = time_ids(lh * s.vae_downsample, lw * s.vae_downsample, b).to(self.device)
         gens = [torch.Generator().manual_seed(x) for x in seeds]
-        return self.decoder.sample(hidden, pooled, ids, (s.latent_channels, lh, lw), gens, steps, guidance, sampler, null)
+        return self.decoder.sample(hidden, pooled, ids, (s.latent_channels, lh, lw), gens, steps, guidance, sampler, null,
+                                   tokens_only, id_guidance)
 
     @torch.no_grad()
     def decode(self, tokens, descriptors=None, faces=None, seed: int | list[int] = 0, steps: int | None = None,
-               guidance: float | None = None, size: tuple[int, int] | None = None, sampler: str | None = None) -> torch.Tensor:
+               guidance: float | None = None, size: tuple[int, int] | None = None, sampler: str | None = None,
+               id_guidance: float | None = None) -> torch.Tensor:
         """Tokens [B, n, d] (or [n, d]) + optional descriptor embeddings [B, Nd, Dd] and face embeddings [B, Nf, Df]
         (lists of [Ni, D] too; all-zero rows are absent) → images [B, 3, H, W] in [0, 1]. Row i draws its noise from
         `seed + i` (or `seed[i]`), so a keyframe decodes the same alone or in a batch. `size` = (width, height)."""
-        z = self.decode_latents(tokens, descriptors, faces, seed, steps, guidance, size, sampler)
+        z = self.decode_latents(tokens, descriptors, faces, seed, steps, guidance, size, sampler, id_guidance)
         images = self.latents_to_images(z)
         if size is not None and tuple(images.shape[-2:]) != (size[1], size[0]):
             images = F.interpolate(images, size=(size[1], size[0]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)

@@ -52,6 +52,7 @@ class DecoderConfig:
     sampler: str = "dpmsolver++"
     steps: int = 12
     guidance: float = 2.0
+    id_guidance: float | None = None  # scale of (all inputs - tokens only); None: = guidance (plain CFG, 2 passes)
     slot_structure: bool = False  # absent slots != masked slots, and the character count in the pooled vector
 
     @classmethod
@@ -81,6 +82,8 @@ class DecoderConfig:
             raise UserError(f"decoder config: schedule.prediction_type must be epsilon or v_prediction, found {self.schedule['prediction_type']!r}")
         if self.guidance < 1.0:
             raise UserError(f"decoder config: guidance must be >= 1 (1 = no classifier-free guidance), found {self.guidance}")
+        if self.id_guidance is not None and self.id_guidance < 0:
+            raise UserError(f"decoder config: id_guidance must be >= 0 or null (= guidance), found {self.id_guidance}")
         return self
 
 
@@ -279,11 +282,18 @@ class KeyframeDecoder(nn.Module):
         return DDPMScheduler(**self.config.schedule, clip_sample=False)
 
     @torch.no_grad()
-    def sample(self, hidden, pooled, ids, shape, generators, steps=None, guidance=None, sampler=None, null=None):
+    def sample(self, hidden, pooled, ids, shape, generators, steps=None, guidance=None, sampler=None, null=None,
+               tokens_only=None, id_guidance=None):
         """Latents [B, C, h, w] from conditioning; `null` = (hidden, pooled) of the unconditional branch (CFG when
-        guidance > 1). `generators`: one torch.Generator per row (the row's initial noise)."""
+        guidance > 1). `generators`: one torch.Generator per row (the row's initial noise).
+
+        Two-scale guidance when `id_guidance` (or the config's) differs from `guidance`: with `tokens_only` = the
+        condition with descriptors and faces masked, out = u + guidance·(t − u) + id_guidance·(c − t), three passes
+        per step (InstructPix2Pix's two-condition CFG); id_guidance = guidance is plain CFG."""
         steps = int(steps or self.config.steps)
         guidance = float(self.config.guidance if guidance is None else guidance)
+        id_guidance = self.config.id_guidance if id_guidance is None else id_guidance
+        id_guidance = guidance if id_guidance is None else float(id_guidance)
         if steps < 1:
             raise UserError(f"keyframe decoder: steps must be >= 1, found {steps}")
         if guidance < 1:
@@ -294,17 +304,26 @@ class KeyframeDecoder(nn.Module):
             warnings.simplefilter("ignore", DeprecationWarning)
             sched.set_timesteps(steps, device=dev)
         x = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(dev, torch.float32) * sched.init_noise_sigma
-        cfg = guidance > 1.0
-        if cfg:
+        branches = [(hidden, pooled)]
+        if id_guidance != guidance:
+            if tokens_only is None:
+                raise UserError("keyframe decoder: id_guidance needs the tokens-only conditioning")
+            branches.insert(0, tokens_only)
+        if guidance > 1.0 or len(branches) > 1:
             if null is None:
-                raise UserError("keyframe decoder: guidance > 1 needs the unconditional (null) conditioning")
-            hidden, pooled, ids = torch.cat([null[0], hidden]), torch.cat([null[1], pooled]), torch.cat([ids, ids])
+                raise UserError("keyframe decoder: guidance needs the unconditional (null) conditioning")
+            branches.insert(0, null)
+        n = len(branches)
+        hidden, pooled = torch.cat([h for h, _ in branches]), torch.cat([p for _, p in branches])
+        ids = torch.cat([ids] * n).to(dev, dtype)
         for t in sched.timesteps:
             inp = sched.scale_model_input(x, t)
-            inp = torch.cat([inp, inp]) if cfg else inp
-            out = self(inp.to(dtype), t.expand(inp.shape[0]).to(dev), hidden, pooled, ids.to(dev, dtype)).float()
-            if cfg:
+            out = self(torch.cat([inp] * n).to(dtype), t.expand(inp.shape[0] * n).to(dev), hidden, pooled, ids).float()
+            if n == 2:
                 u, c = out.chunk(2)
                 out = u + guidance * (c - u)
+            elif n == 3:
+                u, tok, c = out.chunk(3)
+                out = u + guidance * (tok - u) + id_guidance * (c - tok)
             x = sched.step(out, t, x).prev_sample
         return x

@@ -53,7 +53,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, batch: int = 8, face_embedder=None, judge=None,
-             steps: int | None = None, guidance: float | None = None) -> dict[str, dict[str, float]]:
+             steps: int | None = None, guidance: float | None = None, id_guidance: float | None = None) -> dict[str, dict[str, float]]:
     """items: dicts with patches, pooled, desc, faces (a stage's samples), `reference` float [3, R, R] in [0, 1] and
     optionally `face_boxes` + `scale`. Returns {variant: {psnr, ssim, face_cos, faces, judge_*}}; judge_characters_wide /
     _medium / _close split the character agreement by the framing the judge reads in the original."""
@@ -66,7 +66,8 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
             tokens = tokenizer.compressor(torch.stack([c["patches"] for c in chunk]).to(tokenizer.device),
                                           torch.stack([c["pooled"] for c in chunk]).to(tokenizer.device))
             images = tokenizer.decode(tokens, [c["desc"] for c in chunk] if use_desc else None, [c["faces"] for c in chunk] if use_faces else None,
-                                      seed=[seed + i + j for j in range(len(chunk))], steps=steps, guidance=guidance).cpu()
+                                      seed=[seed + i + j for j in range(len(chunk))], steps=steps, guidance=guidance,
+                                      id_guidance=id_guidance).cpu()
             ref = torch.stack([c["reference"] for c in chunk])
             ps += psnr(images, ref).tolist()
             ss += ssim(images, ref).tolist()
