@@ -236,3 +236,26 @@ def test_noise_share_starts_the_frames_from_correlated_noise(sampler):
     assert abs(plain) < 0.1 and 0.7 < shared < 0.9  # frame-to-frame correlation = the shared fraction
     with pytest.raises(Exception, match="noise_share must be in"):
         sampler.with_settings(noise_share=1.0)
+
+
+def test_guidance_segments_guides_only_the_first_segments(sampler):
+    s = sampler.settings
+    n_frames = s.num_frames + 2 * (s.num_frames - s.overlap)  # three segments
+    key = image(3)
+    calls, undo = spy_unet(sampler)
+    try:
+        all_guided = np.stack(list(sampler.frames(key, n_frames, None, seed=2, guidance_min=2.0, guidance_max=2.0)))
+        rows_all = [c[1].shape[0] for c in calls]
+        calls.clear()
+        first = np.stack(list(sampler.frames(key, n_frames, None, seed=2, guidance_min=2.0, guidance_max=2.0, guidance_segments=1)))
+        rows_first = [c[1].shape[0] for c in calls]
+    finally:
+        undo()
+    steps = s.steps
+    assert rows_all == [2] * (3 * steps)  # null + conditional rows in every step of every segment
+    assert rows_first == [2] * steps + [1] * (2 * steps)  # guided segment 1, one pass per step after it
+    seg1 = s.num_frames
+    assert np.array_equal(first[:seg1 - 1], all_guided[:seg1 - 1])  # the same first segment (its last frame is blended on)
+    assert not np.array_equal(first[seg1:], all_guided[seg1:])
+    with pytest.raises(Exception, match="guidance_segments"):
+        sampler.with_settings(guidance_segments=-1)

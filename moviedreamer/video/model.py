@@ -56,6 +56,7 @@ class I2VSettings:
     tau: int = 4  # the end-frame instruction is used in the first tau of `steps` steps (tau >= steps: all)
     guidance_min: float = 1.0  # classifier-free guidance, linear over the frames (SVD); 1.0 = off (one UNet pass)
     guidance_max: float = 1.0
+    guidance_segments: int = 0  # only the first k segments of a shot are guided (0: all); later ones run one UNet pass
     fps: int = 8
     motion_bucket: float = 32.0  # default "motion amount" time id (training data's median unless set)
     motion_scale: float = 2048.0  # bucket = motion_scale * mean |optical flow| / frame width, clamped to [0, 255]
@@ -81,6 +82,8 @@ class I2VSettings:
             raise UserError(f"i2v settings: expected steps >= 1 and tau >= 0 (tau >= steps: every step), found steps={self.steps}, tau={self.tau}")
         if not 0.0 <= self.noise_share < 1.0:
             raise UserError(f"i2v settings: noise_share must be in [0, 1), found {self.noise_share}")
+        if self.guidance_segments < 0:
+            raise UserError(f"i2v settings: guidance_segments must be >= 0 (0: every segment), found {self.guidance_segments}")
         if self.decode_chunk < 1:
             raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
         return self

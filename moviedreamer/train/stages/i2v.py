@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from moviedreamer.errors import UserError
 from moviedreamer.train.harness import Stage
 
-SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "noise_aug", "noise_share", "motion_bucket",
+SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "guidance_segments", "noise_aug", "noise_share", "motion_bucket",
                  "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template")
 
 
