@@ -220,9 +220,10 @@ class KeyframeTokenizer(nn.Module):
         lh, lw = max(unit, round(h / unit) * unit) // s.vae_downsample, max(unit, round(w / unit) * unit) // s.vae_downsample
         hidden, pooled = self.conditions(tokens.to(self.dtype), descriptors, faces)
         null = self.null_conditions(b)
-        d = self.decoder.config
-        off = lambda n: torch.zeros(b, n, dtype=torch.bool)  # noqa: E731
-        tokens_only = self.conditions(tokens.to(self.dtype), descriptors, faces, keep_desc=off(d.max_descriptors), keep_face=off(d.max_faces))
+        d, tokens_only = self.decoder.config, None
+        if id_guidance is not None or d.id_guidance is not None:  # two-scale guidance: the tokens without faces and texts
+            off = lambda n: torch.zeros(b, n, dtype=torch.bool)  # noqa: E731
+            tokens_only = self.conditions(tokens.to(self.dtype), descriptors, faces, keep_desc=off(d.max_descriptors), keep_face=off(d.max_faces))
         ids = time_ids(lh * s.vae_downsample, lw * s.vae_downsample, b).to(self.device)
         gens = [torch.Generator().manual_seed(x) for x in seeds]
         return self.decoder.sample(hidden, pooled, ids, (s.latent_channels, lh, lw), gens, steps, guidance, sampler, null,
