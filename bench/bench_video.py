@@ -113,7 +113,7 @@ def stock_chain(pipe, sampler, keyframe: np.ndarray, n_frames: int, seed: int) -
     frames, image = [], torch.from_numpy(keyframe).permute(2, 0, 1)[None].float() / 255
     seg = 0
     while len(frames) < n_frames:
-        g = (s.guidance_min, s.guidance_max) if not s.guidance_segments or seg < s.guidance_segments else (1.0, 1.0)
+        g = (s.guidance_min, s.guidance_max) if s.guides(seg) else (1.0, 1.0)
         out = pipe(image, height=keyframe.shape[0], width=keyframe.shape[1], num_frames=s.num_frames, num_inference_steps=s.steps,
                    min_guidance_scale=g[0], max_guidance_scale=g[1], fps=s.fps, motion_bucket_id=s.motion_bucket, noise_aug_strength=s.noise_aug,
                    decode_chunk_size=s.decode_chunk, generator=torch.Generator().manual_seed(seed + seg), output_type="np").frames[0]

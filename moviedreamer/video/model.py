@@ -73,6 +73,10 @@ class I2VSettings:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def guides(self, segment: int) -> bool:
+        """Whether a shot's segment `segment` (0-based) samples with classifier-free guidance."""
+        return (self.guidance_min > 1.0 or self.guidance_max > 1.0) and (not self.guidance_segments or segment < self.guidance_segments)
+
     def check(self) -> "I2VSettings":
         if self.num_frames < 2:
             raise UserError(f"i2v settings: num_frames must be at least 2, found {self.num_frames}")

@@ -202,7 +202,7 @@ class AnchoredSampler:
                 tokens = self.model.tokens(self.image_embeds(decode_latents(self.vae, source[None])).to(dev), desc)
             cond_lat = augment(source[None] / sf, noise_aug, _gen(seed, 2, n))
             last = n == len(plans) - 1
-            seg_s = s if not s.guidance_segments or n < s.guidance_segments else replace(s, guidance_min=1.0, guidance_max=1.0)
+            seg_s = s if s.guides(n) else replace(s, guidance_min=1.0, guidance_max=1.0)
             raw = self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n),
                                       end=end_lat if last else None, tau=s.tau if last else 0, known=known).float().cpu()
             lat = raw.clone()
