@@ -212,6 +212,8 @@ def main() -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--profile", default="toy")
     p.add_argument("--few-shot", type=int, default=0, metavar="N", help="also the few-shot figure over N 10-minute stories")
+    p.add_argument("--keyframe-candidates", type=int, nargs="*", default=None, metavar="K",
+                   help="one 'with faces' row per reranking width K (default: the profile's decoder setting)")
     args = p.parse_args()
 
     from moviedreamer.encoders import load_encoders
@@ -219,22 +221,31 @@ def main() -> int:
     from moviedreamer.registry import Registry
     from moviedreamer.script import load_story
 
+    from moviedreamer.pipeline.profile import keyframe_renderer
+
     pipeline = MovieDreamerPipeline.from_profile(args.profile, device="cpu")
     faces = load_encoders(Registry.load(args.profile)).faces
-    totals: dict[str, list[dict]] = {"truth": [], "with faces": [], "without faces": []}
+    default = pipeline.c.keyframes
+    widths = {("with faces" if k is None else f"with faces, K={k}"): k for k in (args.keyframe_candidates or [None])}
+    renderers = {name: default if k is None else keyframe_renderer(default.tokenizer, faces, k) for name, k in widths.items()}
+    totals: dict[str, list[dict]] = {"truth": [], **{name: [] for name in widths}, "without faces": []}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.stories):
             path = Path(tmp) / f"story{k}.yaml"
             write_story(path, args.minutes, args.seed + k, args.size)
             plain, with_faces = load_story(path), load_story(add_reference_faces(path))
             totals["truth"].append(score(plain, truth_keyframes(plain), faces))
-            totals["with faces"].append(score(with_faces, planned_keyframes(pipeline, with_faces, Path(tmp) / f"f{k}"), faces))
+            for j, (name, renderer) in enumerate(renderers.items()):
+                pipeline.c.keyframes = renderer
+                totals[name].append(score(with_faces, planned_keyframes(pipeline, with_faces, Path(tmp) / f"f{k}_{j}"), faces))
+            pipeline.c.keyframes = default
             totals["without faces"].append(score(plain, planned_keyframes(pipeline, plain, Path(tmp) / f"n{k}"), faces))
             print(f"story {k + 1}/{args.stories}: {len(list(plain.story.shots()))} shots", flush=True)
 
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
     if args.stories:
         print(f"\n{args.stories} held-out stories of {args.minutes:g} min (seeds {args.seed}..), profile {args.profile}")
+        print(f"keyframe reranking: up to {default.candidates} candidates per shot by default (accept {default.accept:g})")
         print(f"{'variant':<14} {'scene':>6} {'chars':>6} {'both':>6} {'ST cos':>7} {'LT cos':>7} {'faces found':>11}")
         for name, rows in totals.items():
             print(f"{name:<14} {mean([r['scene'] for r in rows]):>6.3f} {mean([r['characters'] for r in rows]):>6.3f} "

@@ -115,6 +115,9 @@ def main() -> int:
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--id-guidance", type=float, nargs="*", default=None,
                     help="two-scale guidance toward the descriptor + face inputs (several values: one quality row each)")
+    ap.add_argument("--candidates", type=int, nargs="*", default=None,
+                    help="best-of-K identity reranking (several values: one quality row each; default: the folder's decoder.candidates)")
+    ap.add_argument("--accept", type=float, default=None, help="stop trying candidates once the identity score reaches this")
     ap.add_argument("--no-ablation", action="store_true", help="skip the decoder-input ablation table")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -124,6 +127,7 @@ def main() -> int:
 
     from moviedreamer.tokenizer import KeyframeTokenizer
     from moviedreamer.tokenizer.evaluate import VARIANTS, evaluate
+    from moviedreamer.tokenizer.rerank import IdentityScorer
 
     torch.set_num_threads(args.threads)
     weights = args.weights if args.weights else ([TOY_WEIGHTS] if (TOY_WEIGHTS / "model.safetensors").is_file() else [])
@@ -148,18 +152,24 @@ def main() -> int:
     except Exception as e:  # the judge is optional here
         print(f"(no judge: {e})")
     print(f"\n## reconstruction over n_tokens ({args.keyframes} held-out keyframes of {args.data}, all decoder inputs)")
-    print("| weights | n_tokens x d | PSNR dB | SSIM | judge: scene | characters | scene + characters | characters in wide / medium / close-up |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print("| weights | n_tokens x d | candidates tried | PSNR dB | SSIM | judge: scene | characters | scene + characters | "
+          "characters in wide / medium / close-up | face count as original |\n|---|---|---|---|---|---|---|---|---|---|")
     first = None
     for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
         items, stage = items_for(tok, args.data, args.keyframes, args.profile)
+        d = tok.decoder.config
+        accept, scorer = d.accept if args.accept is None else args.accept, IdentityScorer(stage.face_embedder)
         for idg in args.id_guidance or [None]:
-            r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance, id_guidance=idg)["all"]
-            c = tok.compressor.config
-            j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
-            framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
-            name = w if idg is None else f"{w}, id_guidance {idg:g}"
-            print(f"| {name} | {c.n_tokens} x {c.token_dim} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} |", flush=True)
+            for n_cand in args.candidates or [d.candidates]:
+                r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance, id_guidance=idg,
+                             scorer=scorer, candidates=n_cand, accept=accept)["all"]
+                c = tok.compressor.config
+                j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
+                framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
+                name = w if idg is None else f"{w}, id_guidance {idg:g}"
+                tried = f"{r['tried']:.2f} of {n_cand}" + (f" (accept {accept:g})" if n_cand > 1 else "")
+                print(f"| {name} | {c.n_tokens} x {c.token_dim} | {tried} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} | "
+                      f"{r.get('face_count', float('nan')):.3f} |", flush=True)
         if w == models[0][0]:
             first = (tok, items, stage)
     if args.no_ablation:
@@ -167,8 +177,11 @@ def main() -> int:
 
     tok, items, stage = first
     items = items[: args.id_keyframes]
-    res = evaluate(tok, items, tuple(VARIANTS), face_embedder=stage.face_embedder, judge=judge, steps=args.steps, guidance=args.guidance)
-    print(f"\n## ID preservation and judge agreement ({models[0][0]}, first {len(items)} keyframes; face cosine original vs reconstruction, toy face embedder)")
+    k = (args.candidates or [tok.decoder.config.candidates])[0]
+    res = evaluate(tok, items, tuple(VARIANTS), face_embedder=stage.face_embedder, judge=judge, steps=args.steps, guidance=args.guidance,
+                   scorer=IdentityScorer(stage.face_embedder), candidates=k, accept=tok.decoder.config.accept if args.accept is None else args.accept)
+    print(f"\n## ID preservation and judge agreement ({models[0][0]}, first {len(items)} keyframes; face cosine original vs reconstruction, "
+          f"toy face embedder; up to {k} candidates where faces are given)")
     print("| decoder inputs | face cosine | faces | PSNR dB | SSIM | judge: scene | characters | scene + characters |\n|---|---|---|---|---|---|---|---|")
     for name, r in res.items():
         j = [f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters")]

@@ -40,11 +40,11 @@ class MovieDreamerPipeline:
         self.c = components
 
     @classmethod
-    def from_profile(cls, profile: str | None = None, device: str = "auto") -> "MovieDreamerPipeline":
+    def from_profile(cls, profile: str | None = None, device: str = "auto", keyframe_candidates: int | None = None) -> "MovieDreamerPipeline":
         from moviedreamer.pipeline.profile import load_components
         from moviedreamer.registry import Registry
 
-        return cls(load_components(Registry.load(profile), device))
+        return cls(load_components(Registry.load(profile), device, keyframe_candidates))
 
     def __call__(self, loaded, out_dir, shots: tuple[int, int] | None = None, keyframes_only: bool = False, fresh: bool = False, quiet: bool = False, seed: int | None = None) -> RunReport:
         story = loaded.story if seed is None else loaded.story.model_copy(update={"seed": seed})
@@ -272,7 +272,12 @@ def generate_from_args(args, loaded, registry) -> int:
     out_dir = args.output or Path("out") / args.story.stem
     n_shots = len(build_timeline(loaded.story))
     shots = parse_shots(args.shots, n_shots)
-    pipeline = MovieDreamerPipeline(load_components(registry, args.device))
+    candidates = getattr(args, "keyframe_candidates", None)
+    if candidates is not None and candidates < 1:
+        from moviedreamer.errors import UserError
+
+        raise UserError(f"--keyframe-candidates: expected a whole number >= 1, found {candidates}")
+    pipeline = MovieDreamerPipeline(load_components(registry, args.device, candidates))
     t0 = time.perf_counter()
     report = pipeline(loaded, out_dir, shots=shots, keyframes_only=args.keyframes_only, fresh=args.fresh, quiet=args.quiet, seed=args.seed)
     seconds = sum(s.shot.duration for s in build_timeline(loaded.story)[slice(*(shots or (0, n_shots)))])

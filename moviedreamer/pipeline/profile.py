@@ -56,17 +56,33 @@ class StoryEncoder:
         return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
 
 
-def load_components(registry, device: str | None = "auto") -> Components:
+def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None):
+    """The decoder as the pipeline's KeyframeRenderer, reranking up to `candidates` per shot by face match (default:
+    the tokenizer folder's `decoder.candidates`); a face pack without a detector renders one candidate, with a warning."""
+    import logging
+
+    from moviedreamer.tokenizer.render import TokenizerRenderer
+    from moviedreamer.tokenizer.rerank import IdentityScorer
+
+    n = keyframe_tokenizer.decoder.config.candidates if candidates is None else int(candidates)
+    if n > 1 and faces.finder is None:
+        logging.getLogger(__name__).warning("keyframe reranking off: the face pack has no detector (one candidate per shot)")
+        n = 1
+    return TokenizerRenderer(keyframe_tokenizer, scorer=IdentityScorer(faces) if n > 1 else None, candidates=n)
+
+
+def load_components(registry, device: str | None = "auto", keyframe_candidates: int | None = None) -> Components:
     """Everything `MovieDreamerPipeline` needs, loaded from the profile's folders (checked up front by the CLI)."""
     from moviedreamer.ar.sample import ARPlanner
     from moviedreamer.encoders import Encoders
     from moviedreamer.tokenizer import keyframe_tokenizer_from_registry
-    from moviedreamer.tokenizer.render import TokenizerRenderer
     from moviedreamer.video.sampler import load_clip_renderer
 
     device = resolve_device(device)
     keyframe_tokenizer = keyframe_tokenizer_from_registry(registry, device)
     clips = load_clip_renderer(registry, device)
-    encoder = StoryEncoder(Encoders(registry, device), keyframe_tokenizer, clips.sampler.settings.descriptor_template)
-    return Components(encoder, ARPlanner.from_registry(registry, device), TokenizerRenderer(keyframe_tokenizer), clips,
+    encoders = Encoders(registry, device)
+    encoder = StoryEncoder(encoders, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
+    renderer = keyframe_renderer(keyframe_tokenizer, encoders.faces, keyframe_candidates)
+    return Components(encoder, ARPlanner.from_registry(registry, device), renderer, clips,
                       profile=registry.name, window=0)

@@ -54,6 +54,8 @@ class DecoderConfig:
     guidance: float = 2.0
     id_guidance: float | None = None  # scale of (all inputs - tokens only); None: = guidance (plain CFG, 2 passes)
     slot_structure: bool = False  # absent slots != masked slots, and the character count in the pooled vector
+    candidates: int = 1  # keyframes the renderer decodes per shot at most, keeping the best face match (rerank.py); 1 = off
+    accept: float = 0.95  # a candidate whose identity score reaches this is kept without trying more
 
     @classmethod
     def from_dict(cls, data: dict) -> "DecoderConfig":
@@ -67,7 +69,7 @@ class DecoderConfig:
         return asdict(self)
 
     def check(self) -> "DecoderConfig":
-        for name in ("token_dim", "n_tokens", "descriptor_dim", "face_dim", "token_expand", "steps"):
+        for name in ("token_dim", "n_tokens", "descriptor_dim", "face_dim", "token_expand", "steps", "candidates"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"decoder config: {name} must be >= 1, found {getattr(self, name)}")
         if self.max_descriptors < 0 or self.max_faces < 0:
@@ -82,6 +84,8 @@ class DecoderConfig:
             raise UserError(f"decoder config: schedule.prediction_type must be epsilon or v_prediction, found {self.schedule['prediction_type']!r}")
         if self.guidance < 1.0:
             raise UserError(f"decoder config: guidance must be >= 1 (1 = no classifier-free guidance), found {self.guidance}")
+        if not 0.0 <= self.accept <= 1.0:
+            raise UserError(f"decoder config: accept must be in [0, 1] (a mean face cosine), found {self.accept}")
         if self.id_guidance is not None and self.id_guidance < 0:
             raise UserError(f"decoder config: id_guidance must be >= 0 or null (= guidance), found {self.id_guidance}")
         return self

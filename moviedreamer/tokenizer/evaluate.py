@@ -53,25 +53,37 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, batch: int = 8, face_embedder=None, judge=None,
-             steps: int | None = None, guidance: float | None = None, id_guidance: float | None = None) -> dict[str, dict[str, float]]:
+             steps: int | None = None, guidance: float | None = None, id_guidance: float | None = None, scorer=None,
+             candidates: int = 1, accept: float = 0.95) -> dict[str, dict[str, float]]:
     """items: dicts with patches, pooled, desc, faces (a stage's samples), `reference` float [3, R, R] in [0, 1] and
-    optionally `face_boxes` + `scale`. Returns {variant: {psnr, ssim, face_cos, faces, judge_*}}; judge_characters_wide /
-    _medium / _close split the character agreement by the framing the judge reads in the original."""
+    optionally `face_boxes` + `scale`. Returns {variant: {psnr, ssim, face_cos, faces, judge_*, tried}};
+    judge_characters_wide / _medium / _close split the character agreement by the framing the judge reads in the
+    original. With a `scorer` and `candidates` > 1 each keyframe is the best of up to that many (rerank.py); `tried`
+    is the mean number decoded; with a scorer, `face_count` is how often its detector finds as many faces in the
+    reconstruction as in the original."""
+    from moviedreamer.tokenizer.rerank import decode_reranked
+
     results = {}
     for name in variants:
         use_desc, use_faces = VARIANTS[name]
-        ps, ss, cos, agree = [], [], [], {"scene": [], "characters": [], "framing": [], "scene_characters": [], "all": []}
+        ps, ss, cos, tried, counts, agree = [], [], [], [], [], {"scene": [], "characters": [], "framing": [], "scene_characters": [], "all": []}
         for i in range(0, len(items), batch):
             chunk = items[i : i + batch]
             tokens = tokenizer.compressor(torch.stack([c["patches"] for c in chunk]).to(tokenizer.device),
                                           torch.stack([c["pooled"] for c in chunk]).to(tokenizer.device))
-            images = tokenizer.decode(tokens, [c["desc"] for c in chunk] if use_desc else None, [c["faces"] for c in chunk] if use_faces else None,
-                                      seed=[seed + i + j for j in range(len(chunk))], steps=steps, guidance=guidance,
-                                      id_guidance=id_guidance).cpu()
+            out = decode_reranked(tokenizer, scorer, tokens, [c["desc"] for c in chunk] if use_desc else None,
+                                  [c["faces"] for c in chunk] if use_faces else None, seed=[seed + i + j for j in range(len(chunk))],
+                                  candidates=candidates if scorer is not None else 1, accept=accept, steps=steps, guidance=guidance,
+                                  id_guidance=id_guidance)
+            images = out.images
+            tried += out.tried
             ref = torch.stack([c["reference"] for c in chunk])
             ps += psnr(images, ref).tolist()
             ss += ssim(images, ref).tolist()
             gen, orig = to_uint8(images), to_uint8(ref)
+            if scorer is not None:  # the number of faces the detector finds: a character drawn twice is caught here
+                finder = scorer.faces.finder
+                counts += [len(finder.find_faces(g)) == len(finder.find_faces(o)) for g, o in zip(gen, orig)]
             if face_embedder is not None:
                 for c, g_img, o_img in zip(chunk, gen, orig):
                     a, b = face_crops(o_img, c.get("face_boxes"), c.get("scale", 1.0)), face_crops(g_img, c.get("face_boxes"), c.get("scale", 1.0))
@@ -86,9 +98,11 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
                     agree["scene_characters"].append(same["scene"] and same["characters"])
                     agree["all"].append(all(same.values()))
                     agree.setdefault(f"characters_{p['framing']}", []).append(same["characters"])  # by the original's framing
-        row = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(ps)}
+        row = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(ps), "tried": float(np.mean(tried))}
         if cos:
             row.update(face_cos=float(np.mean(cos)), faces=len(cos))
+        if counts:
+            row["face_count"] = float(np.mean(counts))
         if agree["all"]:
             row.update({f"judge_{k}": float(np.mean(v)) for k, v in agree.items()})
         results[name] = row

@@ -93,22 +93,36 @@ def as_condition(condition) -> KeyframeCondition:
 
 
 class TokenizerRenderer:
-    """`render(tokens [n, d], condition, seed, (width, height)) -> uint8 [H, W, 3]`, the pipeline's KeyframeRenderer."""
+    """`render(tokens [n, d], condition, seed, (width, height)) -> uint8 [H, W, 3]`, the pipeline's KeyframeRenderer.
 
-    def __init__(self, tokenizer, steps: int | None = None, guidance: float | None = None, sampler: str | None = None):
+    With a `scorer` (rerank.IdentityScorer) and more than one candidate (the decoder config's `candidates`, or the
+    argument), a shot with faces is decoded up to that many times and the best face match kept (rerank.py)."""
+
+    def __init__(self, tokenizer, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                 scorer=None, candidates: int | None = None, accept: float | None = None):
         self.tokenizer, self.steps, self.guidance, self.sampler = tokenizer, steps, guidance, sampler
+        c = tokenizer.decoder.config
+        self.candidates = int(c.candidates if candidates is None else candidates) if scorer is not None else 1
+        self.accept = float(c.accept if accept is None else accept)
+        self.scorer = scorer
+        self.last = None  # the last render's rerank.Reranked (tried, picked, score): for progress and tests
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.tokenizer.fingerprint}:{self.steps}:{self.guidance}:{self.sampler}"
+        fp = f"{self.tokenizer.fingerprint}:{self.steps}:{self.guidance}:{self.sampler}"
+        if self.candidates > 1:
+            fp += f":rerank{self.candidates}:{self.accept}:{self.scorer.fingerprint}"
+        return fp
 
     def render(self, tokens, condition, seed: int, size: tuple[int, int]) -> np.ndarray:
+        from moviedreamer.tokenizer.rerank import decode_reranked
+
         c = as_condition(condition)
         tokens = torch.as_tensor(tokens).float()
         if tokens.dim() == 2:
             tokens = tokens[None]
         desc = None if c.descriptors is None else [torch.as_tensor(c.descriptors).float()]
         faces = None if c.faces is None else [torch.as_tensor(c.faces).float()]
-        image = self.tokenizer.decode(tokens, desc, faces, seed=int(seed), steps=self.steps, guidance=self.guidance,
-                                      size=tuple(size), sampler=self.sampler)[0]
-        return (image.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        self.last = decode_reranked(self.tokenizer, self.scorer, tokens, desc, faces, seed=int(seed), candidates=self.candidates,
+                                    accept=self.accept, steps=self.steps, guidance=self.guidance, size=tuple(size), sampler=self.sampler)
+        return (self.last.images[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
