@@ -259,3 +259,31 @@ def test_guidance_segments_guides_only_the_first_segments(sampler):
     assert not np.array_equal(first[seg1:], all_guided[seg1:])
     with pytest.raises(Exception, match="guidance_segments"):
         sampler.with_settings(guidance_segments=-1)
+
+
+def test_action_guidance_adds_a_row_without_the_descriptor_token(sampler):
+    """Three rows per guided step: null, the anchor without the descriptor token, everything; the outputs combine as
+    null + g (no descriptor - null) + g_a (all - no descriptor), so g_a = g is SVD's guidance exactly."""
+    from moviedreamer.video.conditioning import ClipCondition
+
+    s = sampler.settings
+    key, cond = image(4), ClipCondition(descriptor=torch.randn(16))
+    calls, undo = spy_unet(sampler)
+    try:
+        plain = np.stack(list(sampler.frames(key, s.num_frames, cond, seed=3, guidance_min=2.0, guidance_max=2.0)))
+        calls.clear()
+        same = np.stack(list(sampler.frames(key, s.num_frames, cond, seed=3, guidance_min=2.0, guidance_max=2.0, action_guidance=2.0)))
+        tokens = calls[0][0]  # [rows, N, D]
+        calls.clear()
+        strong = np.stack(list(sampler.frames(key, s.num_frames, cond, seed=3, guidance_min=2.0, guidance_max=2.0, action_guidance=4.0)))
+    finally:
+        undo()
+    assert tokens.shape[0] == 3 and tokens[0].abs().sum() == 0  # null row
+    assert torch.equal(tokens[1, 0], tokens[2, 0]) and tokens[1, 1].abs().sum() == 0 and tokens[2, 1].abs().sum() > 0  # [anchor, descriptor]
+    assert np.abs(same.astype(int) - plain.astype(int)).max() <= 1  # g_a = g: plain guidance (float rounding only)
+    assert not np.array_equal(strong, plain)
+    with pytest.raises(Exception, match="action_guidance"):
+        sampler.with_settings(action_guidance=-1.0)
+    bare = tiny_sampler(descriptor=False)
+    with pytest.raises(Exception, match="descriptor_mode"):
+        list(bare.frames(key, s.num_frames, None, seed=3, guidance_min=2.0, guidance_max=2.0, action_guidance=3.0))

@@ -57,6 +57,7 @@ class I2VSettings:
     guidance_min: float = 1.0  # classifier-free guidance, linear over the frames (SVD); 1.0 = off (one UNet pass)
     guidance_max: float = 1.0
     guidance_segments: int = 0  # only the first k segments of a shot are guided (0: all); later ones run one UNet pass
+    action_guidance: float | None = None  # in guided segments, scale of (all - without the descriptor token): 3 UNet rows; None = plain CFG
     fps: int = 8
     motion_bucket: float = 32.0  # default "motion amount" time id (training data's median unless set)
     motion_scale: float = 2048.0  # bucket = motion_scale * mean |optical flow| / frame width, clamped to [0, 255]
@@ -90,6 +91,8 @@ class I2VSettings:
             raise UserError(f"i2v settings: guidance_segments must be >= 0 (0: every segment), found {self.guidance_segments}")
         if self.decode_chunk < 1:
             raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
+        if self.action_guidance is not None and self.action_guidance < 0:
+            raise UserError(f"i2v settings: action_guidance must be >= 0 or null (plain guidance), found {self.action_guidance}")
         return self
 
 

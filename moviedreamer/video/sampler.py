@@ -139,9 +139,17 @@ class AnchoredSampler:
         k_noise = torch.randn(known.shape, generator=_gen(seed, 1)).to(dev) if known is not None else None
         k_w = blend_weights(len(known)).view(1, -1, 1, 1, 1).to(dev) if known is not None else None
         cfg = s.guidance_max > 1.0 or s.guidance_min > 1.0
+        rows = 2
         if cfg:
             g = torch.linspace(s.guidance_min, s.guidance_max, length, device=dev).view(1, -1, 1, 1, 1)
             tokens2, ids2 = torch.cat([torch.zeros_like(tokens), tokens]), torch.cat([ids, ids])
+            if s.action_guidance is not None:  # a third row: the anchor without the shot's action/camera descriptor token
+                if tokens.shape[1] != 2:
+                    raise UserError("i2v settings: action_guidance needs a model that attends to the descriptor as its own token "
+                                    "(descriptor_mode: token)")
+                no_desc = tokens.clone()
+                no_desc[:, 1] = 0
+                tokens2, ids2, rows = torch.cat([torch.zeros_like(tokens), no_desc, tokens]), torch.cat([ids, ids, ids]), 3
         for i, t in enumerate(sched.timesteps):
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
                 sigma = sched.sigmas[i].to(dev)
@@ -150,9 +158,12 @@ class AnchoredSampler:
             concat = with_end if i < tau else plain
             x = sched.scale_model_input(lat, t).to(dtype)
             if cfg:
-                out = self.model.unet_forward(torch.cat([x, x]), torch.cat([torch.zeros_like(concat), concat]), t, tokens2, ids2).float()
-                uncond, condv = out.chunk(2)
-                out = uncond + g * (condv - uncond)
+                concats = [torch.zeros_like(concat)] + [concat] * (rows - 1)
+                out = self.model.unet_forward(torch.cat([x] * rows), torch.cat(concats), t, tokens2, ids2).float().chunk(rows)
+                if rows == 2:  # SVD's guidance
+                    out = out[0] + g * (out[1] - out[0])
+                else:  # out = null + g (no descriptor - null) + g_a (all - no descriptor)
+                    out = out[0] + g * (out[1] - out[0]) + s.action_guidance * (out[2] - out[1])
             else:
                 out = self.model.unet_forward(x, concat, t, tokens, ids).float()
             lat = sched.step(out, t, lat).prev_sample
