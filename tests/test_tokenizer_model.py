@@ -112,6 +112,16 @@ def test_id_guidance_adds_a_tokens_only_branch_with_the_two_scale_formula(model)
     assert (z(0.0) - z(2.0)).abs().max() > 1e-4
     with pytest.raises(UserError, match="id_guidance"):
         DecoderConfig(id_guidance=-1.0).check()
+    # guidance 1: the null row would have weight 0, so only [tokens only, all] run: out = t + g_id (c - t)
+    seen.clear()
+    hook = model.decoder.unet.register_forward_hook(lambda m, args, kw, out: seen.append(kw["encoder_hidden_states"]), with_kwargs=True)
+    try:
+        one = lambda a: model.decode_latents(tokens, desc, face, seed=5, steps=1, guidance=1.0, id_guidance=a)  # noqa: E731
+        z3 = one(3.0)
+    finally:
+        hook.remove()
+    assert [h.shape[0] for h in seen] == [2]
+    assert torch.allclose(one(0.0) + z3, 2 * one(1.5), atol=1e-4) and torch.allclose(one(1.0), one(None))
 
 
 def test_descriptors_and_faces_reach_the_decoder_and_zero_rows_are_absent(model):

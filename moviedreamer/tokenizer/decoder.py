@@ -308,26 +308,24 @@ class KeyframeDecoder(nn.Module):
             warnings.simplefilter("ignore", DeprecationWarning)
             sched.set_timesteps(steps, device=dev)
         x = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(dev, torch.float32) * sched.init_noise_sigma
-        branches = [(hidden, pooled)]
-        if id_guidance != guidance:
-            if tokens_only is None:
-                raise UserError("keyframe decoder: id_guidance needs the tokens-only conditioning")
-            branches.insert(0, tokens_only)
-        if guidance > 1.0 or len(branches) > 1:
-            if null is None:
-                raise UserError("keyframe decoder: guidance needs the unconditional (null) conditioning")
-            branches.insert(0, null)
+        use_null, use_tokens = guidance > 1.0, id_guidance != guidance
+        if use_tokens and tokens_only is None:
+            raise UserError("keyframe decoder: id_guidance needs the tokens-only conditioning")
+        if use_null and null is None:
+            raise UserError("keyframe decoder: guidance needs the unconditional (null) conditioning")
+        # rows: [null], [tokens only], all; with guidance 1 the null row has weight 0 (u + 1·(t − u) = t): not run
+        branches = ([null] if use_null else []) + ([tokens_only] if use_tokens else []) + [(hidden, pooled)]
         n = len(branches)
         hidden, pooled = torch.cat([h for h, _ in branches]), torch.cat([p for _, p in branches])
         ids = torch.cat([ids] * n).to(dev, dtype)
         for t in sched.timesteps:
             inp = sched.scale_model_input(x, t)
-            out = self(torch.cat([inp] * n).to(dtype), t.expand(inp.shape[0] * n).to(dev), hidden, pooled, ids).float()
-            if n == 2:
-                u, c = out.chunk(2)
-                out = u + guidance * (c - u)
-            elif n == 3:
-                u, tok, c = out.chunk(3)
-                out = u + guidance * (tok - u) + id_guidance * (c - tok)
+            rows = self(torch.cat([inp] * n).to(dtype), t.expand(inp.shape[0] * n).to(dev), hidden, pooled, ids).float().chunk(n)
+            out = rows[-1]
+            if use_tokens:
+                tok = rows[-2]
+                out = (rows[0] + guidance * (tok - rows[0]) if use_null else tok) + id_guidance * (out - tok)
+            elif use_null:
+                out = rows[0] + guidance * (out - rows[0])
             x = sched.step(out, t, x).prev_sample
         return x
