@@ -60,6 +60,15 @@ def test_score_is_the_mean_assigned_cosine_less_intruders():
     # zero rows are absent characters; no given face at all: nothing to check
     assert IdentityScorer(FakeFaces([a])).score(image, torch.stack([a, torch.zeros(4)])) == pytest.approx(1.0)
     assert IdentityScorer(FakeFaces([])).score(image, None) == 1.0
+    # the script's character count: a character without a face embedding is credited for a stranger's detection
+    scorer = IdentityScorer(FakeFaces([a, c]), intruder_penalty=0.5)
+    assert scorer.score(image, torch.stack([a]), characters=2) == pytest.approx(1.0)  # a + the faceless one
+    assert scorer.score(image, torch.stack([a])) == pytest.approx(0.5)  # count unknown: c is an intruder
+    assert scorer.score(image, None, characters=2) == pytest.approx(1.0)  # no faces at all: the count alone
+    assert scorer.score(image, None, characters=1) == pytest.approx(0.5)  # one too many
+    assert scorer.score(image, None, characters=3) == pytest.approx(2 / 3)  # one missing
+    assert scorer.score(image, None, characters=0) == pytest.approx(0.0)  # nobody meant: two intruders
+    assert IdentityScorer(FakeFaces([])).score(image, None, characters=0) == 1.0
 
 
 def test_a_pack_without_detector_is_refused():
@@ -93,7 +102,7 @@ class SeedScorer:
     def __init__(self, table):
         self.table = table
 
-    def score(self, image, faces):
+    def score(self, image, faces, characters=None):
         value = int(image[0, 0, 0])
         return next(v for s, v in self.table.items() if s % 251 == value)
 
@@ -216,7 +225,7 @@ def test_evaluate_reranks_and_reports_tries_and_face_counts(tmp_path):
         def find_faces(self, image):
             return [0]
 
-        def score(self, image, faces):
+        def score(self, image, faces, characters=None):
             return 1.0 if given_faces(faces).shape[0] == 0 else 0.1
 
     r = evaluate(model, items, ("all",), batch=3, steps=1, scorer=Scorer(), candidates=3)["all"]

@@ -51,7 +51,7 @@ class StoryEncoder:
             present = [faces[c][0] for c in shot.characters if c in faces and faces[c].numel()]
             keyframe_conditions.append(KeyframeCondition(
                 embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)),
-                torch.stack(present).float() if present else None))
+                torch.stack(present).float() if present else None, len(shot.characters)))
             clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera)))
         return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
 

@@ -73,7 +73,8 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
                                           torch.stack([c["pooled"] for c in chunk]).to(tokenizer.device))
             out = decode_reranked(tokenizer, scorer, tokens, [c["desc"] for c in chunk] if use_desc else None,
                                   [c["faces"] for c in chunk] if use_faces else None, seed=[seed + i + j for j in range(len(chunk))],
-                                  candidates=candidates if scorer is not None else 1, accept=accept, steps=steps, guidance=guidance,
+                                  candidates=candidates if scorer is not None else 1, accept=accept,
+                                  characters=[len(c["faces"]) for c in chunk], steps=steps, guidance=guidance,
                                   id_guidance=id_guidance)
             images = out.images
             tried += out.tried

@@ -25,10 +25,12 @@ FIXED_SLOTS = ("setting", "action", "camera", "style")
 @dataclass
 class KeyframeCondition:
     """What the decoder attends to besides the tokens: descriptor embeddings [Nd, Dd] and face embeddings [Nf, Df]
-    (all-zero rows = absent slots); either may be None."""
+    (all-zero rows = absent slots); either may be None. `characters`: how many characters the shot shows (for
+    reranking; None = unknown)."""
 
     descriptors: torch.Tensor | None = None
     faces: torch.Tensor | None = None
+    characters: int | None = None
 
 
 def shot_descriptor_texts(setting: str, action: str, camera: str, style: str | None, character_descriptions: list[str]) -> list[str]:
@@ -85,10 +87,10 @@ def as_condition(condition) -> KeyframeCondition:
     if isinstance(condition, KeyframeCondition):
         return condition
     if isinstance(condition, dict):
-        unknown = set(condition) - {"descriptors", "faces"}
+        unknown = set(condition) - {"descriptors", "faces", "characters"}
         if unknown:
-            raise UserError(f"keyframe condition: unknown keys {sorted(unknown)}; expected descriptors and faces")
-        return KeyframeCondition(condition.get("descriptors"), condition.get("faces"))
+            raise UserError(f"keyframe condition: unknown keys {sorted(unknown)}; expected descriptors, faces and characters")
+        return KeyframeCondition(condition.get("descriptors"), condition.get("faces"), condition.get("characters"))
     raise UserError(f"keyframe condition: expected a KeyframeCondition (descriptor and face embeddings), found {type(condition).__name__}")
 
 
@@ -124,5 +126,6 @@ class TokenizerRenderer:
         desc = None if c.descriptors is None else [torch.as_tensor(c.descriptors).float()]
         faces = None if c.faces is None else [torch.as_tensor(c.faces).float()]
         self.last = decode_reranked(self.tokenizer, self.scorer, tokens, desc, faces, seed=int(seed), candidates=self.candidates,
-                                    accept=self.accept, steps=self.steps, guidance=self.guidance, size=tuple(size), sampler=self.sampler)
+                                    accept=self.accept, characters=[c.characters], steps=self.steps, guidance=self.guidance,
+                                    size=tuple(size), sampler=self.sampler)
         return (self.last.images[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)

@@ -11,7 +11,9 @@ over the given faces (an unmatched given face counts 0), less a penalty for each
 duplicate (like a given face: a character drawn twice) the smaller `duplicate_penalty`, both per given face. (On 200
 held-out toy keyframes, best of 8: judge agreement 0.92 with or without the duplicate penalty, the number of faces
 right 0.88 with it, 0.58 without; the plain decode 0.77 and 0.71.) Candidates are decoded in rounds, and a keyframe stops as
-soon as its best score reaches `accept`, so the easy shots cost one decode.
+soon as its best score reaches `accept`, so the easy shots cost one decode. When the script says how many characters a
+shot has, characters without a face embedding count too: a left-over detection unlike every given face stands for
+one of them, and a shot with nobody in it penalises every face found.
 
 Candidate 0 uses the keyframe's own seed: with one candidate, or when the first is accepted, the keyframe is exactly
 the plain decode. Candidate k > 0 draws from a seed derived from (seed, k) by numpy's SeedSequence.
@@ -61,24 +63,35 @@ class IdentityScorer:
     def fingerprint(self) -> str:
         return f"{self.faces.fingerprint}:{self.intruder_cos}:{self.intruder_penalty}:{self.duplicate_penalty}"
 
-    def score(self, image: np.ndarray, faces) -> float:
-        """image: uint8 [H, W, 3] RGB; faces: [N, D] embeddings of the characters meant to be in it."""
+    def score(self, image: np.ndarray, faces, characters: int | None = None) -> float:
+        """image: uint8 [H, W, 3] RGB; faces: [N, D] embeddings of the characters meant to be in it (zero rows:
+        characters without a face); `characters`: how many are meant to be in it, when known (the script says; a
+        character without a face embedding is then credited for any left-over detection unlike the given faces)."""
         from scipy.optimize import linear_sum_assignment
 
         given = given_faces(faces)
-        if len(given) == 0:
+        faceless = max(0, int(characters) - len(given)) if characters is not None else 0
+        n = len(given) + faceless
+        if n == 0 and characters is None:
             return 1.0  # nothing to check: every candidate is as good as the first
         dets = self.faces.finder.find_faces(image)
+        if n == 0:  # nobody is meant to be in the shot: every face is an intruder
+            return 1.0 - self.intruder_penalty * len(dets)
         if not dets:
             return 0.0
-        rec = self.faces.recognizer
-        found = rec.embed_crops([rec.crop(image, d) for d in dets])
-        sim = (given @ found.T.to(given.dtype)).numpy()
-        rows, cols = linear_sum_assignment(-sim)
-        left = np.setdiff1d(np.arange(sim.shape[1]), cols)
-        intruders = int((sim[:, left].max(0) < self.intruder_cos).sum()) if len(left) else 0
-        penalty = self.intruder_penalty * intruders + self.duplicate_penalty * (len(left) - intruders)
-        return (float(sim[rows, cols].sum()) - penalty) / len(given)
+        matched, left, strangers = 0.0, len(dets), len(dets)
+        if len(given):
+            rec = self.faces.recognizer
+            found = rec.embed_crops([rec.crop(image, d) for d in dets])
+            sim = (given @ found.T.to(given.dtype)).numpy()
+            rows, cols = linear_sum_assignment(-sim)
+            rest = np.setdiff1d(np.arange(sim.shape[1]), cols)
+            matched, left = float(sim[rows, cols].sum()), len(rest)
+            strangers = int((sim[:, rest].max(0) < self.intruder_cos).sum()) if len(rest) else 0
+        found_faceless = min(faceless, strangers)  # somebody not among the given faces: a character without one
+        intruders, duplicates = strangers - found_faceless, left - strangers
+        penalty = self.intruder_penalty * intruders + self.duplicate_penalty * duplicates
+        return (matched + found_faceless - penalty) / n
 
 
 @dataclass
@@ -95,14 +108,16 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def decode_reranked(tokenizer, scorer: IdentityScorer, tokens, descriptors=None, faces=None, seed: int | list[int] = 0,
-                    candidates: int = 4, accept: float = 0.9, **decode_kwargs) -> Reranked:
-    """`tokenizer.decode` with up to `candidates` tries per keyframe (rounds over the keyframes not yet accepted)."""
+                    candidates: int = 4, accept: float = 0.9, characters: list | None = None, **decode_kwargs) -> Reranked:
+    """`tokenizer.decode` with up to `candidates` tries per keyframe (rounds over the keyframes not yet accepted);
+    `characters[i]`: how many characters keyframe i should show (None: unknown; only its faces are checked)."""
     if tokens.dim() == 2:
         tokens = tokens[None]
     b = tokens.shape[0]
     seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
     row = lambda x, idx: None if x is None else [x[i] for i in idx]  # noqa: E731  (lists or batched tensors)
     face_rows = [None if faces is None else faces[i] for i in range(b)]
+    counts = list(characters) if characters is not None else [None] * b
     best, scores, tried, picked = [None] * b, [-1.0] * b, [0] * b, [0] * b
     active = list(range(b))
     for k in range(max(1, int(candidates))):
@@ -113,7 +128,7 @@ def decode_reranked(tokenizer, scorer: IdentityScorer, tokens, descriptors=None,
         pixels = to_uint8(images) if candidates > 1 else None
         for j, i in enumerate(active):
             tried[i] += 1
-            s = scorer.score(pixels[j], face_rows[i]) if pixels is not None else 1.0
+            s = scorer.score(pixels[j], face_rows[i], counts[i]) if pixels is not None else 1.0
             if s > scores[i]:
                 best[i], scores[i], picked[i] = images[j], s, k
         active = [i for i in active if scores[i] < accept]
