@@ -24,8 +24,8 @@ def add_arguments(p) -> None:
     p.add_argument("--shots", metavar="A:B", help="only shots A..B-1 (movie order, 0-based)")
     p.add_argument("--keyframes-only", action="store_true", help="plan and render keyframes and the storyboard, no clips")
     p.add_argument("--keyframe-candidates", type=int, metavar="K",
-                   help="decode up to K keyframes per shot and keep the best face match (default: the profile's keyframe "
-                        "tokenizer setting, toy: 4; 1 = off)")
+                   help="decode up to K keyframes per shot and keep the one whose faces best match its characters "
+                        "(default: the profile's keyframe tokenizer setting, toy: 8; 1 = off)")
     p.add_argument("--fresh", action="store_true", help="ignore state left in the output folder and start over")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 

@@ -98,7 +98,8 @@ class TokenizerRenderer:
     """`render(tokens [n, d], condition, seed, (width, height)) -> uint8 [H, W, 3]`, the pipeline's KeyframeRenderer.
 
     With a `scorer` (rerank.IdentityScorer) and more than one candidate (the decoder config's `candidates`, or the
-    argument), a shot with faces is decoded up to that many times and the best face match kept (rerank.py)."""
+    argument), a shot with faces or a character count is decoded up to that many times and the candidate whose faces
+    best match them kept (rerank.py)."""
 
     def __init__(self, tokenizer, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
                  scorer=None, candidates: int | None = None, accept: float | None = None):
