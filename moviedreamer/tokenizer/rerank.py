@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from moviedreamer.tokenizer.evaluate import to_uint8
+
 
 def candidate_seed(seed: int, k: int) -> int:
     """The noise seed of candidate k of a keyframe decoded with `seed` (k = 0: the seed itself)."""
@@ -100,10 +102,6 @@ class Reranked:
     scores: list[float]  # its identity score
     tried: list[int]  # candidates decoded for each keyframe
     picked: list[int]  # which candidate was kept (0 = the plain decode)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
 @torch.no_grad()
