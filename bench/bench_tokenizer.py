@@ -90,14 +90,17 @@ def items_for(tok, data: Path, n: int, profile: str):
     stage = TokenizerStage(cfg)
     stage.__dict__.update(vision=tok.vision, vae=tok.vae)  # the encoders this tokenizer was trained with
     stage.opts.resolution = tok.settings.resolution
+    from moviedreamer.tokenizer.render import embed_texts
+
     res, items = tok.settings.resolution, []
     for i in range(len(stage.index)):
         ep = stage.index.load(i, stage.keys + ("shots",))
+        cast = embed_texts(stage.descriptor, [c.description for c in stage.story(ep).characters])
         for s, (sample, meta) in enumerate(zip(stage.samples(ep, np.random.default_rng(i)), ep["shots"])):
             ref = ep["keyframes"][s].permute(2, 0, 1).float()[None] / 255
             scale = res / ref.shape[-1]
             ref = F.interpolate(ref, size=(res, res), mode="area")[0] if ref.shape[-1] != res else ref[0]
-            items.append({**sample, "reference": ref, "face_boxes": meta.get("face_boxes"), "scale": scale})
+            items.append({**sample, "reference": ref, "face_boxes": meta.get("face_boxes"), "scale": scale, "cast": cast})
         if len(items) >= n:
             break
     return items[:n], stage
@@ -117,7 +120,11 @@ def main() -> int:
                     help="two-scale guidance toward the descriptor + face inputs (several values: one quality row each)")
     ap.add_argument("--candidates", type=int, nargs="*", default=None,
                     help="best-of-K identity reranking (several values: one quality row each; default: the folder's decoder.candidates)")
-    ap.add_argument("--accept", type=float, default=None, help="stop trying candidates once the identity score reaches this")
+    ap.add_argument("--accept", type=float, nargs="*", default=None,
+                    help="stop trying candidates once the identity score reaches this (several values: one row each)")
+    ap.add_argument("--look-weight", type=float, nargs="*", default=None,
+                    help="weight of the body-vs-description check in the identity score (several values: one row each; "
+                         "0 = faces only; default: the folder's decoder.look_weight)")
     ap.add_argument("--no-ablation", action="store_true", help="skip the decoder-input ablation table")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -127,7 +134,14 @@ def main() -> int:
 
     from moviedreamer.tokenizer import KeyframeTokenizer
     from moviedreamer.tokenizer.evaluate import VARIANTS, evaluate
+    from moviedreamer.tokenizer.look import LookCheck
     from moviedreamer.tokenizer.rerank import IdentityScorer
+
+    def scorer_for(stage, d, weight):
+        """The pipeline's scorer: faces, plus the look check where the vision encoder shares the descriptor space."""
+        weight = d.look_weight if weight is None else weight
+        shared = stage.part("vision_encoder") == stage.part("descriptor_encoder")
+        return IdentityScorer(stage.face_embedder, look=LookCheck(stage.vision, weight, d.look_temperature) if weight > 0 and shared else None)
 
     torch.set_num_threads(args.threads)
     weights = args.weights if args.weights else ([TOY_WEIGHTS] if (TOY_WEIGHTS / "model.safetensors").is_file() else [])
@@ -158,18 +172,22 @@ def main() -> int:
     for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
         items, stage = items_for(tok, args.data, args.keyframes, args.profile)
         d = tok.decoder.config
-        accept, scorer = d.accept if args.accept is None else args.accept, IdentityScorer(stage.face_embedder)
-        for idg in args.id_guidance or [None]:
-            for n_cand in args.candidates or [d.candidates]:
-                r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance, id_guidance=idg,
-                             scorer=scorer, candidates=n_cand, accept=accept)["all"]
-                c = tok.compressor.config
-                j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
-                framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
-                name = w if idg is None else f"{w}, id_guidance {idg:g}"
-                tried = f"{r['tried']:.2f} of {n_cand}" + (f" (accept {accept:g})" if n_cand > 1 else "")
-                print(f"| {name} | {c.n_tokens} x {c.token_dim} | {tried} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} | "
-                      f"{r.get('face_count', float('nan')):.3f} |", flush=True)
+        rows = [(idg, n_cand, lw, acc) for idg in args.id_guidance or [None] for n_cand in args.candidates or [d.candidates]
+                for lw in args.look_weight or [None] for acc in args.accept or [d.accept]]
+        for idg, n_cand, lw, accept in rows:
+            if n_cand <= 1 and (lw, accept) != rows[0][2:]:
+                continue  # a plain decode does not depend on the scorer
+            scorer = scorer_for(stage, d, lw)
+            r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance, id_guidance=idg,
+                         scorer=scorer, candidates=n_cand, accept=accept)["all"]
+            c = tok.compressor.config
+            j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
+            framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
+            name = w if idg is None else f"{w}, id_guidance {idg:g}"
+            tried = f"{r['tried']:.2f} of {n_cand}" + (f" (accept {accept:g}, look {scorer.look.weight:g})" if scorer.look else
+                                                        f" (accept {accept:g}, faces only)") * (n_cand > 1)
+            print(f"| {name} | {c.n_tokens} x {c.token_dim} | {tried} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} | "
+                  f"{r.get('face_count', float('nan')):.3f} |", flush=True)
         if w == models[0][0]:
             first = (tok, items, stage)
     if args.no_ablation:
@@ -178,8 +196,9 @@ def main() -> int:
     tok, items, stage = first
     items = items[: args.id_keyframes]
     k = (args.candidates or [tok.decoder.config.candidates])[0]
+    d = tok.decoder.config
     res = evaluate(tok, items, tuple(VARIANTS), face_embedder=stage.face_embedder, judge=judge, steps=args.steps, guidance=args.guidance,
-                   scorer=IdentityScorer(stage.face_embedder), candidates=k, accept=tok.decoder.config.accept if args.accept is None else args.accept)
+                   scorer=scorer_for(stage, d, (args.look_weight or [None])[0]), candidates=k, accept=(args.accept or [d.accept])[0])
     print(f"\n## ID preservation and judge agreement ({models[0][0]}, first {len(items)} keyframes; face cosine original vs reconstruction, "
           f"toy face embedder; up to {k} candidates where faces are given)")
     print("| decoder inputs | face cosine | faces | PSNR dB | SSIM | judge: scene | characters | scene + characters |\n|---|---|---|---|---|---|---|---|")

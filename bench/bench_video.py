@@ -54,7 +54,11 @@ def load(args):
     else:
         model = AnchoredI2V.from_pretrained(args.model or reg.path("i2v"))
         descriptor = load_descriptor_encoder(reg.path("descriptor_encoder")) if model.conditioning.descriptor_proj is not None else None
-    return AnchoredSampler(model, vae, vision, descriptor), vision
+    from moviedreamer.encoders.faces import load_face_pack
+    from moviedreamer.video.sampler import segment_scorer
+
+    scorer = segment_scorer(load_face_pack(reg.path("face_analysis")))  # used where --set candidates=K > 1
+    return AnchoredSampler(model, vae, vision, descriptor, scorer=scorer), vision
 
 
 def heldout_shots(data: Path, n: int, skip: int = 0):

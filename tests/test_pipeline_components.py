@@ -80,10 +80,14 @@ def test_story_encoder_feeds_faces_descriptors_and_references(tmp_path, profile)
     components = load_components(Registry.load(str(profile)), "cpu")
     enc = components.encoder.encode_story(load_story(_story(tmp_path, references=True)))
     faces = [c.faces for c in enc.keyframe_conditions]
-    assert faces[0].shape[0] == 1 and faces[1].shape[0] == 1 and faces[2] is None  # zed has no face file
-    assert torch.allclose(faces[0], enc.sheet.characters[0].faces[0:1])
+    # one face row per character of the shot, in its order; zed has no face file: a zero row (an absent slot)
+    assert [f.shape[0] for f in faces] == [1, 2, 1]
+    assert torch.allclose(faces[0], enc.sheet.characters[0].faces[0:1]) and torch.allclose(faces[1][0], faces[0][0])
+    assert faces[1][1].abs().sum() == 0 and faces[2].abs().sum() == 0
     desc = enc.keyframe_conditions[1].descriptors
     assert desc.shape[0] == 6 and desc[3].abs().sum() == 0 and desc[4:].abs().sum(-1).gt(0).all()  # no style; two characters
+    cast = enc.keyframe_conditions[2].cast  # every character's description, for the reranker's look check
+    assert cast.shape[0] == 2 and torch.allclose(cast[0], desc[4]) and torch.allclose(cast[1], desc[5])
     assert enc.references.shape[0] == 1 and enc.clip_conditions[2].text == "Zed waves. medium shot"
     plain = components.encoder.encode_story(load_story(_story(tmp_path, faces=False)))
     assert plain.references is None and all(c.faces is None for c in plain.keyframe_conditions)

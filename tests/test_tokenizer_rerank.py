@@ -100,9 +100,10 @@ class SeedScorer:
     """Scores a candidate by its painted seed, from a table {seed: score}."""
 
     def __init__(self, table):
-        self.table = table
+        self.table, self.seen = table, []
 
-    def score(self, image, faces, characters=None):
+    def score(self, image, faces, characters=None, looks=None, cast=None):
+        self.seen.append((looks, cast))
         value = int(image[0, 0, 0])
         return next(v for s, v in self.table.items() if s % 251 == value)
 
@@ -116,6 +117,12 @@ def test_decode_reranked_keeps_the_best_and_stops_when_accepted():
     assert out.scores == [pytest.approx(0.97), pytest.approx(0.8)]
     assert tok.calls == [[seeds[0], seeds[4]], [seeds[1], seeds[5]], [seeds[6]], [seeds[7]]]  # rounds over the rest
     assert torch.equal(out.images[1], torch.full((3, 4, 4), (seeds[6] % 251) / 255.0))
+    # the scorer gets each character's description (the descriptor slots after the fixed ones, in face order) and the cast
+    desc, faces, cast = torch.randn(2, 6, 3), torch.randn(2, 2, 5), [torch.randn(4, 3), torch.randn(3, 3)]
+    scorer = SeedScorer(table)
+    decode_reranked(SeedTokenizer(), scorer, torch.zeros(2, 2, 3), desc, faces, seed=[10, 11], candidates=2, accept=0.95, cast=cast)
+    (looks0, cast0), (looks1, cast1) = scorer.seen[:2]
+    assert torch.equal(looks0, desc[0, 4:6]) and torch.equal(looks1, desc[1, 4:6]) and cast0 is cast[0] and cast1 is cast[1]
     # one candidate: the plain decode, with the plain seed, no scoring
     tok = SeedTokenizer()
     one = decode_reranked(tok, None, torch.zeros(2, 2, 3), seed=10, candidates=1)
@@ -225,7 +232,7 @@ def test_evaluate_reranks_and_reports_tries_and_face_counts(tmp_path):
         def find_faces(self, image):
             return [0]
 
-        def score(self, image, faces, characters=None):
+        def score(self, image, faces, characters=None, looks=None, cast=None):
             return 1.0 if given_faces(faces).shape[0] == 0 else 0.1
 
     r = evaluate(model, items, ("all",), batch=3, steps=1, scorer=Scorer(), candidates=3)["all"]

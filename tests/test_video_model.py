@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ import torch
 import yaml
 
 from test_video_standins import FakeVision, image, make_svd_folder, tiny_model, tiny_vae
+
+TOY_FACES = Path(__file__).resolve().parents[1] / "moviedreamer" / "weights" / "toy" / "faces"
 
 torch.set_num_threads(1)
 
@@ -82,7 +85,7 @@ def test_an_svd_folder_loads_and_samples_like_diffusers_own_pipeline(svd):
     assert len(frames) == 7 and frames[0].shape == (32, 32, 3)
 
 
-def test_a_profile_gives_a_clip_renderer_and_names_what_is_missing(tmp_path, svd):
+def test_a_profile_gives_a_clip_renderer_and_names_what_is_missing(tmp_path, svd, caplog):
     from moviedreamer.errors import MissingComponentError
     from moviedreamer.registry import Registry
     from moviedreamer.video.sampler import load_clip_renderer
@@ -104,6 +107,15 @@ def test_a_profile_gives_a_clip_renderer_and_names_what_is_missing(tmp_path, svd
     fp = renderer.fingerprint
     assert fp == load_clip_renderer(Registry.load(str(tmp_path / "p.yaml"))).fingerprint
     assert fp != load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), steps=2).fingerprint
+    assert renderer.sampler.scorer is None  # one candidate per segment: no face pack needed
+    with caplog.at_level("WARNING"):
+        assert load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), candidates=2).sampler.scorer is None
+    assert "no face_analysis" in caplog.text
+    profile["components"]["face_analysis"] = {"path": str(TOY_FACES), "format": "insightface-pack", "made_by": "moviedreamer train faces"}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(profile))
+    ranked = load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), candidates=2)
+    assert ranked.sampler.scorer is not None and ranked.fingerprint != load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), candidates=2, accept=0.5).fingerprint
+    assert len(list(ranked.render(image(1), 3, None, 3, 8))) == 3
 
     shutil.rmtree(tmp_path / "models" / "i2v")
     with pytest.raises(MissingComponentError, match=r"component 'i2v'.*profiles\.p\.components\.i2v.*moviedreamer train i2v"):

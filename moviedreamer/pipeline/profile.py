@@ -46,21 +46,36 @@ class StoryEncoder:
         story = loaded.story
         sheet, shots, refs = encode_story(loaded, self.encoders, self.keyframe_tokenizer)
         faces = {c.id: c.faces for c in sheet.characters}
+        face_dim = next((f.shape[-1] for f in faces.values() if f.numel()), None)
+        cast = embed_texts(self.encoders.descriptor, [c.description or "" for c in story.characters])
         keyframe_conditions, clip_conditions = [], []
         for _, _, scene, shot in story.shots():
-            present = [faces[c][0] for c in shot.characters if c in faces and faces[c].numel()]
+            # one face row per character of the shot, in its order (a zero row: a character without a reference face)
+            rows = [faces[c][0].float() if c in faces and faces[c].numel() else None for c in shot.characters]
+            face_rows = torch.stack([r if r is not None else torch.zeros(face_dim) for r in rows]) if face_dim and rows else None
             keyframe_conditions.append(KeyframeCondition(
-                embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)),
-                torch.stack(present).float() if present else None, len(shot.characters)))
+                embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)), face_rows, len(shot.characters), cast))
             clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera)))
         return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
 
 
-def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None):
+def shares_descriptor_space(registry) -> bool:
+    """Whether the profile's vision encoder embeds images in its descriptor encoder's space (the same CLIP: the toy
+    profile's), so that a body region can be compared with a character's description."""
+    from moviedreamer.encoders import DESCRIPTOR, VISION
+
+    d, v = registry.component(DESCRIPTOR), registry.component(VISION)
+    return d.format == v.format and d.path.resolve() == v.path.resolve()
+
+
+def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, look_vision=None):
     """The decoder as the pipeline's KeyframeRenderer, reranking up to `candidates` per shot by face match (default:
-    the tokenizer folder's `decoder.candidates`); a face pack without a detector renders one candidate, with a warning."""
+    the tokenizer folder's `decoder.candidates`); a face pack without a detector renders one candidate, with a warning.
+    `look_vision`: an image encoder in the descriptors' space, to check each character's body against its
+    description too (tokenizer/look.py)."""
     import logging
 
+    from moviedreamer.tokenizer.look import LookCheck
     from moviedreamer.tokenizer.render import TokenizerRenderer
     from moviedreamer.tokenizer.rerank import IdentityScorer
 
@@ -68,7 +83,11 @@ def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None):
     if n > 1 and faces.finder is None:
         logging.getLogger(__name__).warning("keyframe reranking off: the face pack has no detector (one candidate per shot)")
         n = 1
-    return TokenizerRenderer(keyframe_tokenizer, scorer=IdentityScorer(faces) if n > 1 else None, candidates=n)
+    if n <= 1:
+        return TokenizerRenderer(keyframe_tokenizer, candidates=1)
+    c = keyframe_tokenizer.decoder.config
+    look = LookCheck(look_vision, c.look_weight, c.look_temperature) if look_vision is not None and c.look_weight > 0 else None
+    return TokenizerRenderer(keyframe_tokenizer, scorer=IdentityScorer(faces, look=look), candidates=n)
 
 
 def load_components(registry, device: str | None = "auto", keyframe_candidates: int | None = None) -> Components:
@@ -83,6 +102,7 @@ def load_components(registry, device: str | None = "auto", keyframe_candidates: 
     clips = load_clip_renderer(registry, device)
     encoders = Encoders(registry, device)
     encoder = StoryEncoder(encoders, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
-    renderer = keyframe_renderer(keyframe_tokenizer, encoders.faces, keyframe_candidates)
+    look_vision = encoders.vision if shares_descriptor_space(registry) else None
+    renderer = keyframe_renderer(keyframe_tokenizer, encoders.faces, keyframe_candidates, look_vision)
     return Components(encoder, ARPlanner.from_registry(registry, device), renderer, clips,
                       profile=registry.name, window=0)

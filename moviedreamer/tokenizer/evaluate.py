@@ -56,7 +56,8 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
              steps: int | None = None, guidance: float | None = None, id_guidance: float | None = None, scorer=None,
              candidates: int = 1, accept: float = 0.95) -> dict[str, dict[str, float]]:
     """items: dicts with patches, pooled, desc, faces (a stage's samples), `reference` float [3, R, R] in [0, 1] and
-    optionally `face_boxes` + `scale`. Returns {variant: {psnr, ssim, face_cos, faces, judge_*, tried}};
+    optionally `face_boxes` + `scale`, and `cast` (the story's character description embeddings, for the scorer's
+    look check). Returns {variant: {psnr, ssim, face_cos, faces, judge_*, tried}};
     judge_characters_wide / _medium / _close split the character agreement by the framing the judge reads in the
     original. With a `scorer` and `candidates` > 1 each keyframe is the best of up to that many (rerank.py); `tried`
     is the mean number decoded; with a scorer, `face_count` is how often its detector finds as many faces in the
@@ -74,7 +75,7 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
             out = decode_reranked(tokenizer, scorer, tokens, [c["desc"] for c in chunk] if use_desc else None,
                                   [c["faces"] for c in chunk] if use_faces else None, seed=[seed + i + j for j in range(len(chunk))],
                                   candidates=candidates if scorer is not None else 1, accept=accept,
-                                  characters=[len(c["faces"]) for c in chunk], steps=steps, guidance=guidance,
+                                  characters=[len(c["faces"]) for c in chunk], cast=[c.get("cast") for c in chunk], steps=steps, guidance=guidance,
                                   id_guidance=id_guidance)
             images = out.images
             tried += out.tried

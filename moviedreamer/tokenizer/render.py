@@ -25,12 +25,13 @@ FIXED_SLOTS = ("setting", "action", "camera", "style")
 @dataclass
 class KeyframeCondition:
     """What the decoder attends to besides the tokens: descriptor embeddings [Nd, Dd] and face embeddings [Nf, Df]
-    (all-zero rows = absent slots); either may be None. `characters`: how many characters the shot shows (for
-    reranking; None = unknown)."""
+    (all-zero rows = absent slots); either may be None. `characters`: how many characters the shot shows, `cast`:
+    the description embeddings [M, Dd] of every character of the story (both for reranking; None = unknown)."""
 
     descriptors: torch.Tensor | None = None
     faces: torch.Tensor | None = None
     characters: int | None = None
+    cast: torch.Tensor | None = None
 
 
 def shot_descriptor_texts(setting: str, action: str, camera: str, style: str | None, character_descriptions: list[str]) -> list[str]:
@@ -87,10 +88,10 @@ def as_condition(condition) -> KeyframeCondition:
     if isinstance(condition, KeyframeCondition):
         return condition
     if isinstance(condition, dict):
-        unknown = set(condition) - {"descriptors", "faces", "characters"}
+        unknown = set(condition) - {"descriptors", "faces", "characters", "cast"}
         if unknown:
-            raise UserError(f"keyframe condition: unknown keys {sorted(unknown)}; expected descriptors, faces and characters")
-        return KeyframeCondition(condition.get("descriptors"), condition.get("faces"), condition.get("characters"))
+            raise UserError(f"keyframe condition: unknown keys {sorted(unknown)}; expected descriptors, faces, characters and cast")
+        return KeyframeCondition(condition.get("descriptors"), condition.get("faces"), condition.get("characters"), condition.get("cast"))
     raise UserError(f"keyframe condition: expected a KeyframeCondition (descriptor and face embeddings), found {type(condition).__name__}")
 
 
@@ -99,7 +100,8 @@ class TokenizerRenderer:
 
     With a `scorer` (rerank.IdentityScorer) and more than one candidate (the decoder config's `candidates`, or the
     argument), a shot with faces or a character count is decoded up to that many times and the candidate whose faces
-    best match them kept (rerank.py)."""
+    best match them kept (rerank.py): by face, and where the scorer has a look check, by the body under each face
+    against the character's description among the story's cast."""
 
     def __init__(self, tokenizer, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
                  scorer=None, candidates: int | None = None, accept: float | None = None):
@@ -127,6 +129,6 @@ class TokenizerRenderer:
         desc = None if c.descriptors is None else [torch.as_tensor(c.descriptors).float()]
         faces = None if c.faces is None else [torch.as_tensor(c.faces).float()]
         self.last = decode_reranked(self.tokenizer, self.scorer, tokens, desc, faces, seed=int(seed), candidates=self.candidates,
-                                    accept=self.accept, characters=[c.characters], steps=self.steps, guidance=self.guidance,
+                                    accept=self.accept, characters=[c.characters], cast=[c.cast], steps=self.steps, guidance=self.guidance,
                                     size=tuple(size), sampler=self.sampler)
         return (self.last.images[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)

@@ -37,23 +37,34 @@ def candidate_seed(seed: int, k: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**63, k]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def given_rows(faces) -> np.ndarray:
+    """Indices of the non-absent (not all-zero) rows of a face-embedding matrix [N, D] (None → none)."""
+    if faces is None:
+        return np.zeros(0, dtype=int)
+    return np.flatnonzero((torch.as_tensor(faces).float().abs().sum(-1) > 0).numpy())
+
+
 def given_faces(faces) -> torch.Tensor:
     """The non-absent rows of a face-embedding matrix [N, D] (None → [0, D]), L2-normalised."""
     if faces is None:
         return torch.zeros(0, 1)
-    f = torch.as_tensor(faces).float()
-    f = f[f.abs().sum(-1) > 0]
-    return F.normalize(f, dim=-1)
+    return F.normalize(torch.as_tensor(faces).float()[given_rows(faces)], dim=-1)
 
 
 class IdentityScorer:
     """How well an image shows the given faces: mean over the given faces of the cosine to the detection assigned to
     each (Hungarian assignment on cosine; 0 for a face left without a detection), minus, per given face,
     `intruder_penalty` for each unassigned detection unlike all of them and `duplicate_penalty` for each one like one
-    of them. Needs a face pack with a detector."""
+    of them. Needs a face pack with a detector.
 
-    def __init__(self, face_embedder, intruder_cos: float = 0.5, intruder_penalty: float = 0.5, duplicate_penalty: float = 0.1):
+    With a `look` (look.LookCheck) and the characters' descriptions, the assignment and the matched score use, per
+    given face, (face cosine + w · look score) / (1 + w): the body under the face must read as that character's
+    description too (w = `look.weight`)."""
+
+    def __init__(self, face_embedder, intruder_cos: float = 0.5, intruder_penalty: float = 0.5, duplicate_penalty: float = 0.1,
+                 look=None):
         self.intruder_cos, self.intruder_penalty, self.duplicate_penalty = float(intruder_cos), float(intruder_penalty), float(duplicate_penalty)
+        self.look = look
         if face_embedder.finder is None:
             from moviedreamer.errors import UserError
 
@@ -63,12 +74,15 @@ class IdentityScorer:
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.faces.fingerprint}:{self.intruder_cos}:{self.intruder_penalty}:{self.duplicate_penalty}"
+        fp = f"{self.faces.fingerprint}:{self.intruder_cos}:{self.intruder_penalty}:{self.duplicate_penalty}"
+        return fp + (f":{self.look.fingerprint}" if self.look is not None else "")
 
-    def score(self, image: np.ndarray, faces, characters: int | None = None) -> float:
+    def score(self, image: np.ndarray, faces, characters: int | None = None, looks=None, cast=None) -> float:
         """image: uint8 [H, W, 3] RGB; faces: [N, D] embeddings of the characters meant to be in it (zero rows:
         characters without a face); `characters`: how many are meant to be in it, when known (the script says; a
-        character without a face embedding is then credited for any left-over detection unlike the given faces)."""
+        character without a face embedding is then credited for any left-over detection unlike the given faces);
+        `looks`: [N, Dd] the same characters' description embeddings (row i ↔ face row i), `cast`: [M, Dd] those
+        of every character of the story (used with a look check only)."""
         from scipy.optimize import linear_sum_assignment
 
         given = given_faces(faces)
@@ -86,9 +100,13 @@ class IdentityScorer:
             rec = self.faces.recognizer
             found = rec.embed_crops([rec.crop(image, d) for d in dets])
             sim = (given @ found.T.to(given.dtype)).numpy()
-            rows, cols = linear_sum_assignment(-sim)
+            joint = sim
+            if self.look is not None and looks is not None and len(looks) == len(torch.as_tensor(faces)):
+                w = self.look.weight
+                joint = (sim + w * self.look.scores(image, dets, torch.as_tensor(looks)[given_rows(faces)], cast)) / (1 + w)
+            rows, cols = linear_sum_assignment(-joint)
             rest = np.setdiff1d(np.arange(sim.shape[1]), cols)
-            matched, left = float(sim[rows, cols].sum()), len(rest)
+            matched, left = float(joint[rows, cols].sum()), len(rest)
             strangers = int((sim[:, rest].max(0) < self.intruder_cos).sum()) if len(rest) else 0
         found_faceless = min(faceless, strangers)  # somebody not among the given faces: a character without one
         intruders, duplicates = strangers - found_faceless, left - strangers
@@ -106,15 +124,23 @@ class Reranked:
 
 @torch.no_grad()
 def decode_reranked(tokenizer, scorer: IdentityScorer, tokens, descriptors=None, faces=None, seed: int | list[int] = 0,
-                    candidates: int = 4, accept: float = 0.9, characters: list | None = None, **decode_kwargs) -> Reranked:
+                    candidates: int = 4, accept: float = 0.9, characters: list | None = None, cast: list | None = None,
+                    **decode_kwargs) -> Reranked:
     """`tokenizer.decode` with up to `candidates` tries per keyframe (rounds over the keyframes not yet accepted);
-    `characters[i]`: how many characters keyframe i should show (None: unknown; only its faces are checked)."""
+    `characters[i]`: how many characters keyframe i should show (None: unknown; only its faces are checked);
+    `cast[i]`: [M, Dd] the description embeddings of every character of keyframe i's story (for the scorer's look
+    check; the shot's own characters' descriptions are its descriptor slots after the fixed ones, render.py)."""
+    from moviedreamer.tokenizer.render import FIXED_SLOTS
+
     if tokens.dim() == 2:
         tokens = tokens[None]
     b = tokens.shape[0]
     seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
     row = lambda x, idx: None if x is None else [x[i] for i in idx]  # noqa: E731  (lists or batched tensors)
     face_rows = [None if faces is None else faces[i] for i in range(b)]
+    look_rows = [None if descriptors is None or face_rows[i] is None
+                 else descriptors[i][len(FIXED_SLOTS): len(FIXED_SLOTS) + len(face_rows[i])] for i in range(b)]
+    casts = list(cast) if cast is not None else [None] * b
     counts = list(characters) if characters is not None else [None] * b
     best, scores, tried, picked = [None] * b, [-1.0] * b, [0] * b, [0] * b
     active = list(range(b))
@@ -126,7 +152,7 @@ def decode_reranked(tokenizer, scorer: IdentityScorer, tokens, descriptors=None,
         pixels = to_uint8(images) if candidates > 1 else None
         for j, i in enumerate(active):
             tried[i] += 1
-            s = scorer.score(pixels[j], face_rows[i], counts[i]) if pixels is not None else 1.0
+            s = scorer.score(pixels[j], face_rows[i], counts[i], look_rows[i], casts[i]) if pixels is not None else 1.0
             if s > scores[i]:
                 best[i], scores[i], picked[i] = images[j], s, k
         active = [i for i in active if scores[i] < accept]

@@ -64,6 +64,9 @@ class I2VSettings:
     noise_aug: float = 0.05  # conditioning-latent noise augmentation at inference (a time id too)
     noise_share: float = 0.0  # initial noise of every frame = sqrt(r) * one shared draw + sqrt(1 - r) * its own (r in [0, 1))
     decode_chunk: int = 8  # frames per VAE decode call
+    candidates: int = 1  # samples per segment, the one keeping the keyframe's faces best kept (video/rerank.py); 1 = off
+    candidate_segments: int = 1  # ... in a shot's first k segments only (0: all)
+    accept: float = 0.9  # a candidate whose frames score this (mean identity score) is kept without trying more
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
     vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
@@ -73,6 +76,10 @@ class I2VSettings:
     def from_dict(cls, data: dict) -> "I2VSettings":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def reranks(self, segment: int) -> bool:
+        """Whether a shot's segment `segment` (0-based) is the best of several samples."""
+        return self.candidates > 1 and (not self.candidate_segments or segment < self.candidate_segments)
 
     def guides(self, segment: int) -> bool:
         """Whether a shot's segment `segment` (0-based) samples with classifier-free guidance."""
@@ -89,6 +96,10 @@ class I2VSettings:
             raise UserError(f"i2v settings: noise_share must be in [0, 1), found {self.noise_share}")
         if self.guidance_segments < 0:
             raise UserError(f"i2v settings: guidance_segments must be >= 0 (0: every segment), found {self.guidance_segments}")
+        if self.candidates < 1 or self.candidate_segments < 0:
+            raise UserError(f"i2v settings: expected candidates >= 1 and candidate_segments >= 0, found {self.candidates}, {self.candidate_segments}")
+        if not 0.0 <= self.accept <= 1.0:
+            raise UserError(f"i2v settings: accept must be in [0, 1] (a mean identity score), found {self.accept}")
         if self.decode_chunk < 1:
             raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
         if self.action_guidance is not None and self.action_guidance < 0:

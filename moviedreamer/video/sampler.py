@@ -14,6 +14,8 @@ previous one (plan_segments). For segment n:
                             the same weights. Frame 0 is thus exactly the previous segment's frame, and the joins
                             carry the motion on instead of restarting it.
     end frame            <- only in the last segment, at its last position, for the first `tau` of `steps` steps.
+    candidates           <- with a scorer (video/rerank.py) and settings.candidates > 1, a segment is sampled up to
+                            that many times and the one whose frames keep the keyframe's faces best is kept.
 
 `anchor="last-frame"` is the baseline for the drift measurement: segment n attends to the CLIP embedding of the
 frame it starts from instead of the keyframe's.
@@ -22,6 +24,7 @@ frame it starts from instead of the keyframe's.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -77,8 +80,10 @@ class SegmentRecord:
 class AnchoredSampler:
     """Samples shots from an AnchoredI2V with a VAE and a vision encoder (and optionally a descriptor encoder)."""
 
-    def __init__(self, model: AnchoredI2V, vae, vision, descriptor=None, device="cpu", settings: I2VSettings | None = None):
+    def __init__(self, model: AnchoredI2V, vae, vision, descriptor=None, device="cpu", settings: I2VSettings | None = None,
+                 scorer=None):
         self.model, self.vae, self.vision, self.descriptor = model.eval(), vae, vision, descriptor
+        self.scorer = scorer  # a video.rerank.SegmentScorer: best-of-N segments when settings.candidates > 1
         self.device = torch.device(device)
         self.settings = (settings or model.settings).check()
         self.scheduler = model.make_scheduler()
@@ -201,7 +206,7 @@ class AnchoredSampler:
         ids = time_ids(fps, motion, noise_aug).to(dev, dtype)
 
         plans = plan_segments(n_frames, s.num_frames, s.overlap)
-        prev, prev_start = None, 0
+        prev, prev_start, reference = None, 0, None
         for n, (start, length) in enumerate(plans):
             if n == 0:
                 source, known = key_lat[0], (key_lat if s.pin_keyframe else None)
@@ -214,8 +219,22 @@ class AnchoredSampler:
             cond_lat = augment(source[None] / sf, noise_aug, _gen(seed, 2, n))
             last = n == len(plans) - 1
             seg_s = s if s.guides(n) else replace(s, guidance_min=1.0, guidance_max=1.0)
-            raw = self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n),
-                                      end=end_lat if last else None, tau=s.tau if last else 0, known=known).float().cpu()
+            tries = s.candidates if self.scorer is not None and s.reranks(n) else 1
+            if tries > 1 and reference is None:
+                reference = self.scorer.reference(to_uint8(key_px)[0])
+            best, best_score = None, -np.inf
+            for k in range(tries):  # candidate 0: the segment's own noise (the plain sample)
+                raw = self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
+                                          end=end_lat if last else None, tau=s.tau if last else 0, known=known).float().cpu()
+                if tries == 1:
+                    best = raw
+                    break
+                score = self.scorer.score(to_uint8(decode_latents(self.vae, raw, s.decode_chunk)), reference)
+                if score > best_score:
+                    best, best_score = raw, score
+                if score >= s.accept:
+                    break
+            raw = best
             lat = raw.clone()
             if known is not None:
                 w = blend_weights(len(known)).view(-1, 1, 1, 1)
@@ -253,10 +272,20 @@ def folder_files(path: Path) -> list[Path]:
     return sorted(p for p in Path(path).rglob("*") if p.is_file())
 
 
+def segment_scorer(faces):
+    """A SegmentScorer on a face pack, or None (with a warning) when the pack has no detector."""
+    from moviedreamer.video.rerank import SegmentScorer
+
+    if faces.finder is None:
+        logging.getLogger(__name__).warning("i2v: segment reranking off: the face pack has no detector (one sample per segment)")
+        return None
+    return SegmentScorer(faces)
+
+
 def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
     """The clip renderer of a profile: its `i2v` folder, the VAE inside it (`i2v/vae`) or else the profile's `vae`,
     the profile's vision encoder, and its descriptor encoder when the model attends to descriptors."""
-    from moviedreamer.encoders import descriptor_encoder_from_registry, vision_encoder_from_registry
+    from moviedreamer.encoders import descriptor_encoder_from_registry, face_embedder_from_registry, vision_encoder_from_registry
     from moviedreamer.encoders.cache import fingerprint_files
     from moviedreamer.vae import load_vae
 
@@ -266,7 +295,14 @@ def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
     vae = load_vae(vae_path).to(device)
     vision = vision_encoder_from_registry(registry, device)
     descriptor = descriptor_encoder_from_registry(registry, device) if model.conditioning.descriptor_proj is not None else None
-    sampler = AnchoredSampler(model, vae, vision, descriptor, device)
+    scorer = None
+    if int(overrides.get("candidates") or model.settings.candidates) > 1:
+        if "face_analysis" in registry.components and registry.components["face_analysis"].present:
+            scorer = segment_scorer(face_embedder_from_registry(registry, device))
+        else:
+            logging.getLogger(__name__).warning("i2v: segment reranking off: the profile has no face_analysis pack (one sample per segment)")
+    sampler = AnchoredSampler(model, vae, vision, descriptor, device, scorer=scorer)
     files = folder_files(i2v_path) + ([] if vae_path.parent == i2v_path else folder_files(vae_path))
     settings = f"i2v:{sorted(overrides.items())}:vision={vision.fingerprint}:desc={getattr(descriptor, 'fingerprint', '')}"
+    settings += f":{scorer.fingerprint}" if scorer is not None else ""
     return I2VClipRenderer(sampler, fingerprint_files(files, settings), **overrides)

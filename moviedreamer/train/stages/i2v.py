@@ -38,7 +38,7 @@ from moviedreamer.errors import UserError
 from moviedreamer.train.harness import Stage
 
 SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "guidance_segments", "noise_aug", "noise_share", "motion_bucket",
-                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template")
+                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template", "candidates", "candidate_segments", "accept")
 
 
 class I2VModelArgs(BaseModel):
