@@ -125,6 +125,9 @@ def main() -> int:
     ap.add_argument("--look-weight", type=float, nargs="*", default=None,
                     help="weight of the body-vs-description check in the identity score (several values: one row each; "
                          "0 = faces only; default: the folder's decoder.look_weight)")
+    ap.add_argument("--token-weight", type=float, nargs="*", default=None,
+                    help="weight of the re-encoded tokens' consistency in the identity score (several values: one row each; "
+                         "default: the folder's decoder.token_weight)")
     ap.add_argument("--no-ablation", action="store_true", help="skip the decoder-input ablation table")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -137,11 +140,12 @@ def main() -> int:
     from moviedreamer.tokenizer.look import LookCheck
     from moviedreamer.tokenizer.rerank import IdentityScorer
 
-    def scorer_for(stage, d, weight):
+    def scorer_for(stage, d, weight, token_weight=None):
         """The pipeline's scorer: faces, plus the look check where the vision encoder shares the descriptor space."""
         weight = d.look_weight if weight is None else weight
         shared = stage.part("vision_encoder") == stage.part("descriptor_encoder")
-        return IdentityScorer(stage.face_embedder, look=LookCheck(stage.vision, weight, d.look_temperature) if weight > 0 and shared else None)
+        return IdentityScorer(stage.face_embedder, look=LookCheck(stage.vision, weight, d.look_temperature) if weight > 0 and shared else None,
+                              token_weight=d.token_weight if token_weight is None else token_weight)
 
     torch.set_num_threads(args.threads)
     weights = args.weights if args.weights else ([TOY_WEIGHTS] if (TOY_WEIGHTS / "model.safetensors").is_file() else [])
@@ -165,28 +169,29 @@ def main() -> int:
         judge = load_judge()
     except Exception as e:  # the judge is optional here
         print(f"(no judge: {e})")
-    print(f"\n## reconstruction over n_tokens ({args.keyframes} held-out keyframes of {args.data}, all decoder inputs)")
+    print(f"\n## reconstruction over n_tokens (up to {args.keyframes} held-out keyframes of {args.data}, all decoder inputs; "
+          f"each row says how many there were)")
     print("| weights | n_tokens x d | candidates tried | PSNR dB | SSIM | judge: scene | characters | scene + characters | "
           "characters in wide / medium / close-up | face count as original |\n|---|---|---|---|---|---|---|---|---|---|")
     first = None
     for w, tok in sorted(models, key=lambda m: m[1].compressor.config.n_tokens):
         items, stage = items_for(tok, args.data, args.keyframes, args.profile)
         d = tok.decoder.config
-        rows = [(idg, n_cand, lw, acc) for idg in args.id_guidance or [None] for n_cand in args.candidates or [d.candidates]
-                for lw in args.look_weight or [None] for acc in args.accept or [d.accept]]
-        for idg, n_cand, lw, accept in rows:
-            if n_cand <= 1 and (lw, accept) != rows[0][2:]:
+        rows = [(idg, n_cand, lw, tw, acc) for idg in args.id_guidance or [None] for n_cand in args.candidates or [d.candidates]
+                for lw in args.look_weight or [None] for tw in args.token_weight or [None] for acc in args.accept or [d.accept]]
+        for idg, n_cand, lw, tw, accept in rows:
+            if n_cand <= 1 and (lw, tw, accept) != rows[0][2:]:
                 continue  # a plain decode does not depend on the scorer
-            scorer = scorer_for(stage, d, lw)
+            scorer = scorer_for(stage, d, lw, tw)
             r = evaluate(tok, items, ("all",), judge=judge, steps=args.steps, guidance=args.guidance, id_guidance=idg,
                          scorer=scorer, candidates=n_cand, accept=accept)["all"]
             c = tok.compressor.config
             j = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("judge_scene", "judge_characters", "judge_scene_characters"))
             framed = " / ".join(f"{r[f'judge_characters_{f}']:.2f}" if f"judge_characters_{f}" in r else "-" for f in ("wide", "medium", "close"))
             name = w if idg is None else f"{w}, id_guidance {idg:g}"
-            tried = f"{r['tried']:.2f} of {n_cand}" + (f" (accept {accept:g}, look {scorer.look.weight:g})" if scorer.look else
-                                                        f" (accept {accept:g}, faces only)") * (n_cand > 1)
-            print(f"| {name} | {c.n_tokens} x {c.token_dim} | {tried} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} | "
+            what = (f"look {scorer.look.weight:g}" if scorer.look else "faces only") + (f", tokens {scorer.token_weight:g}" if scorer.token_weight else "")
+            tried = f"{r['tried']:.2f} of {n_cand}" + f" (accept {accept:g}, {what})" * (n_cand > 1)
+            print(f"| {name} ({r['images']} keyframes) | {c.n_tokens} x {c.token_dim} | {tried} | {r['psnr']:.2f} | {r['ssim']:.3f} | {j} | {framed} | "
                   f"{r.get('face_count', float('nan')):.3f} |", flush=True)
         if w == models[0][0]:
             first = (tok, items, stage)
@@ -198,7 +203,7 @@ def main() -> int:
     k = (args.candidates or [tok.decoder.config.candidates])[0]
     d = tok.decoder.config
     res = evaluate(tok, items, tuple(VARIANTS), face_embedder=stage.face_embedder, judge=judge, steps=args.steps, guidance=args.guidance,
-                   scorer=scorer_for(stage, d, (args.look_weight or [None])[0]), candidates=k, accept=(args.accept or [d.accept])[0])
+                   scorer=scorer_for(stage, d, (args.look_weight or [None])[0], (args.token_weight or [None])[0]), candidates=k, accept=(args.accept or [d.accept])[0])
     print(f"\n## ID preservation and judge agreement ({models[0][0]}, first {len(items)} keyframes; face cosine original vs reconstruction, "
           f"toy face embedder; up to {k} candidates where faces are given)")
     print("| decoder inputs | face cosine | faces | PSNR dB | SSIM | judge: scene | characters | scene + characters |\n|---|---|---|---|---|---|---|---|")

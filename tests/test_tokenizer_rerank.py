@@ -102,7 +102,7 @@ class SeedScorer:
     def __init__(self, table):
         self.table, self.seen = table, []
 
-    def score(self, image, faces, characters=None, looks=None, cast=None):
+    def score(self, image, faces, characters=None, looks=None, cast=None, token_cos=None):
         self.seen.append((looks, cast))
         value = int(image[0, 0, 0])
         return next(v for s, v in self.table.items() if s % 251 == value)
@@ -232,10 +232,30 @@ def test_evaluate_reranks_and_reports_tries_and_face_counts(tmp_path):
         def find_faces(self, image):
             return [0]
 
-        def score(self, image, faces, characters=None, looks=None, cast=None):
+        def score(self, image, faces, characters=None, looks=None, cast=None, token_cos=None):
             return 1.0 if given_faces(faces).shape[0] == 0 else 0.1
 
     r = evaluate(model, items, ("all",), batch=3, steps=1, scorer=Scorer(), candidates=3)["all"]
     assert r["tried"] == pytest.approx((3 + 3 + 1) / 3) and r["face_count"] == 1.0
     plain = evaluate(model, items, ("all",), batch=3, steps=1)["all"]
     assert plain["tried"] == 1.0 and "face_count" not in plain
+
+
+def test_token_consistency_prefers_the_candidate_read_back_as_its_tokens():
+    import math
+
+    class ReadBack(SeedTokenizer):
+        """encode(): a candidate's painted value as an angle, so its tokens' cosine to [1, 0] falls with the value."""
+
+        def encode(self, images):
+            angle = images[:, 0, 0, 0] * 255 / 251 * math.pi
+            return torch.stack([torch.cos(angle), torch.sin(angle)], -1)[:, None]
+
+    seeds = [candidate_seed(10, k) for k in range(4)]
+    tokens = torch.tensor([[[1.0, 0.0]]])
+    out = decode_reranked(ReadBack(), IdentityScorer(FakeFaces([]), token_weight=1.0), tokens, seed=[10], candidates=4, accept=2.0)
+    closest = min(range(4), key=lambda k: seeds[k] % 251)
+    assert out.picked == [closest] and out.tried == [4]
+    assert out.scores[0] == pytest.approx(math.cos((seeds[closest] % 251) / 251 * math.pi))  # 1 - (1 - cos)
+    plain = decode_reranked(ReadBack(), IdentityScorer(FakeFaces([])), tokens, seed=[10], candidates=4, accept=2.0)
+    assert plain.picked == [0]  # without the weight every candidate scores 1: the first is kept

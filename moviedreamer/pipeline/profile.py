@@ -87,7 +87,7 @@ def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, 
         return TokenizerRenderer(keyframe_tokenizer, candidates=1)
     c = keyframe_tokenizer.decoder.config
     look = LookCheck(look_vision, c.look_weight, c.look_temperature) if look_vision is not None and c.look_weight > 0 else None
-    return TokenizerRenderer(keyframe_tokenizer, scorer=IdentityScorer(faces, look=look), candidates=n)
+    return TokenizerRenderer(keyframe_tokenizer, scorer=IdentityScorer(faces, look=look, token_weight=c.token_weight), candidates=n)
 
 
 def load_components(registry, device: str | None = "auto", keyframe_candidates: int | None = None) -> Components:

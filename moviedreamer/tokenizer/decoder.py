@@ -58,6 +58,7 @@ class DecoderConfig:
     accept: float = 0.95  # a candidate whose identity score reaches this is kept without trying more
     look_weight: float = 0.0  # weight of the body-vs-description check in the identity score (look.py); 0 = faces only
     look_temperature: float = 20.0  # softmax temperature of that check over the story's cast
+    token_weight: float = 0.0  # weight of (1 - cosine of a candidate's re-encoded tokens to its tokens) in the score; 0 = off
 
     @classmethod
     def from_dict(cls, data: dict) -> "DecoderConfig":
@@ -86,6 +87,8 @@ class DecoderConfig:
             raise UserError(f"decoder config: schedule.prediction_type must be epsilon or v_prediction, found {self.schedule['prediction_type']!r}")
         if self.guidance < 1.0:
             raise UserError(f"decoder config: guidance must be >= 1 (1 = no classifier-free guidance), found {self.guidance}")
+        if self.token_weight < 0:
+            raise UserError(f"decoder config: token_weight must be >= 0, found {self.token_weight}")
         if self.look_weight < 0 or self.look_temperature <= 0:
             raise UserError(f"decoder config: look_weight must be >= 0 and look_temperature > 0, found {self.look_weight}, {self.look_temperature}")
         if not 0.0 <= self.accept <= 1.0:

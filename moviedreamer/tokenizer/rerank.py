@@ -62,9 +62,9 @@ class IdentityScorer:
     description too (w = `look.weight`)."""
 
     def __init__(self, face_embedder, intruder_cos: float = 0.5, intruder_penalty: float = 0.5, duplicate_penalty: float = 0.1,
-                 look=None):
+                 look=None, token_weight: float = 0.0):
         self.intruder_cos, self.intruder_penalty, self.duplicate_penalty = float(intruder_cos), float(intruder_penalty), float(duplicate_penalty)
-        self.look = look
+        self.look, self.token_weight = look, float(token_weight)
         if face_embedder.finder is None:
             from moviedreamer.errors import UserError
 
@@ -74,10 +74,19 @@ class IdentityScorer:
 
     @property
     def fingerprint(self) -> str:
-        fp = f"{self.faces.fingerprint}:{self.intruder_cos}:{self.intruder_penalty}:{self.duplicate_penalty}"
+        fp = f"{self.faces.fingerprint}:{self.intruder_cos}:{self.intruder_penalty}:{self.duplicate_penalty}:{self.token_weight}"
         return fp + (f":{self.look.fingerprint}" if self.look is not None else "")
 
-    def score(self, image: np.ndarray, faces, characters: int | None = None, looks=None, cast=None) -> float:
+    def score(self, image: np.ndarray, faces, characters: int | None = None, looks=None, cast=None, token_cos: float | None = None) -> float:
+        """The identity score, less `token_weight` · (1 − token_cos) where the cosine between the candidate's re-encoded
+        tokens and the tokens it was decoded from is given (a candidate the compressor reads back as the planned
+        keyframe is the more faithful one)."""
+        s = self.identity(image, faces, characters, looks, cast)
+        if self.token_weight and token_cos is not None:
+            s -= self.token_weight * (1.0 - float(token_cos))
+        return s
+
+    def identity(self, image: np.ndarray, faces, characters: int | None = None, looks=None, cast=None) -> float:
         """image: uint8 [H, W, 3] RGB; faces: [N, D] embeddings of the characters meant to be in it (zero rows:
         characters without a face); `characters`: how many are meant to be in it, when known (the script says; a
         character without a face embedding is then credited for any left-over detection unlike the given faces);
@@ -150,9 +159,13 @@ def decode_reranked(tokenizer, scorer: IdentityScorer, tokens, descriptors=None,
         images = tokenizer.decode(tokens[active], row(descriptors, active), row(faces, active),
                                   seed=[candidate_seed(seeds[i], k) for i in active], **decode_kwargs).cpu()
         pixels = to_uint8(images) if candidates > 1 else None
+        token_cos = [None] * len(active)
+        if pixels is not None and getattr(scorer, "token_weight", 0.0) > 0:  # read each candidate back through the compressor
+            again = tokenizer.encode(images).float().cpu()
+            token_cos = F.cosine_similarity(again, tokens[active].float().cpu(), dim=-1).mean(-1).tolist()
         for j, i in enumerate(active):
             tried[i] += 1
-            s = scorer.score(pixels[j], face_rows[i], counts[i], look_rows[i], casts[i]) if pixels is not None else 1.0
+            s = scorer.score(pixels[j], face_rows[i], counts[i], look_rows[i], casts[i], token_cos[j]) if pixels is not None else 1.0
             if s > scores[i]:
                 best[i], scores[i], picked[i] = images[j], s, k
         active = [i for i in active if scores[i] < accept]
