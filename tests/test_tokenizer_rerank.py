@@ -191,7 +191,20 @@ def test_config_checks_and_the_pipeline_wiring(caplog):
 
     faces = load_face_pack(TOY_FACES)
     r = keyframe_renderer(Tok(), faces)
-    assert r.candidates == 3 and isinstance(r.scorer, IdentityScorer)
+    assert r.candidates == 3 and isinstance(r.scorer, IdentityScorer) and r.scorer.look is None
+    # the look check: on where the decoder config weighs it and the profile gives an image encoder in the descriptor space
+    with pytest.raises(UserError, match="look_weight must be"):
+        DecoderConfig(look_weight=-1).check()
+
+    class LookTok:
+        class decoder:
+            config = DecoderConfig(candidates=3, look_weight=2.0, look_temperature=30.0, token_weight=0.5)
+
+    vision = object()
+    r = keyframe_renderer(LookTok(), faces, look_vision=vision)
+    assert r.scorer.look.vision is vision and r.scorer.look.weight == 2.0 and r.scorer.look.temperature == 30.0
+    assert r.scorer.token_weight == 0.5
+    assert keyframe_renderer(LookTok(), faces).scorer.look is None  # no shared-space encoder: faces only
     assert keyframe_renderer(Tok(), faces, candidates=1).scorer is None
     no_detector = FakeFaces([])
     no_detector.finder = None
@@ -259,3 +272,11 @@ def test_token_consistency_prefers_the_candidate_read_back_as_its_tokens():
     assert out.scores[0] == pytest.approx(math.cos((seeds[closest] % 251) / 251 * math.pi))  # 1 - (1 - cos)
     plain = decode_reranked(ReadBack(), IdentityScorer(FakeFaces([])), tokens, seed=[10], candidates=4, accept=2.0)
     assert plain.picked == [0]  # without the weight every candidate scores 1: the first is kept
+
+
+def test_only_a_profile_whose_vision_encoder_is_its_descriptor_encoder_shares_the_space():
+    from moviedreamer.pipeline.profile import shares_descriptor_space
+    from moviedreamer.registry import Registry
+
+    assert shares_descriptor_space(Registry.load("toy"))  # one CLIP folder for both
+    assert not shares_descriptor_space(Registry.load("paper"))  # LongCLIP-L text vs ViT-H images
