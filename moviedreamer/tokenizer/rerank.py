@@ -55,6 +55,16 @@ def given_faces(faces) -> torch.Tensor:
     return F.normalize(torch.as_tensor(faces).float()[given_rows(faces)], dim=-1)
 
 
+def detect_all(face_embedder, image: np.ndarray):
+    """Every face the pack's detector finds in `image` and the recognizer's embeddings of them ([n, D]; small faces
+    included, unlike FaceEmbedder.detect_and_embed: a reranker must see every face drawn)."""
+    dets = face_embedder.finder.find_faces(image)
+    if not dets:
+        return [], None
+    rec = face_embedder.recognizer
+    return dets, rec.embed_crops([rec.crop(image, d) for d in dets])
+
+
 class IdentityScorer:
     """How well an image shows the given faces: mean over the given faces of the cosine to the detection assigned to
     each (Hungarian assignment on cosine; 0 for a face left without a detection), minus, per given face,
@@ -103,15 +113,13 @@ class IdentityScorer:
         n = len(given) + faceless
         if n == 0 and characters is None:
             return 1.0  # nothing to check: every candidate is as good as the first
-        dets = self.faces.finder.find_faces(image)
+        dets, found = detect_all(self.faces, image) if len(given) else (self.faces.finder.find_faces(image), None)
         if n == 0:  # nobody is meant to be in the shot: every face is an intruder
             return 1.0 - self.intruder_penalty * len(dets)
         if not dets:
             return 0.0
         matched, left, strangers = 0.0, len(dets), len(dets)
         if len(given):
-            rec = self.faces.recognizer
-            found = rec.embed_crops([rec.crop(image, d) for d in dets])
             sim = (given @ found.T.to(given.dtype)).numpy()
             joint = sim
             if self.look is not None and looks is not None and len(looks) == len(torch.as_tensor(faces)):

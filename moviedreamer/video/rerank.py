@@ -30,12 +30,10 @@ class SegmentScorer:
 
     def reference(self, keyframe: np.ndarray) -> torch.Tensor:
         """The face embeddings [N, D] found in the keyframe (uint8 [H, W, 3]); [0, D] when none is found."""
-        faces = self.identity.faces
-        dets = faces.finder.find_faces(keyframe)
-        if not dets:
-            return torch.zeros(0, 1)
-        rec = faces.recognizer
-        return rec.embed_crops([rec.crop(keyframe, d) for d in dets]).float()
+        from moviedreamer.tokenizer.rerank import detect_all
+
+        dets, found = detect_all(self.identity.faces, keyframe)
+        return found.float() if dets else torch.zeros(0, 1)
 
     def score(self, frames: np.ndarray, reference: torch.Tensor) -> float:
         """frames: uint8 [L, H, W, 3]. A keyframe without a face found: every frame scores 1 unless faces appear."""
