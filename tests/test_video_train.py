@@ -21,11 +21,15 @@ FRESH_UNET = {k: v for k, v in TINY_UNET.items() if k not in ("sample_size", "in
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
+    return make_workdir(tmp_path_factory.mktemp("i2v"))
+
+
+def make_workdir(root: Path) -> tuple[Path, Path]:
+    """Tiny synthetic shards, VAE, vision and text encoders and a DeepSpeed JSON under `root`: (root, shards)."""
     from encoder_standins import make_hf_clip_text, make_hf_clip_vision
 
     from moviedreamer.train.synthetic import write_synthetic_shards
 
-    root = tmp_path_factory.mktemp("i2v")
     data = write_synthetic_shards(root / "data", episodes=4, shots=2, frames=4, size=32)
     tiny_vae().save_pretrained(str(root / "vae"))
     make_hf_clip_vision(root / "vision")
@@ -67,6 +71,9 @@ def train_in_process(cfg_path: Path) -> dict:
     finally:
         if td.is_available() and td.is_initialized():
             td.destroy_process_group()
+        import deepspeed.utils.groups as ds_groups
+
+        ds_groups._WORLD_GROUP = None  # DeepSpeed caches its clone of the destroyed world group: the next run makes its own
         os.environ.clear()
         os.environ.update(saved)
         torch.set_num_threads(1)

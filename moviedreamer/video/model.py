@@ -6,7 +6,7 @@ Folder layout (`save_pretrained` / `from_pretrained`; the root is an ordinary di
 registry's `diffusers` format check and `UNetSpatioTemporalConditionModel.from_pretrained(folder)` both work):
 
     i2v/
-      config.json + diffusion_pytorch_model.safetensors   the UNet (SVD layout: in_channels = 2 x latent channels)
+      config.json + diffusion_pytorch_model.safetensors   the UNet (SVD layout: in_channels = 2 x latent channels, + flow channels: motion.py)
       conditioning/config.json + diffusion_pytorch_model.safetensors   I2VConditioning (projections)
       scheduler/scheduler_config.json                     EulerDiscreteScheduler (EDM sigmas, v-prediction)
       moviedreamer_i2v.json                               I2VSettings: segment length, overlap, steps, tau, ...
@@ -69,6 +69,8 @@ class I2VSettings:
     accept: float = 0.9  # a candidate whose frames score this (mean identity score) is kept without trying more
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
+    flow_channels: int = 0  # joint optical-flow channels the UNet denoises with the appearance (VideoJAM, video/motion.py)
+    flow_scale: float = 1.0  # flow channels = flow_scale x flow in latent cells per frame (toy: std 0.8)
     vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
     descriptor_template: str = "{action}. {camera}"
 
@@ -100,6 +102,8 @@ class I2VSettings:
             raise UserError(f"i2v settings: expected candidates >= 1 and candidate_segments >= 0, found {self.candidates}, {self.candidate_segments}")
         if not 0.0 <= self.accept <= 1.0:
             raise UserError(f"i2v settings: accept must be in [0, 1] (a mean identity score), found {self.accept}")
+        if self.flow_channels < 0 or self.flow_scale <= 0:
+            raise UserError(f"i2v settings: expected flow_channels >= 0 and flow_scale > 0, found {self.flow_channels}, {self.flow_scale}")
         if self.decode_chunk < 1:
             raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
         if self.action_guidance is not None and self.action_guidance < 0:
@@ -162,9 +166,10 @@ class AnchoredI2V(nn.Module):
         self.unet, self.conditioning = unet, conditioning
         self.settings = settings or I2VSettings(latent_channels=unet.config.out_channels)
         self.scheduler_config = dict(scheduler_config or TOY_SCHEDULER)
-        if unet.config.in_channels != 2 * unet.config.out_channels:
-            raise UserError(f"i2v: the UNet must take noisy + conditioning latents (in_channels = 2 x out_channels), found "
-                            f"in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}")
+        m = self.settings.flow_channels
+        if unet.config.in_channels != 2 * unet.config.out_channels - m:
+            raise UserError(f"i2v: the UNet must take noisy (+ {m} flow channels) + conditioning latents (in_channels = "
+                            f"2 x out_channels - flow_channels), found in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}")
         cross = unet.config.cross_attention_dim
         cross = cross[0] if isinstance(cross, (list, tuple)) else cross
         if conditioning.config.cross_attention_dim != cross:
@@ -182,7 +187,7 @@ class AnchoredI2V(nn.Module):
         cross = cross[0] if isinstance(cross, (list, tuple)) else cross
         cond = I2VConditioning(image_embed_dim, cross, descriptor_dim, True, descriptor_mode)
         settings = settings or I2VSettings()
-        settings.latent_channels = unet.config.out_channels
+        settings.latent_channels = unet.config.out_channels - settings.flow_channels
         return cls(unet, cond, settings, scheduler_config)
 
     @classmethod
@@ -246,7 +251,16 @@ class AnchoredI2V(nn.Module):
 
     @property
     def latent_channels(self) -> int:
-        return self.unet.config.out_channels
+        """The VAE latent (appearance) channels; the UNet's outputs after them are flow channels (video/motion.py)."""
+        return self.unet.config.out_channels - self.settings.flow_channels
+
+    def add_flow_channels(self, flow_channels: int) -> "AnchoredI2V":
+        """Make an appearance-only model a joint appearance-motion one (VideoJAM); what it draws is unchanged."""
+        from moviedreamer.video.motion import grow_flow_channels
+
+        grow_flow_channels(self.unet, self.latent_channels, flow_channels)
+        self.settings.flow_channels = int(flow_channels)
+        return self
 
     def tokens(self, image_embeds: torch.Tensor, descriptor: torch.Tensor | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
         return self.conditioning(image_embeds.to(self.dtype), None if descriptor is None else descriptor.to(self.dtype), uncond)
@@ -256,8 +270,8 @@ class AnchoredI2V(nn.Module):
         return next(self.unet.parameters()).dtype
 
     def unet_forward(self, model_input: torch.Tensor, cond: torch.Tensor, timestep, tokens: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
-        """model_input: scaled noisy latents [B, F, C, h, w] (already divided by sqrt(sigma^2 + 1)); cond: the
-        conditioning latents [B, F, C, h, w]; returns the UNet's v-prediction."""
+        """model_input: scaled noisy latents [B, F, C (+ flow channels), h, w] (already divided by sqrt(sigma^2 + 1));
+        cond: the conditioning latents [B, F, C, h, w]; returns the UNet's v-prediction [B, F, C (+ flow), h, w]."""
         return self.unet(torch.cat([model_input, cond], dim=2), timestep, encoder_hidden_states=tokens,
                          added_time_ids=time_ids, return_dict=False)[0]
 

@@ -138,6 +138,9 @@ class AnchoredSampler:
         lat = torch.randn((1, length, c, h, w), generator=_gen(seed, 0))
         if s.noise_share > 0:  # frames start from correlated noise: less frame-to-frame flicker in few steps
             lat = s.noise_share ** 0.5 * torch.randn((1, 1, c, h, w), generator=_gen(seed, 2)) + (1 - s.noise_share) ** 0.5 * lat
+        m = self.model.settings.flow_channels
+        if m:  # the clip's flow, denoised jointly with the appearance and dropped at the end (video/motion.py)
+            lat = torch.cat([lat, torch.randn((1, length, m, h, w), generator=_gen(seed, 4))], dim=2)
         lat = (lat * sched.init_noise_sigma).to(dev)
         plain = concat_latents(cond, length).to(dev, dtype)
         with_end = concat_latents(cond, length, end).to(dev, dtype) if end is not None and tau > 0 else plain
@@ -159,7 +162,7 @@ class AnchoredSampler:
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
                 sigma = sched.sigmas[i].to(dev)
                 target = (known.to(dev) + sigma * k_noise)[None]
-                lat[:, : len(known)] = (1 - k_w) * lat[:, : len(known)] + k_w * target
+                lat[:, : len(known), :c] = (1 - k_w) * lat[:, : len(known), :c] + k_w * target
             concat = with_end if i < tau else plain
             x = sched.scale_model_input(lat, t).to(dtype)
             if cfg:
@@ -172,7 +175,7 @@ class AnchoredSampler:
             else:
                 out = self.model.unet_forward(x, concat, t, tokens, ids).float()
             lat = sched.step(out, t, lat).prev_sample
-        return lat[0]
+        return lat[0, :, :c]
 
     # ------------------------------------------------------------------------------------------------ shots
 

@@ -38,7 +38,7 @@ from moviedreamer.errors import UserError
 from moviedreamer.train.harness import Stage
 
 SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "guidance_segments", "noise_aug", "noise_share", "motion_bucket",
-                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template", "candidates", "candidate_segments", "accept")
+                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template", "candidates", "candidate_segments", "accept", "flow_scale")
 
 
 class I2VModelArgs(BaseModel):
@@ -55,6 +55,9 @@ class I2VModelArgs(BaseModel):
     descriptor_mode: Literal["token", "add"] = "token"
     unet: dict = Field(default_factory=dict, description="UNetSpatioTemporalConditionModel arguments (diffusers names) of a fresh model")
     settings: dict = Field(default_factory=dict, description=f"sampling defaults saved with the model: {', '.join(SETTINGS_KEYS)}")
+    flow_channels: int | None = Field(None, ge=0, description="optical-flow channels denoised jointly with the appearance (VideoJAM, "
+                                      "video/motion.py; 2 = the flow's x, y); None: a fresh model has 0, a continued one keeps its own; "
+                                      "2 on an appearance-only folder adds them (zero-initialised)")
     export_vae: bool = Field(False, description="copy the VAE into export/vae (when it is not the profile's VAE, e.g. SVD's)")
 
     @model_validator(mode="after")
@@ -91,6 +94,7 @@ class I2VOptions(BaseModel):
     sigma_std: float = Field(1.6, gt=0)
     noise_share: float = Field(0.0, ge=0, lt=1, description="diffusion noise of every frame = sqrt(r) * one draw shared by the "
                                "window's frames + sqrt(1 - r) * its own (PYoCo's mixed noise); the export samples with the same r")
+    flow_weight: float = Field(1.0, ge=0, description="weight of the flow channels' v-MSE in the loss (with model.flow_channels)")
     uncond_prob: float = Field(0.1, ge=0, le=1)
     descriptor_drop: float = Field(0.1, ge=0, le=1)
     hflip: bool = True
@@ -151,6 +155,7 @@ class I2VStage(Stage):
 
             a.init_from = require_svd_folder(a.init_from)
         self.device = torch.device("cpu")
+        self.flow_scale = None  # the model's flow_scale once built, when it has flow channels (video/motion.py)
 
     # ------------------------------------------------------------------------------------------------ frozen parts
 
@@ -199,13 +204,13 @@ class I2VStage(Stage):
         desc_dim = self.descriptor.embed_dim if self.descriptor is not None else 0
         if a.init_from is None:
             down = 2 ** (len(self.vae.config.block_out_channels) - 1)
-            c = self.vae.config.latent_channels
-            unet = {"sample_size": o.size[1] // down, "in_channels": 2 * c, "out_channels": c, "num_frames": o.frames, **a.unet}
+            c, m = self.vae.config.latent_channels, a.flow_channels or 0
+            unet = {"sample_size": o.size[1] // down, "in_channels": 2 * c + m, "out_channels": c + m, "num_frames": o.frames, **a.unet}
             if "addition_time_embed_dim" in unet and "projection_class_embeddings_input_dim" not in unet:
                 unet["projection_class_embeddings_input_dim"] = 3 * unet["addition_time_embed_dim"]
             try:
                 model = AnchoredI2V.build(unet, self.vision.embed_dim, desc_dim, a.descriptor_mode,
-                                          I2VSettings.from_dict({"num_frames": o.frames, **a.settings}))
+                                          I2VSettings.from_dict({"num_frames": o.frames, "flow_channels": m, **a.settings}))
             except (TypeError, ValueError) as e:
                 raise UserError(f"{self.cfg.source or 'stage config'}: model.unet: diffusers cannot build this UNetSpatioTemporalConditionModel ({e})") from None
         else:
@@ -219,9 +224,16 @@ class I2VStage(Stage):
             else:
                 model = AnchoredI2V.from_svd(a.init_from, desc_dim, a.descriptor_mode)
             model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})  # the config's over the folder's
+            have = model.settings.flow_channels
+            if a.flow_channels is not None and a.flow_channels != have:
+                if have:
+                    raise UserError(f"model.init_from {a.init_from}: a model with {have} flow channels; model.flow_channels "
+                                    f"{a.flow_channels} can only be given to an appearance-only one (or left out)")
+                model.add_flow_channels(a.flow_channels)
         model.settings.vae_scaling_factor = float(self.vae.config.scaling_factor)
         model.settings.fps = self.data_fps
         model.settings.check()
+        self.flow_scale = model.settings.flow_scale if model.settings.flow_channels else None
         if o.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
         return model
@@ -238,6 +250,8 @@ class I2VStage(Stage):
         clips, keyframes, flow, shots = episode.get("clips"), episode.get("keyframes"), episode.get("flow"), episode.get("shots") or []
         if clips is None:
             raise UserError(f"episode {episode['meta'].get('id')}: the i2v stage needs `clips` in the shards (docs/data_format.md)")
+        if flow is None and self.args.flow_channels:
+            raise UserError(f"episode {episode['meta'].get('id')}: model.flow_channels needs `flow` in the shards (docs/data_format.md)")
         out = []
         n_shots, t_len = clips.shape[0], clips.shape[1]
         length = min(self.opts.frames, t_len)
@@ -254,6 +268,7 @@ class I2VStage(Stage):
                 "frames": clips[s, start : start + length],
                 "keyframe": keyframes[s] if keyframes is not None else clips[s, 0],
                 "motion": motion_bucket(fl, width, self._settings_value("motion_scale", 2048.0)),
+                "flow": fl,
                 "text": self._template.format(action=meta["action"], camera=meta["camera"]) if meta.get("action") and meta.get("camera") else "",
             })
         return out
@@ -311,6 +326,11 @@ class I2VStage(Stage):
         uncond = (torch.rand(b) < o.uncond_prob).to(self.device)
         cond = cond * (~uncond).to(cond.dtype).view(-1, 1, 1, 1, 1)
         sigma = torch.exp(o.sigma_mean + o.sigma_std * torch.randn(b)).to(self.device)
+        if self.flow_scale is not None:  # joint appearance-motion (VideoJAM): the flow channels after the latents
+            from moviedreamer.video.motion import flow_latents
+
+            flow = flow_latents(torch.stack([torch.as_tensor(s["flow"]) for s in samples]), length, z.shape[-2:], self.flow_scale, flip)
+            z = torch.cat([z, flow.to(z)], dim=2)
         noise = torch.randn(z.shape)
         if o.noise_share > 0:
             noise = o.noise_share ** 0.5 * torch.randn((b, 1, *z.shape[2:])) + (1 - o.noise_share) ** 0.5 * noise
@@ -330,9 +350,15 @@ class I2VStage(Stage):
         v = model(batch["noisy"], batch["sigma"], batch["cond"], batch["image_embeds"], batch["descriptor"], batch["ids"], batch["uncond"])
         target = v_target(batch["clean"].float(), batch["noise"].float(), batch["sigma"].float())
         err = (v.float() - target).pow(2)
+        c = model.latent_channels
+        err, flow_err = err[:, :, :c], err[:, :, c:]
         loss = err.mean()
         first = err[:, 0].mean().item()
-        return loss, {"mse_first": first, "mse_rest": err[:, 1:].mean().item(), "frames": float(err.shape[1]), "end_kept": batch["end_keep"].float().mean().item()}
+        logs = {"mse_first": first, "mse_rest": err[:, 1:].mean().item(), "frames": float(err.shape[1]), "end_kept": batch["end_keep"].float().mean().item()}
+        if flow_err.numel():
+            loss = loss + self.opts.flow_weight * flow_err.mean()
+            logs["mse_flow"] = flow_err.mean().item()
+        return loss, logs
 
     # ------------------------------------------------------------------------------------------------ export
 
