@@ -55,9 +55,8 @@ class I2VModelArgs(BaseModel):
     descriptor_mode: Literal["token", "add"] = "token"
     unet: dict = Field(default_factory=dict, description="UNetSpatioTemporalConditionModel arguments (diffusers names) of a fresh model")
     settings: dict = Field(default_factory=dict, description=f"sampling defaults saved with the model: {', '.join(SETTINGS_KEYS)}")
-    flow_channels: int | None = Field(None, ge=0, description="optical-flow channels denoised jointly with the appearance (VideoJAM, "
-                                      "video/motion.py; 2 = the flow's x, y); None: a fresh model has 0, a continued one keeps its own; "
-                                      "2 on an appearance-only folder adds them (zero-initialised)")
+    flow_channels: int | None = Field(None, ge=0, description="flow channels denoised with the latents (VideoJAM, video/motion.py; 2: x, y); "
+                                      "None: 0 for a fresh model, a continued one keeps its own; 2 on an appearance-only folder adds them")
     export_vae: bool = Field(False, description="copy the VAE into export/vae (when it is not the profile's VAE, e.g. SVD's)")
 
     @model_validator(mode="after")
