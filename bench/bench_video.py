@@ -61,16 +61,21 @@ def load(args):
     return AnchoredSampler(model, vae, vision, descriptor, scorer=scorer), vision
 
 
-def heldout_shots(data: Path, n: int, skip: int = 0):
-    """(keyframe, real clip, descriptor text) of n shots of the held-out shards, after the first `skip`."""
+def heldout_shots(data: Path, n: int, skip: int = 0, template: str | None = "{action}. {camera}"):
+    """(keyframe, real clip, descriptor text, action) of n shots of the held-out shards, after the first `skip`; the
+    text is the template filled with the episode script's phrases, as the pipeline writes it (template None: the
+    bare parameter names "run. wide", what the i2v stage trained on before 2026-12-03)."""
     from moviedreamer.train.data import ShardIndex
+    from moviedreamer.video.shot_text import script_shot_texts
 
     index, out = ShardIndex(data), []
     for i in range(len(index)):
         ep = index.load(i, ("clips", "shots"))
+        texts = script_shot_texts(index.path(i, ".yaml"), template) if template else None
         for s in range(ep["clips"].shape[0]):
             meta = ep["shots"][s]
-            out.append((ep["clips"][s, 0].numpy(), ep["clips"][s].numpy(), f"{meta['action']}. {meta['camera']}"))
+            text = texts[s] if texts else f"{meta['action']}. {meta['camera']}"
+            out.append((ep["clips"][s, 0].numpy(), ep["clips"][s].numpy(), text, meta["action"]))
             if len(out) == skip + n:
                 return out[skip:]
     return out[skip:]
@@ -165,6 +170,7 @@ def main() -> int:
     ap.add_argument("--shots", type=int, default=2, help="shots for the drift / end-frame / motion figures")
     ap.add_argument("--frames", type=int, default=32, help="frames per long shot (speed and drift)")
     ap.add_argument("--skip-shots", type=int, default=0, help="start after this many held-out shots (a fresh set for a setting chosen on the first ones)")
+    ap.add_argument("--text", choices=["script", "meta"], default="script", help="descriptor: the script's phrases (as the pipeline), or the bare \"run. wide\" of older models")
     ap.add_argument("--drift-rows", nargs="+", choices=["keyframe", "last-frame", "stock"], default=["keyframe", "last-frame", "stock"],
                     help="drift: which conditionings to run (anchored on the keyframe, last frame only, the stock SVD chain)")
     ap.add_argument("--only", choices=["speed", "drift", "end", "motion"], action="append")
@@ -184,7 +190,7 @@ def main() -> int:
 
         sampler.settings = sampler.with_settings(**{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
     s = sampler.settings
-    shots = heldout_shots(args.data, max(args.shots, 1), args.skip_shots)
+    shots = heldout_shots(args.data, max(args.shots, 1), args.skip_shots, s.descriptor_template if args.text == "script" else None)
     only = set(args.only or (["speed"] if args.random else ["speed", "drift", "end", "motion"]))
     params = sum(p.numel() for p in sampler.model.unet.parameters())
     joint = bool(sampler.model.settings.flow_channels)  # diffusers' pipeline knows appearance latents only
@@ -192,7 +198,7 @@ def main() -> int:
           f"{shots[0][0].shape[1]}x{shots[0][0].shape[0]}, noise_share {s.noise_share}, torch threads 1")
 
     if "speed" in only:
-        key, _, text = shots[0]
+        key, _, text, _ = shots[0]
         n = args.frames
         unet_s = [0.0]
         fwd = sampler.model.unet.forward
@@ -243,13 +249,13 @@ def main() -> int:
         for name, mode in runs.items():
             if mode not in args.drift_rows:
                 continue
-            clips = [np.stack(list(sampler.frames(k, n, t, seed=args.seed + i, anchor=mode))) for i, (k, _, t) in enumerate(shots[: args.shots])]
+            clips = [np.stack(list(sampler.frames(k, n, t, seed=args.seed + i, anchor=mode))) for i, (k, _, t, _) in enumerate(shots[: args.shots])]
             tables[name] = segment_table(name, clips, shots, vision, judge, bounds)
         if "stock" in args.drift_rows and joint:
             print(f"  stock SVD chain: n/a: {NO_STOCK}")
         elif "stock" in args.drift_rows:
             pipe = stock_pipeline(sampler)
-            clips = [stock_chain(pipe, sampler, k, n, args.seed + i) for i, (k, _, _) in enumerate(shots[: args.shots])]
+            clips = [stock_chain(pipe, sampler, k, n, args.seed + i) for i, (k, _, _, _) in enumerate(shots[: args.shots])]
             tables["stock SVD chain"] = segment_table("stock SVD chain", clips, shots, vision, judge, bounds)
         for name, m in tables.items():
             print(f"  {name}: mean over the {len(bounds)} segments: judge {m[:, 0].mean():.3f}, CLIP cosine {m[:, 1].mean():.3f}, colour shift {m[:, 2].mean():.2f}")
@@ -270,7 +276,7 @@ def main() -> int:
               "temporal flicker score, VBench: 1 - mean |frame_t - frame_t-1| / 255):")
         for tau in sorted({0, s.tau, s.steps}):
             d, c, fl = [], [], []
-            for i, (key, clip, text) in enumerate(shots[: args.shots]):
+            for i, (key, clip, text, _) in enumerate(shots[: args.shots]):
                 out = np.stack(list(sampler.frames(key, len(clip), text, end_frame=clip[-1], seed=args.seed + i, tau=tau)))
                 d.append(np.abs(out[-1].astype(np.float32) - clip[-1]).mean())
                 c.append(clip_cos(vision, out[-1:], clip[-1])[0])
@@ -287,7 +293,7 @@ def main() -> int:
         except Exception:  # the judge is optional here
             judge = None
         gen, real, agree = [], [], []
-        for i, (key, clip, text) in enumerate(shots[: args.shots]):
+        for i, (key, clip, text, _) in enumerate(shots[: args.shots]):
             out = np.stack(list(sampler.frames(key, len(clip), text, seed=args.seed + i)))
             gen.append(motion_magnitude(out))
             real.append(motion_magnitude(clip))
@@ -299,8 +305,8 @@ def main() -> int:
               f"(ratio {np.mean(gen) / max(np.mean(real), 1e-6):.2f}); per shot generated/real: "
               + ", ".join(f"{g:.2f}/{r:.2f}" for g, r in zip(gen, real)))
         by_action = {}
-        for (_, _, text), g, r in zip(shots[: args.shots], gen, real):
-            by_action.setdefault(text.split(". ")[0], []).append((g, r))
+        for (_, _, _, action), g, r in zip(shots[: args.shots], gen, real):
+            by_action.setdefault(action, []).append((g, r))
         print("| action | shots | generated px/frame | real px/frame | ratio |\n|---|---|---|---|---|")
         within = 0
         for action, pairs in sorted(by_action.items()):

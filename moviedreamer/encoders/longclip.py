@@ -9,6 +9,9 @@ One interface, `DescriptorEncoder.encode(texts) -> EncodedText`, three backends:
 All use CLIP's BPE (open_clip's SimpleTokenizer, ids shared with OpenAI CLIP and HF CLIPTokenizer): ids are
 [SOT] + BPE(text) + [EOT], zero-padded to the context; a longer text is cut to context-1 tokens + [EOT] and
 reported as truncated. The embedding is the final-LayerNorm state at the EOT position times `text_projection`.
+`encode_words(texts, n)` gives the first n positions' final-LayerNorm states times the same projection: one
+vector per word piece, for a consumer (the I2V model) that must tell "to the left" from "to the right", which the
+toy CLIP's pooled embeddings hardly do (cosine 0.99+ between such descriptors).
 
 LongCLIP's positional embedding. Its model keeps two [248, W] tables and, in `encode_text`, adds
     positional_embedding * mask1 + positional_embedding_res * mask2,   mask1 = 1 on positions < 20, mask2 = 1 on the rest
@@ -79,6 +82,7 @@ class DescriptorEncoder:
         self.device, self.batch_size = torch.device(device), batch_size
         self.tokenizer = ClipBPE(context_length)
         self.cache = LRUCache(cache_size)  # text -> (embedding [D], n_tokens, truncated)
+        self.word_cache = LRUCache(cache_size)  # (text, n) -> word states [n, D]
         self.calls = 0  # backend forward passes (the cache tests count them)
         self.source: tuple[list, str] = ([], type(self).__name__)  # (weight files, settings), set by the loaders
 
@@ -110,8 +114,29 @@ class DescriptorEncoder:
             emb = F.normalize(emb, dim=-1)
         return EncodedText(emb, [r[1] for r in rows], [r[2] for r in rows])
 
+    def encode_words(self, texts: list[str] | str, n: int) -> torch.Tensor:
+        """Per-position states [B, n, D] (SOT, the text's word pieces, EOT, then the padding positions' states),
+        projected like the pooled embedding."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if n < 1 or n > self.context_length:
+            raise UserError(f"descriptor words: expected 1..{self.context_length} positions, found {n}")
+        todo = [t for t in dict.fromkeys(texts) if self.word_cache.get((t, n)) is None]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            ids, _, _ = self.tokenizer(chunk)
+            with torch.no_grad():
+                states = self._forward_words(ids.to(self.device))[:, :n].float().cpu()
+            self.calls += 1
+            for text, st in zip(chunk, states):
+                self.word_cache.put((text, n), st)
+        rows = [self.word_cache.get((t, n)) for t in texts]
+        return torch.stack(rows) if rows else torch.zeros(0, n, self.embed_dim)
+
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:  # [N, ctx] -> [N, D]
         raise NotImplementedError
+
+    def _forward_words(self, ids: torch.Tensor) -> torch.Tensor:  # [N, ctx] -> [N, ctx, D]
+        raise NotImplementedError(f"{type(self).__name__} gives no per-word states")
 
 
 class OpenClipDescriptorEncoder(DescriptorEncoder):
@@ -128,6 +153,18 @@ class OpenClipDescriptorEncoder(DescriptorEncoder):
     def _forward(self, ids):
         return self.model(ids if self.id_map is None else self.id_map[ids])
 
+    def _forward_words(self, ids):
+        tower, keep = self.model, self.model.output_tokens
+        tower.output_tokens = True
+        try:
+            _, states = tower(ids if self.id_map is None else self.id_map[ids])
+        finally:
+            tower.output_tokens = keep
+        proj = tower.text_projection
+        if proj is None:
+            return states
+        return proj(states) if isinstance(proj, torch.nn.Linear) else states @ proj
+
 
 class HFClipDescriptorEncoder(DescriptorEncoder):
     """`transformers.CLIPTextModelWithProjection`; `text_embeds` is the same EOT-pooled projection."""
@@ -138,6 +175,9 @@ class HFClipDescriptorEncoder(DescriptorEncoder):
 
     def _forward(self, ids):
         return self.model(input_ids=ids).text_embeds
+
+    def _forward_words(self, ids):
+        return self.model.text_projection(self.model(input_ids=ids).last_hidden_state)
 
 
 # --------------------------------------------------------------------------------------------------- LongCLIP .pt

@@ -45,12 +45,17 @@ def story_shot_texts(story, scene, shot, swap=None) -> list[str]:
     return shot_descriptor_texts(scene.setting, fix(shot.action), fix(shot.camera), story.style, [chars.get(c, "") for c in shot.characters])
 
 
-_LR = re.compile(r"\b(left|right)\b")
+_LR = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 
 def swap_left_right(text: str) -> str:
-    """The script of a mirrored keyframe: 'runs to the right' → 'runs to the left'."""
-    return _LR.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+    """The script of a mirrored keyframe or clip: 'runs to the right' → 'runs to the left' ('Left' → 'Right')."""
+
+    def swap(m: re.Match) -> str:
+        word = "right" if m.group(1).lower() == "left" else "left"
+        return word.capitalize() if m.group(1)[0].isupper() else word
+
+    return _LR.sub(swap, text)
 
 
 def read_story(path: str | Path):

@@ -115,16 +115,21 @@ class I2VConditioning(ModelMixin, ConfigMixin):
     """Anchor CLIP image embedding (+ shot descriptor embedding) -> cross-attention tokens [B, N, cross_attention_dim].
 
     descriptor_mode "token": tokens = [anchor, descriptor] (N = 2); "add": one token, anchor + descriptor (the
-    descriptor projection starts at zero, so a model loaded from SVD behaves exactly like SVD before fine-tuning)."""
+    descriptor projection starts at zero, so a model loaded from SVD behaves exactly like SVD before fine-tuning).
+    `descriptor_words` K > 0 (token mode) appends the descriptor's first K per-word states through `word_proj`
+    (N = 2 + K): the descriptor then comes as [B, 1 + K, Dd], row 0 the pooled embedding (a [B, Dd] one has no words)."""
 
     config_name = "config.json"
 
     @register_to_config
     def __init__(self, image_embed_dim: int = 1024, cross_attention_dim: int = 1024, descriptor_dim: int = 0,
-                 project_image: bool = True, descriptor_mode: str = "token"):
+                 project_image: bool = True, descriptor_mode: str = "token", descriptor_words: int = 0):
         super().__init__()
         if descriptor_mode not in ("token", "add"):
             raise UserError(f"i2v conditioning: descriptor_mode must be 'token' or 'add', found {descriptor_mode!r}")
+        if descriptor_words < 0 or (descriptor_words and (descriptor_mode != "token" or not descriptor_dim)):
+            raise UserError(f"i2v conditioning: descriptor_words needs descriptor_mode 'token' and a descriptor encoder, found "
+                            f"{descriptor_words} words, mode {descriptor_mode!r}, descriptor width {descriptor_dim}")
         if not project_image and image_embed_dim != cross_attention_dim:
             raise UserError(f"i2v conditioning: project_image=false needs image_embed_dim == cross_attention_dim, found {image_embed_dim} and {cross_attention_dim}")
         self.image_proj = nn.Linear(image_embed_dim, cross_attention_dim) if project_image else nn.Identity()
@@ -132,10 +137,18 @@ class I2VConditioning(ModelMixin, ConfigMixin):
         if self.descriptor_proj is not None:
             nn.init.zeros_(self.descriptor_proj.weight)
             nn.init.zeros_(self.descriptor_proj.bias)
+        self.word_proj = nn.Linear(descriptor_dim, cross_attention_dim) if descriptor_words else None
+        if self.word_proj is not None:
+            nn.init.zeros_(self.word_proj.weight)
+            nn.init.zeros_(self.word_proj.bias)
 
     @property
     def num_tokens(self) -> int:
-        return 2 if self.descriptor_proj is not None and self.config.descriptor_mode == "token" else 1
+        return (2 + self.config.descriptor_words) if self.descriptor_proj is not None and self.config.descriptor_mode == "token" else 1
+
+    @property
+    def descriptor_words(self) -> int:
+        return int(self.config.get("descriptor_words", 0) or 0)
 
     def forward(self, image_embeds: torch.Tensor, descriptor: torch.Tensor | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
         """image_embeds [B, Di], descriptor [B, Dd] or None -> tokens [B, N, D]. An all-zero descriptor row means
@@ -145,14 +158,25 @@ class I2VConditioning(ModelMixin, ConfigMixin):
         if self.descriptor_proj is None:
             tokens = anchor[:, None]
         else:
+            k = self.descriptor_words
+            words = None
             if descriptor is None:
                 desc = torch.zeros_like(anchor)
             else:
                 if descriptor.shape[-1] != self.config.descriptor_dim:
                     raise UserError(f"i2v: descriptor embedding of width {descriptor.shape[-1]}, the model expects {self.config.descriptor_dim}")
                 descriptor = descriptor.to(anchor.dtype)
-                desc = self.descriptor_proj(descriptor) * (descriptor.abs().sum(-1, keepdim=True) > 0).to(anchor.dtype)
+                if descriptor.dim() == 3:  # [B, 1 + K, Dd]: the pooled embedding, then the words
+                    if k and descriptor.shape[1] != 1 + k:
+                        raise UserError(f"i2v: descriptor with {descriptor.shape[1] - 1} word states, the model expects {k}")
+                    descriptor, words = descriptor[:, 0], descriptor[:, 1:]
+                present = (descriptor.abs().sum(-1, keepdim=True) > 0).to(anchor.dtype)
+                desc = self.descriptor_proj(descriptor) * present
+                if k and words is not None:
+                    words = self.word_proj(words) * present[:, None]
             tokens = (anchor + desc)[:, None] if self.config.descriptor_mode == "add" else torch.stack([anchor, desc], dim=1)
+            if k:  # no words given (or no descriptor): zero tokens, like a missing descriptor
+                tokens = torch.cat([tokens, words if words is not None else tokens.new_zeros(tokens.shape[0], k, tokens.shape[-1])], dim=1)
         if uncond is not None:
             tokens = tokens * (~uncond.bool()).to(tokens.dtype).view(-1, 1, 1)
         return tokens
@@ -179,13 +203,13 @@ class AnchoredI2V(nn.Module):
 
     @classmethod
     def build(cls, unet_config: dict, image_embed_dim: int, descriptor_dim: int = 0, descriptor_mode: str = "token",
-              settings: I2VSettings | None = None, scheduler_config: dict | None = None) -> "AnchoredI2V":
+              settings: I2VSettings | None = None, scheduler_config: dict | None = None, descriptor_words: int = 0) -> "AnchoredI2V":
         from diffusers import UNetSpatioTemporalConditionModel
 
         unet = UNetSpatioTemporalConditionModel(**unet_config)
         cross = unet.config.cross_attention_dim
         cross = cross[0] if isinstance(cross, (list, tuple)) else cross
-        cond = I2VConditioning(image_embed_dim, cross, descriptor_dim, True, descriptor_mode)
+        cond = I2VConditioning(image_embed_dim, cross, descriptor_dim, True, descriptor_mode, descriptor_words)
         settings = settings or I2VSettings()
         settings.latent_channels = unet.config.out_channels - settings.flow_channels
         return cls(unet, cond, settings, scheduler_config)
@@ -260,6 +284,15 @@ class AnchoredI2V(nn.Module):
 
         grow_flow_channels(self.unet, self.latent_channels, flow_channels)
         self.settings.flow_channels = int(flow_channels)
+        return self
+
+    def add_descriptor_words(self, words: int) -> "AnchoredI2V":
+        """Attend to the descriptor's first `words` per-word states too (a fresh, zero-initialised `word_proj`)."""
+        old = self.conditioning
+        cfg = {k: v for k, v in old.config.items() if not k.startswith("_")}
+        new = I2VConditioning(**{**cfg, "descriptor_words": int(words)}).to(old.image_proj.weight.dtype)
+        new.load_state_dict(old.state_dict(), strict=False)
+        self.conditioning = new
         return self
 
     def tokens(self, image_embeds: torch.Tensor, descriptor: torch.Tensor | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:

@@ -37,6 +37,7 @@ from moviedreamer.video.conditioning import (
     ClipCondition, as_condition, augment, check_size, concat_latents, decode_latents, encode_latents, to_pixels, to_uint8,
 )
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
+from moviedreamer.video.shot_text import descriptor_inputs
 
 
 def plan_segments(n_frames: int, seg_len: int, overlap: int) -> list[tuple[int, int]]:
@@ -116,13 +117,14 @@ class AnchoredSampler:
     def descriptor_embedding(self, cond: ClipCondition) -> torch.Tensor | None:
         if self.model.conditioning.descriptor_proj is None:
             return None
-        if cond.descriptor is not None:
+        k = self.model.conditioning.descriptor_words
+        if cond.descriptor is not None:  # [D] / [1, D] (no words), or [1 + K, D] (pooled, then the words)
             d = torch.as_tensor(np.asarray(cond.descriptor) if isinstance(cond.descriptor, np.ndarray) else cond.descriptor).float()
-            return d.reshape(1, -1)
+            return d.reshape(1, -1, d.shape[-1]) if k and d.dim() >= 2 and d.shape[-2] > 1 else d.reshape(1, -1)
         if cond.text:
             if self.descriptor is None:
                 raise UserError("i2v: the shot's descriptor is text but no descriptor encoder was given to the clip renderer")
-            return self.descriptor.encode([cond.text]).embeddings[:1].float()
+            return descriptor_inputs(self.descriptor, [cond.text], k)
         return None
 
     @torch.no_grad()
@@ -152,11 +154,11 @@ class AnchoredSampler:
             g = torch.linspace(s.guidance_min, s.guidance_max, length, device=dev).view(1, -1, 1, 1, 1)
             tokens2, ids2 = torch.cat([torch.zeros_like(tokens), tokens]), torch.cat([ids, ids])
             if s.action_guidance is not None:  # a third row: the anchor without the shot's action/camera descriptor token
-                if tokens.shape[1] != 2:
+                if tokens.shape[1] < 2:
                     raise UserError("i2v settings: action_guidance needs a model that attends to the descriptor as its own token "
                                     "(descriptor_mode: token)")
                 no_desc = tokens.clone()
-                no_desc[:, 1] = 0
+                no_desc[:, 1:] = 0  # the descriptor token and its words
                 tokens2, ids2, rows = torch.cat([torch.zeros_like(tokens), no_desc, tokens]), torch.cat([ids, ids, ids]), 3
         for i, t in enumerate(sched.timesteps):
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level

@@ -3,7 +3,9 @@
 Samples. One window of `frames` consecutive frames per shot: with probability `first_window_prob` it starts at
 the keyframe (segment 1), otherwise anywhere in the clip (segment n of a long shot). The concatenated latent is the
 window's FIRST frame; cross-attention is ALWAYS on the shot's keyframe's CLIP embedding (+ the shot's
-"{action}. {camera}" descriptor) - exactly the situation of anchored extension at inference. With `min_frames`,
+"{action}. {camera}" descriptor, written with the phrases of the episode's script as the pipeline writes it, and
+with `model.descriptor_words` its per-word states too; video/shot_text.py) - exactly the situation of anchored
+extension at inference. With `min_frames`,
 each micro batch is cut to a random length in [min_frames, frames] (the last segment of a shot is shorter).
 
 Last-frame instruction (PixelDance): the end frame is drawn from the window's last 3 frames, noise-augmented like
@@ -27,94 +29,16 @@ import copy
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from moviedreamer.errors import UserError
+from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
-
-SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "guidance_segments", "noise_aug", "noise_share", "motion_bucket",
-                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template", "candidates", "candidate_segments", "accept", "flow_scale")
-
-
-class I2VModelArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    init_from: Path | None = Field(None, description="an SVD / SVD-XT diffusers folder to fine-tune (unet/, vae/, image_encoder/, scheduler/), "
-                                   "or an i2v folder of `moviedreamer train i2v` to train further")
-    init_from_component: str | None = Field(None, description="or the same named as PROFILE.KEY of checkpoints.yaml, e.g. paper.svd")
-    vae: Path | None = Field(None, description="diffusers VAE folder (default with init_from: its vae/)")
-    vision_encoder: Path | None = Field(None, description="the anchor's CLIP vision encoder (default with init_from: its image_encoder/)")
-    vision_format: str | None = None
-    descriptor_encoder: Path | None = Field(None, description="descriptor encoder for the shot's action/camera text (None: no descriptor token)")
-    descriptor_format: str | None = None
-    descriptor_component: str | None = Field(None, description="or the descriptor encoder named as PROFILE.KEY, e.g. paper.descriptor_encoder")
-    descriptor_mode: Literal["token", "add"] = "token"
-    unet: dict = Field(default_factory=dict, description="UNetSpatioTemporalConditionModel arguments (diffusers names) of a fresh model")
-    settings: dict = Field(default_factory=dict, description=f"sampling defaults saved with the model: {', '.join(SETTINGS_KEYS)}")
-    flow_channels: int | None = Field(None, ge=0, description="flow channels denoised with the latents (VideoJAM, video/motion.py; 2: x, y); "
-                                      "None: 0 for a fresh model, a continued one keeps its own; 2 on an appearance-only folder adds them")
-    export_vae: bool = Field(False, description="copy the VAE into export/vae (when it is not the profile's VAE, e.g. SVD's)")
-
-    @model_validator(mode="after")
-    def _sources(self):
-        if self.init_from is not None and self.init_from_component is not None:
-            raise ValueError("give model.init_from or model.init_from_component, not both")
-        for key in ("init_from_component", "descriptor_component"):
-            ref = getattr(self, key)
-            if ref is not None and ref.count(".") != 1:
-                raise ValueError(f"model.{key}: expected PROFILE.KEY (e.g. paper.svd), found {ref!r}")
-        if self.descriptor_encoder is not None and self.descriptor_component is not None:
-            raise ValueError("give model.descriptor_encoder or model.descriptor_component, not both")
-        if self.init_from is None and self.init_from_component is None and (self.vae is None or self.vision_encoder is None):
-            raise ValueError("a fresh model needs model.vae and model.vision_encoder (or model.init_from, an SVD folder)")
-        if (self.init_from is not None or self.init_from_component is not None) and self.unet:
-            raise ValueError("model.unet describes a fresh UNet: leave it out with model.init_from")
-        bad = sorted(set(self.settings) - set(SETTINGS_KEYS))
-        if bad:
-            raise ValueError(f"unknown model.settings keys {bad}; expected some of {list(SETTINGS_KEYS)}")
-        return self
-
-
-class I2VOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    resolution: int | tuple[int, int] = Field(128, description="frames are resized to this square size, or [width, height]")
-    frames: int = Field(8, ge=2, description="window length (frames per training clip; at most the shards' clip_frames)")
-    min_frames: int | None = Field(None, ge=2, description="cut each micro batch to a random length in [min_frames, frames]")
-    first_window_prob: float = Field(0.5, ge=0, le=1, description="windows starting at the keyframe (segment 1)")
-    end_frame_from_last: int = Field(3, ge=1, description="the end frame is drawn from the window's last N frames")
-    end_frame_drop: float = Field(0.25, ge=0, le=1)
-    noise_aug_mean: float = -3.0
-    noise_aug_std: float = Field(0.5, ge=0)
-    sigma_mean: float = 0.7
-    sigma_std: float = Field(1.6, gt=0)
-    noise_share: float = Field(0.0, ge=0, lt=1, description="diffusion noise of every frame = sqrt(r) * one draw shared by the "
-                               "window's frames + sqrt(1 - r) * its own (PYoCo's mixed noise); the export samples with the same r")
-    flow_weight: float = Field(1.0, ge=0, description="weight of the flow channels' v-MSE in the loss (with model.flow_channels)")
-    uncond_prob: float = Field(0.1, ge=0, le=1)
-    descriptor_drop: float = Field(0.1, ge=0, le=1)
-    hflip: bool = True
-    fps: int | None = Field(None, ge=1, description="the fps time id (None: the shards' index.json fps)")
-    gradient_checkpointing: bool = False
-    export_samples: int = Field(16, ge=1, description="samples at export: the median motion bucket and a held-out loss")
-    export_dtype: Literal["float32", "float16"] = Field("float32", description="weights as saved (float16: half the size; loads as float32)")
-
-    @model_validator(mode="after")
-    def _lengths(self):
-        if min(self.size) < 8:
-            raise ValueError(f"resolution must be at least 8 pixels, found {self.resolution}")
-        if self.min_frames is not None and self.min_frames > self.frames:
-            raise ValueError(f"min_frames {self.min_frames} is larger than frames {self.frames}")
-        return self
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height)"""
-        return (self.resolution, self.resolution) if isinstance(self.resolution, int) else tuple(self.resolution)
-
+from moviedreamer.train.stages.i2v_args import I2VModelArgs, I2VOptions
+from moviedreamer.tokenizer.render import swap_left_right
+from moviedreamer.video.shot_text import descriptor_inputs, script_shot_texts
 
 class I2VStage(Stage):
     name = "i2v"
@@ -155,6 +79,7 @@ class I2VStage(Stage):
             a.init_from = require_svd_folder(a.init_from)
         self.device = torch.device("cpu")
         self.flow_scale = None  # the model's flow_scale once built, when it has flow channels (video/motion.py)
+        self.model_words = 0  # the model's descriptor_words once built
 
     # ------------------------------------------------------------------------------------------------ frozen parts
 
@@ -188,11 +113,11 @@ class I2VStage(Stage):
 
     @cached_property
     def data_fps(self) -> int:
-        if self.opts.fps:
-            return self.opts.fps
-        from moviedreamer.train.data import ShardIndex
+        return self.opts.fps or int(self.index.meta.get("fps", 8))
 
-        return int(ShardIndex(self.cfg.data).meta.get("fps", 8))
+    @cached_property
+    def index(self) -> ShardIndex:
+        return ShardIndex(self.cfg.data)
 
     # ------------------------------------------------------------------------------------------------ model
 
@@ -209,7 +134,7 @@ class I2VStage(Stage):
                 unet["projection_class_embeddings_input_dim"] = 3 * unet["addition_time_embed_dim"]
             try:
                 model = AnchoredI2V.build(unet, self.vision.embed_dim, desc_dim, a.descriptor_mode,
-                                          I2VSettings.from_dict({"num_frames": o.frames, "flow_channels": m, **a.settings}))
+                                          I2VSettings.from_dict({"num_frames": o.frames, "flow_channels": m, **a.settings}), descriptor_words=a.descriptor_words or 0)
             except (TypeError, ValueError) as e:
                 raise UserError(f"{self.cfg.source or 'stage config'}: model.unet: diffusers cannot build this UNetSpatioTemporalConditionModel ({e})") from None
         else:
@@ -229,10 +154,16 @@ class I2VStage(Stage):
                     raise UserError(f"model.init_from {a.init_from}: a model with {have} flow channels; model.flow_channels "
                                     f"{a.flow_channels} can only be given to an appearance-only one (or left out)")
                 model.add_flow_channels(a.flow_channels)
+            if a.descriptor_words is not None and a.descriptor_words != model.conditioning.descriptor_words:
+                if model.conditioning.descriptor_words:
+                    raise UserError(f"model.init_from {a.init_from}: a model with {model.conditioning.descriptor_words} descriptor words; "
+                                    f"model.descriptor_words {a.descriptor_words} can only be given to one without (or left out)")
+                model.add_descriptor_words(a.descriptor_words)
         model.settings.vae_scaling_factor = float(self.vae.config.scaling_factor)
         model.settings.fps = self.data_fps
         model.settings.check()
         self.flow_scale = model.settings.flow_scale if model.settings.flow_channels else None
+        self.model_words = model.conditioning.descriptor_words
         if o.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
         return model
@@ -259,16 +190,18 @@ class I2VStage(Stage):
         width = clips.shape[3]
         from moviedreamer.video.conditioning import motion_bucket
 
+        script = script_shot_texts(self.index.path(episode["index"], ".yaml"), self._template) if "index" in episode else None
         for s in range(n_shots):
             start = 0 if rng.random() < self.opts.first_window_prob else int(rng.integers(0, t_len - length + 1))
             fl = flow[s, start : start + length - 1] if flow is not None else None
             meta = shots[s] if s < len(shots) else {}
+            fallback = self._template.format(action=meta["action"], camera=meta["camera"]) if meta.get("action") and meta.get("camera") else ""
             out.append({
                 "frames": clips[s, start : start + length],
                 "keyframe": keyframes[s] if keyframes is not None else clips[s, 0],
                 "motion": motion_bucket(fl, width, self._settings_value("motion_scale", 2048.0)),
                 "flow": fl,
-                "text": self._template.format(action=meta["action"], camera=meta["camera"]) if meta.get("action") and meta.get("camera") else "",
+                "text": script[s] if script is not None and s < len(script) else fallback,  # the script's phrases, as at inference
             })
         return out
 
@@ -309,11 +242,11 @@ class I2VStage(Stage):
         sf = float(self.vae.config.scaling_factor)
         image_embeds, _ = self.vision.encode_image(keys)
         descriptor = None
-        if self.descriptor is not None:
-            texts = [s["text"] for s in samples]
-            descriptor = self.descriptor.encode([t or " " for t in texts]).embeddings.to(self.device)
-            keep = (torch.rand(b) >= o.descriptor_drop) & torch.tensor([bool(t) for t in texts])
-            descriptor = descriptor * keep.to(descriptor.dtype).to(self.device)[:, None]
+        if self.descriptor is not None:  # a flipped frame gets the flipped words ("left" <-> "right")
+            texts = [swap_left_right(s["text"]) if f else s["text"] for s, f in zip(samples, flip.tolist())]
+            descriptor = descriptor_inputs(self.descriptor, texts, self.model_words).to(self.device)
+            keep = (torch.rand(b) >= o.descriptor_drop).to(descriptor.dtype).to(self.device)
+            descriptor = descriptor * keep.view(-1, *[1] * (descriptor.dim() - 1))
         aug = torch.exp(o.noise_aug_mean + o.noise_aug_std * torch.randn(b)).to(self.device)
         ab = aug.view(-1, 1, 1, 1)
         cond0 = z[:, 0] / sf + ab * torch.randn(z[:, 0].shape).to(self.device)
