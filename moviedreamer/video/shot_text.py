@@ -13,27 +13,15 @@ from pathlib import Path
 
 import torch
 
-from moviedreamer.errors import UserError
 
 def script_shot_texts(path: Path, template: str) -> list[str] | None:
-    """The template filled with each shot's `action` and `camera` of the episode's script, in shot order (scenes
-    flattened); None when the episode has no script beside it."""
-    import yaml
+    """The template filled with each shot's `action` and `camera` of the episode's script (read by the shards' script
+    reader, tokenizer/render.py `read_story`), in shot order; None when the episode has no script beside it."""
+    from moviedreamer.tokenizer.render import read_story
 
     if not path.is_file():
         return None
-    try:
-        story = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: expected the episode's script (YAML), found: {str(e).splitlines()[0][:200]}") from None
-    texts = []
-    for si, scene in enumerate((story or {}).get("scenes") or []):
-        for ti, shot in enumerate(scene.get("shots") or []):
-            action, camera = shot.get("action"), shot.get("camera")
-            if not isinstance(action, str) or not isinstance(camera, str):
-                raise UserError(f"{path}: scenes[{si}].shots[{ti}]: expected text `action` and `camera`, found {action!r}, {camera!r}")
-            texts.append(template.format(action=action, camera=camera))
-    return texts
+    return [template.format(action=shot.action, camera=shot.camera) for *_, shot in read_story(path).shots()]
 
 
 def descriptor_inputs(encoder, texts: list[str], words: int) -> torch.Tensor:
