@@ -10,8 +10,10 @@ number of scorer variants on the stored candidates without decoding again (the j
 pipeline does), the scorer's inputs (faces, the characters' descriptions, the cast) and whether the judge reads the
 same scene and character set in each candidate as in the original. `score` replays the renderer's rule (candidates
 tried in order, the first whose score reaches `accept` kept, else the best of all K) for each variant and prints the
-judge's agreement on halves A (first half) and B (the rest) and the mean number of decodes. Prints figures; asserts
-nothing.
+judge's agreement on halves A (first half) and B (the rest) and the mean number of decodes. `--hard` keeps only the
+medium and wide shots of 2-3 characters (where almost all the failures are) with the seeds they have in the full set,
+to compare decoder settings (`--id-guidance`, `--guidance`, `--steps`, `--count-guidance`) on them for a third of the
+cost. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
