@@ -93,7 +93,7 @@ def count_guided(tok, tokens, descriptors, faces, seeds, delta: float, guidance=
 
 
 def variants(stage):
-    """name → IdentityScorer; the toy default first. (Measured 2026-12-03 on 476 held-out keyframes: docs/tokenizer.md.)"""
+    """name → a function making that scorer (so only the variants asked for load their face packs); the toy default first. (Measured 2026-12-03 on 476 held-out keyframes: docs/tokenizer.md.)"""
     from moviedreamer.encoders.faces import load_face_pack
     from moviedreamer.tokenizer.look import LookCheck
     from moviedreamer.tokenizer.rerank import IdentityScorer
