@@ -147,7 +147,7 @@ def clip_cos(vision, frames: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 def segment_table(name, frames_by_shot, shots, vision, judge, seg_bounds):
     rows = []
-    for (key, _, _), frames in zip(shots, frames_by_shot):
+    for (key, *_), frames in zip(shots, frames_by_shot):
         ref = judge.predict(key[None])[0] if judge else None
         preds = judge.predict(frames) if judge else None
         cos = clip_cos(vision, frames, key)

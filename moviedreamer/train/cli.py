@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v) with DeepSpeed, from a laptop CPU to a GPU cluster; or the text-tokenizer"
+HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v) with DeepSpeed, from a laptop CPU to a GPU cluster; or the text-tokenizer and the i2v motion prior"
 DESCRIPTION = """Train one stage with the DeepSpeed harness.
 
 examples:
@@ -16,6 +16,7 @@ examples:
   deepspeed --num_gpus 8 --no_local_rank --module moviedreamer train ar --config configs/paper/ar.yaml
   moviedreamer train ar --config configs/paper/ar.yaml --check           # validate + print the memory plan
   moviedreamer train text-tokenizer [--vocab 2048] [-o DIR]               # the toy BPE (no DeepSpeed: a tokenizers fit)
+  moviedreamer train motion-prior --data SHARDS --model I2V_FOLDER        # shot text -> motion (no DeepSpeed: a ridge fit)
 
 KEY=VALUE overrides change the stage config (dotted keys: steps=10, model.latent_channels=8) or, with a
 ds. prefix, the DeepSpeed JSON (ds.zero_optimization.stage=3, ds.bf16.enabled=true)."""
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # overrides can come in any order (a plain argparse subcommand rejects positionals after an option).
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.usage = "moviedreamer train STAGE --config FILE [KEY=VALUE ...] [--resume [CHECKPOINT]] [--check]"
-    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar, i2v or text-tokenizer")
+    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar, i2v, text-tokenizer or motion-prior")
     parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="--config FILE, overrides and options (see `moviedreamer train vae --help`)")
 
 
@@ -52,6 +53,10 @@ def run(args) -> int:
         from moviedreamer.encoders.train_text_tokenizer import run as train_text_tokenizer
 
         return train_text_tokenizer(args.rest)
+    if args.stage == "motion-prior":  # not a gradient model: a closed-form ridge fit (video/motion_prior.py)
+        from moviedreamer.video.fit_motion_prior import run as fit_motion_prior
+
+        return fit_motion_prior(args.rest)
     parser = inner_parser()
     try:
         inner = parser.parse_intermixed_args(args.rest)

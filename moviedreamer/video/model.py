@@ -67,6 +67,9 @@ class I2VSettings:
     candidates: int = 1  # samples per segment, the one keeping the keyframe's faces best kept (video/rerank.py); 1 = off
     candidate_segments: int = 1  # ... in a shot's first k segments only (0: all)
     accept: float = 0.9  # a candidate whose frames score this (mean identity score) is kept without trying more
+    motion_weight: float = 0.0  # with a motion prior: candidate score - w * |ln(measured / expected motion)| (0: faces only)
+    fast_motion: float | None = None  # with a motion prior: shots expected to move >= this (px/frame at the prior's width) ...
+    fast_noise_share: float = 0.0  # ... sample with this noise_share instead (None above: off)
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
     flow_channels: int = 0  # joint optical-flow channels the UNet denoises with the appearance (VideoJAM, video/motion.py)
@@ -102,6 +105,9 @@ class I2VSettings:
             raise UserError(f"i2v settings: expected candidates >= 1 and candidate_segments >= 0, found {self.candidates}, {self.candidate_segments}")
         if not 0.0 <= self.accept <= 1.0:
             raise UserError(f"i2v settings: accept must be in [0, 1] (a mean identity score), found {self.accept}")
+        if not 0.0 <= self.fast_noise_share < 1.0 or self.motion_weight < 0 or (self.fast_motion is not None and self.fast_motion < 0):
+            raise UserError(f"i2v settings: expected fast_noise_share in [0, 1), motion_weight >= 0 and fast_motion >= 0 or null, found "
+                            f"{self.fast_noise_share}, {self.motion_weight}, {self.fast_motion}")
         if self.flow_channels < 0 or self.flow_scale <= 0:
             raise UserError(f"i2v settings: expected flow_channels >= 0 and flow_scale > 0, found {self.flow_channels}, {self.flow_scale}")
         if self.decode_chunk < 1:
@@ -190,6 +196,7 @@ class AnchoredI2V(nn.Module):
         self.unet, self.conditioning = unet, conditioning
         self.settings = settings or I2VSettings(latent_channels=unet.config.out_channels)
         self.scheduler_config = dict(scheduler_config or TOY_SCHEDULER)
+        self.motion_prior = None  # a video.motion_prior.MotionPrior (motion_prior.safetensors in the folder), if fitted
         m = self.settings.flow_channels
         if unet.config.in_channels != 2 * unet.config.out_channels - m:
             raise UserError(f"i2v: the UNet must take noisy (+ {m} flow channels) + conditioning latents (in_channels = "
@@ -245,6 +252,8 @@ class AnchoredI2V(nn.Module):
         self.conditioning.save_pretrained(str(out_dir / CONDITIONING_DIR), safe_serialization=True)
         self.make_scheduler().save_pretrained(str(out_dir / SCHEDULER_DIR))
         (out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings), indent=2) + "\n")
+        if self.motion_prior is not None:
+            self.motion_prior.save(out_dir)
         return out_dir
 
     @classmethod
@@ -264,7 +273,11 @@ class AnchoredI2V(nn.Module):
         cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections", dtype)
         settings = I2VSettings.from_dict(_read_json(path / SETTINGS_FILE)).check()
         sched = {k: v for k, v in _read_json(path / SCHEDULER_DIR / "scheduler_config.json").items() if not k.startswith("_")}
-        return cls(unet.eval(), cond.eval(), settings, sched)
+        model = cls(unet.eval(), cond.eval(), settings, sched)
+        from moviedreamer.video.motion_prior import MotionPrior
+
+        model.motion_prior = MotionPrior.load(path)
+        return model
 
     # ------------------------------------------------------------------------------------------------ use
 

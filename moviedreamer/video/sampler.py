@@ -15,7 +15,10 @@ previous one (plan_segments). For segment n:
                             carry the motion on instead of restarting it.
     end frame            <- only in the last segment, at its last position, for the first `tau` of `steps` steps.
     candidates           <- with a scorer (video/rerank.py) and settings.candidates > 1, a segment is sampled up to
-                            that many times and the one whose frames keep the keyframe's faces best is kept.
+                            that many times and the one whose frames keep the keyframe's faces best is kept
+                            (less `motion_weight` x how far its motion is from the motion prior's expectation).
+    motion prior         <- with the model's prior (video/motion_prior.py) and the shot's text: a shot expected to
+                            move at least `fast_motion` px/frame samples with `fast_noise_share`.
 
 `anchor="last-frame"` is the baseline for the drift measurement: segment n attends to the CLIP embedding of the
 frame it starts from instead of the keyframe's.
@@ -36,7 +39,9 @@ from moviedreamer.errors import UserError
 from moviedreamer.video.conditioning import (
     ClipCondition, as_condition, augment, check_size, concat_latents, decode_latents, encode_latents, to_pixels, to_uint8,
 )
+from moviedreamer.eval.metrics import motion_magnitude
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
+from moviedreamer.video.motion_prior import log_distance
 from moviedreamer.video.shot_text import descriptor_inputs
 
 
@@ -127,6 +132,14 @@ class AnchoredSampler:
             return descriptor_inputs(self.descriptor, [cond.text], k)
         return None
 
+    def expected_motion(self, cond: ClipCondition, s: I2VSettings) -> float | None:
+        """The motion prior's px/frame (at its width) for the shot's text; None without a prior, a text, or a setting
+        that uses it."""
+        prior = self.model.motion_prior
+        if prior is None or not cond.text or self.descriptor is None or (not s.motion_weight and s.fast_motion is None):
+            return None
+        return float(prior.predict(prior.text_features(self.descriptor, [cond.text]))[0])
+
     @torch.no_grad()
     def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
                        end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,6 +218,9 @@ class AnchoredSampler:
             if end_px.shape[-2:] != key_px.shape[-2:]:
                 raise UserError(f"i2v: the end frame is {end_px.shape[-1]}x{end_px.shape[-2]}, the keyframe {key_px.shape[-1]}x{key_px.shape[-2]}")
             end_lat = augment(encode_latents(self.vae, end_px).cpu() / sf, noise_aug, _gen(seed, 3))
+        expected = self.expected_motion(cond, s)
+        if expected is not None and s.fast_motion is not None and expected >= s.fast_motion:
+            s = replace(s, noise_share=s.fast_noise_share)
         desc = self.descriptor_embedding(cond)
         desc = None if desc is None else desc.to(dev)
         key_tokens = self.model.tokens(self.image_embeds(key_px).to(dev), desc)
@@ -234,7 +250,11 @@ class AnchoredSampler:
                 if tries == 1:
                     best = raw
                     break
-                score = self.scorer.score(to_uint8(decode_latents(self.vae, raw, s.decode_chunk)), reference)
+                pictures = to_uint8(decode_latents(self.vae, raw, s.decode_chunk))
+                score = self.scorer.score(pictures, reference)
+                if s.motion_weight and expected is not None:
+                    measured = motion_magnitude(pictures) * self.model.motion_prior.config.width / pictures.shape[2]
+                    score -= s.motion_weight * log_distance(measured, expected, self.model.motion_prior.config.offset)
                 if score > best_score:
                     best, best_score = raw, score
                 if score >= s.accept:
