@@ -59,6 +59,7 @@ def fit(args) -> dict:
     from moviedreamer.vae import read_json
     from moviedreamer.video.model import SETTINGS_FILE, I2VSettings
     from moviedreamer.video.motion_prior import MotionPrior, PriorConfig
+    from moviedreamer.video.shot_text import descriptor_inputs
 
     if not (args.model / SETTINGS_FILE).is_file():
         raise UserError(f"--model {args.model}: expected an i2v folder made by `moviedreamer train i2v` (with {SETTINGS_FILE}), found none")
@@ -68,8 +69,7 @@ def fit(args) -> dict:
         raise UserError(f"{args.data}: found {len(texts)} clips with scripts beside their shards; the motion prior needs at least 10")
     encoder = descriptor_encoder_from_registry(Registry.load(args.profile or "toy"))
     config = PriorConfig(words=args.words, ridge=args.ridge, width=int(width), template=settings.descriptor_template)
-    probe = MotionPrior(torch.zeros(1), torch.ones(1), torch.zeros(1), 0.0, config)
-    feats = torch.cat([probe.text_features(encoder, texts[i : i + 256]) for i in range(0, len(texts), 256)])
+    feats = torch.cat([descriptor_inputs(encoder, texts[i : i + 256], config.words) for i in range(0, len(texts), 256)])
     held = np.random.default_rng(args.seed).permutation(len(texts))[: max(2, len(texts) // 10)]
     train = np.setdiff1d(np.arange(len(texts)), held)
     split = MotionPrior.fit(feats[train], motion[train], config)

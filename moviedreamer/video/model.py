@@ -69,7 +69,7 @@ class I2VSettings:
     accept: float = 0.9  # a candidate whose frames score this (mean identity score) is kept without trying more
     motion_weight: float = 0.0  # with a motion prior: candidate score - w * |ln(measured / expected motion)| (0: faces only)
     fast_motion: float | None = None  # with a motion prior: shots expected to move >= this (px/frame at the prior's width) ...
-    fast_noise_share: float = 0.0  # ... sample with this noise_share instead (None above: off)
+    fast_noise_share: float = 0.0  # ... sample with this noise_share instead (fast_motion null: never)
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
     flow_channels: int = 0  # joint optical-flow channels the UNet denoises with the appearance (VideoJAM, video/motion.py)
