@@ -5,6 +5,7 @@ number of scorer variants on the stored candidates without decoding again (the j
     .venv/bin/python bench/bench_rerank.py score runs/cands.pt            # the variants below, accept 0.9 / 0.95 / best of all
     .venv/bin/python bench/bench_rerank.py dump --data data/toyworld-heldout --hard --id-guidance 3 -o runs/cands-id3.pt
     .venv/bin/python bench/bench_rerank.py dump --data data/toyworld-heldout --hard --count-guidance 2 -o runs/cands-count2.pt
+    .venv/bin/python bench/bench_rerank.py presence runs/cands.pt --probe runs/toy-presence/export   # + a presence probe's term
 
 `dump` stores, per keyframe, the K candidates (uint8, candidate k decoded with rerank.candidate_seed(seed, k), as the
 pipeline does), the scorer's inputs (faces, the characters' descriptions, the cast) and whether the judge reads the
@@ -190,6 +191,56 @@ def score(args) -> int:
     return 0
 
 
+def presence(args) -> int:
+    """The presence probe's term on the stored candidates: the default scorer's scores (computed once, cached beside
+    the dump) plus w · max(log p_exact, floor) / |floor| for a grid of (w, floor), and the probe alone."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from bench_tokenizer import TOY_CONFIG
+    from moviedreamer.encoders.presence import load_presence
+    from moviedreamer.train.config import load_config
+    from moviedreamer.train.stages.tokenizer import TokenizerStage
+
+    torch.set_num_threads(args.threads)
+    d = torch.load(args.candidates_file, weights_only=True)
+    stage = TokenizerStage(load_config(TOY_CONFIG, [f"model.encoders={args.profile}"]))
+    right = d["right"].numpy()
+    n, k = right.shape
+    half = n // 2
+    cache = args.candidates_file.with_suffix(".default-scores.npy")
+    if cache.is_file():
+        base = np.load(cache)
+    else:
+        scorer, base = variants(stage)["look w2 T20 (default)"](), np.zeros((n, k))
+        for i in tqdm(range(n), desc="default scorer"):
+            faces, looks = d["faces"][i], d["desc"][i][4: 4 + len(d["faces"][i])]
+            for c in range(k):
+                base[i, c] = scorer.score(d["images"][i, c].numpy(), faces, len(faces), looks, d["cast"][i])
+        np.save(cache, base)
+    probe = load_presence(args.probe)
+    lp = np.zeros((n, k))
+    for i in tqdm(range(n), desc="presence probe"):
+        looks = d["desc"][i][4: 4 + len(d["faces"][i])]
+        lp[i] = probe.log_p_exact(probe.views(stage.vision, d["images"][i].numpy()), looks, d["cast"][i]).numpy()
+    hard = np.array([len(f) >= 2 and fr in ("medium", "wide") for f, fr in zip(d["faces"], d["framing"])])
+    print(f"# {args.candidates_file}: {n} keyframes x {k}; oracle {right.max(1).mean():.3f}; probe {args.probe}")
+    print("| scorer | accept 0.9: all (A / B), decodes | accept 0.95 | best of all | hard shots, accept 0.9 |\n|---|---|---|---|---|")
+    rows = {"default (no presence)": base, "probe alone (best of all)": lp - 1e3}
+    for floor in args.floor:
+        for w in args.weight:
+            rows[f"default + presence w {w:g}, floor {floor:g}"] = base + w * np.maximum(lp, floor) / -floor
+    for name, sc in rows.items():
+        cells = []
+        for acc in (0.9, 0.95, 9.0):
+            ok, tried = replay(sc, right, acc)
+            cells.append(f"{ok.mean():.3f} ({ok[:half].mean():.3f} / {ok[half:].mean():.3f})" + (f", {tried.mean():.2f}" if acc < 9 else ""))
+        cells.append(f"{replay(sc, right, 0.9)[0][hard].mean():.3f}" if hard.any() else "-")
+        print(f"| {name} | {' | '.join(cells)} |", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd")
@@ -208,14 +259,19 @@ def main() -> int:
     b = sub.add_parser("score")
     b.add_argument("candidates_file", type=Path)
     b.add_argument("--only", nargs="*", default=None, help="variants whose name contains one of these")
-    for p in (a, b):
+    c = sub.add_parser("presence", help="the presence probe's term on stored candidates")
+    c.add_argument("candidates_file", type=Path)
+    c.add_argument("--probe", type=Path, default=REPO / "moviedreamer" / "weights" / "toy" / "presence")
+    c.add_argument("--weight", type=float, nargs="*", default=[0.25, 0.5, 1.0, 2.0])
+    c.add_argument("--floor", type=float, nargs="*", default=[-3.0, -6.0])
+    for p in (a, b, c):
         p.add_argument("--profile", default="toy")
         p.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.cmd is None:  # `make bench` runs every script bare: this one needs held-out data and minutes of decoding
         print("bench_rerank: nothing to do without a subcommand (dump --data DIR -o FILE, then score FILE); see --help")
         return 0
-    return dump(args) if args.cmd == "dump" else score(args)
+    return {"dump": dump, "score": score, "presence": presence}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,22 @@ def heldout_shots(data: Path, n: int, skip: int = 0, template: str | None = "{ac
     return out[skip:]
 
 
+def heldout_casts(data: Path, n: int, skip: int = 0):
+    """For the same shots as heldout_shots: (the descriptions of the shot's characters, of its story's cast)."""
+    from moviedreamer.tokenizer.render import read_story
+    from moviedreamer.train.data import ShardIndex
+
+    index, out = ShardIndex(data), []
+    for i in range(len(index)):
+        story = read_story(index.path(i, ".yaml"))
+        by_id = {c.id: c.description or "" for c in story.characters}
+        for _, _, _, shot in story.shots():
+            out.append(([by_id.get(c, "") for c in shot.characters], list(by_id.values())))
+            if len(out) == skip + n:
+                return out[skip:]
+    return out[skip:]
+
+
 NO_STOCK = "the model denoises optical-flow channels with the latents (video/motion.py); diffusers' pipeline has appearance latents only"
 
 

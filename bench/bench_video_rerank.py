@@ -5,6 +5,7 @@ then replay any number of selection rules on the stored candidates without sampl
     .venv/bin/python bench/bench_video_rerank.py dump --skip-shots 32 --shots 32 --first 32 -o runs/vcands-b.pt  # a part
     .venv/bin/python bench/bench_video_rerank.py score runs/vcands.pt [runs/vcands-b.pt ...]
     .venv/bin/python bench/bench_video_rerank.py score runs/a.pt --fast runs/a-r0.pt --prior runs/prior-i2v  # motion-prior rules
+    .venv/bin/python bench/bench_video_rerank.py score runs/a.pt --fast runs/a-r0.pt --probe runs/toy-presence/export  # + presence
 
 `dump` samples, per shot (seed = --seed + its index among the --shots, as bench_video.py's motion figure), candidate
 k of the first segment with the sampler's own candidate seed (sub_seed(seed, 10, 0[, k])), i.e. exactly what the
@@ -36,7 +37,7 @@ def dump(args) -> int:
     import yaml
     from tqdm import tqdm
 
-    from bench_video import heldout_shots, load
+    from bench_video import heldout_casts, heldout_shots, load
     from moviedreamer.eval.metrics import motion_magnitude
     from moviedreamer.toyworld.judge import load_judge
     from moviedreamer.video.sampler import sub_seed
@@ -47,6 +48,7 @@ def dump(args) -> int:
     overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     sampler.settings = sampler.with_settings(**{**overrides, "candidates": 1})
     shots = heldout_shots(args.data, args.shots, args.skip_shots, sampler.settings.descriptor_template)
+    casts = heldout_casts(args.data, args.shots, args.skip_shots)
     part = range(args.first, min(len(shots), args.first + (args.count or len(shots))))
     judge, scorer = load_judge(), sampler.scorer
     plain = sampler.sample_segment
@@ -80,7 +82,7 @@ def dump(args) -> int:
         texts.append(text)
     torch.save({"frames": torch.from_numpy(np.stack(frames)), "agree": torch.tensor(agree), "motion": torch.tensor(motion),
                 "face": torch.tensor(face), "real_motion": torch.tensor(real_motion), "actions": actions, "texts": texts,
-                "shots": list(part), "settings": overrides, "data": str(args.data)}, args.output)
+                "shots": list(part), "settings": overrides, "data": str(args.data), "casts": [casts[i] for i in part]}, args.output)
     a = torch.tensor(agree).float()
     print(f"{len(part)} shots x {args.candidates} candidates -> {args.output}; judge of frames: candidate 0 {a[:, 0].mean():.3f}, "
           f"best candidate per shot {a.mean(-1).max(1).values.mean():.3f}")
@@ -105,6 +107,8 @@ def load_parts(files):
     parts = [torch.load(f, weights_only=True) for f in files]
     out = {k: torch.cat([p[k] for p in parts]) for k in ("frames", "agree", "motion", "face", "real_motion")}
     out.update({k: sum((p[k] for p in parts), []) for k in ("actions", "texts", "shots")})
+    if all("casts" in p for p in parts):
+        out["casts"] = sum((p["casts"] for p in parts), [])
     return out
 
 
@@ -135,6 +139,31 @@ def expected_motion(texts, prior_dir):
     return prior.predict(prior.text_features(encoder, list(texts))).numpy(), prior
 
 
+def presence_terms(d, probe_dir, every: int = 2, floor: float = -5.0):
+    """[N, K]: the presence check's term (weight 1) on every `every`-th frame of each stored candidate, as the sampler
+    computes it (video/rerank.py SegmentScorer.presence_term)."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from moviedreamer.encoders import descriptor_encoder_from_registry, vision_encoder_from_registry
+    from moviedreamer.encoders.presence import PresenceCheck, load_presence
+    from moviedreamer.registry import Registry
+    from moviedreamer.tokenizer.render import embed_texts
+
+    reg = Registry.load("toy")
+    check = PresenceCheck(load_presence(probe_dir), vision_encoder_from_registry(reg), 1.0, floor)
+    desc = descriptor_encoder_from_registry(reg)
+    frames = d["frames"].numpy()
+    out = np.zeros(frames.shape[:2])
+    for i in tqdm(range(len(frames)), desc="presence probe", leave=False):
+        looks, cast = d["casts"][i]
+        looks, cast = embed_texts(desc, looks), embed_texts(desc, cast)
+        for c in range(frames.shape[1]):
+            out[i, c] = check.term(frames[i, c, ::every], looks, cast)
+    return out
+
+
 def score(args) -> int:
     import numpy as np
 
@@ -162,11 +191,22 @@ def score(args) -> int:
               f"| {tried.mean():.2f} | {ratio:.2f} | {' '.join(f'{a} {r:.2f}' for a, r in by.items())} | {within} of {len(by)} |")
 
     variants = [("faces (default)", per_all, face, motion)]
+    terms = fast_terms = None
+    if args.probe is not None:
+        if "casts" not in d:
+            raise SystemExit("--probe: these dumps have no shot casts (dumped before 2026-12-04 evening); dump again")
+        terms = presence_terms(d, args.probe, args.presence_every, args.presence_floor)
+        fast_terms = presence_terms(fast, args.probe, args.presence_every, args.presence_floor) if fast is not None else None
+        variants += [(f"faces + presence w {w:g}", per_all, face + w * terms, motion) for w in args.presence_weight]
+        variants.append(("presence alone", per_all, terms - 1e3, motion))
     if fast is not None and expected is not None:  # shots the prior expects fast take their candidates from the fast dump
         for thr in args.fast_motion:
             f = (expected >= thr)[:, None]
-            variants.append((f"fast_motion {thr} ({int(f.sum())} shots)", np.where(f, fast["agree"].numpy().astype(float).mean(-1), per_all),
-                             np.where(f, fast["face"].numpy(), face), np.where(f, fast["motion"].numpy(), motion)))
+            name, per_f = f"fast_motion {thr} ({int(f.sum())} shots)", np.where(f, fast["agree"].numpy().astype(float).mean(-1), per_all)
+            face_f, motion_f = np.where(f, fast["face"].numpy(), face), np.where(f, fast["motion"].numpy(), motion)
+            variants.append((name, per_f, face_f, motion_f))
+            if terms is not None and fast_terms is not None:
+                variants += [(f"{name} + presence w {w:g}", per_f, face_f + w * np.where(f, fast_terms, terms), motion_f) for w in args.presence_weight]
     for name, per, fc, mot in variants:
         weights = [0.0] + (list(args.motion_weight) if expected is not None else [])
         for w in weights:
@@ -209,6 +249,10 @@ def main() -> int:
     b.add_argument("--motion-weight", type=float, nargs="*", default=[0.1, 0.2, 0.4], help="motion_weight values to replay")
     b.add_argument("--fast", type=Path, nargs="*", help="dumps of the same shots sampled with the fast noise share (--set noise_share=R)")
     b.add_argument("--fast-motion", type=float, nargs="*", default=[0.8, 1.0, 1.2], help="fast_motion thresholds (px/frame) to replay with --fast")
+    b.add_argument("--probe", type=Path, default=None, help="a presence probe folder: replay presence_weight (--presence-weight)")
+    b.add_argument("--presence-weight", type=float, nargs="*", default=[0.25, 0.5, 1.0, 2.0])
+    b.add_argument("--presence-floor", type=float, default=-5.0)
+    b.add_argument("--presence-every", type=int, default=2)
     args = ap.parse_args()
     if args.cmd is None:  # `make bench` runs every script bare: this one needs held-out data and many minutes of sampling
         print("bench_video_rerank: nothing to do without a subcommand (dump -o FILE, then score FILE); see --help")

@@ -89,6 +89,8 @@ def test_story_encoder_feeds_faces_descriptors_and_references(tmp_path, profile)
     cast = enc.keyframe_conditions[2].cast  # every character's description, for the reranker's look check
     assert cast.shape[0] == 2 and torch.allclose(cast[0], desc[4]) and torch.allclose(cast[1], desc[5])
     assert enc.references.shape[0] == 1 and enc.clip_conditions[2].text == "Zed waves. medium shot"
+    clip = enc.clip_conditions[1]  # the segment reranker's presence term: the shot's characters' and the story's descriptions
+    assert torch.allclose(clip.looks, desc[4:6]) and torch.allclose(clip.cast, cast) and enc.clip_conditions[2].looks.shape[0] == 1
     plain = components.encoder.encode_story(load_story(_story(tmp_path, faces=False)))
     assert plain.references is None and all(c.faces is None for c in plain.keyframe_conditions)
 

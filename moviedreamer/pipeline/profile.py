@@ -48,6 +48,7 @@ class StoryEncoder:
         faces = {c.id: c.faces for c in sheet.characters}
         face_dim = next((f.shape[-1] for f in faces.values() if f.numel()), None)
         cast = embed_texts(self.encoders.descriptor, [c.description or "" for c in story.characters])
+        by_id = {c.id: c for c in story.characters}
         keyframe_conditions, clip_conditions = [], []
         for _, _, scene, shot in story.shots():
             # one face row per character of the shot, in its order (a zero row: a character without a reference face)
@@ -55,7 +56,8 @@ class StoryEncoder:
             face_rows = torch.stack([r if r is not None else torch.zeros(face_dim) for r in rows]) if face_dim and rows else None
             keyframe_conditions.append(KeyframeCondition(
                 embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)), face_rows, len(shot.characters), cast))
-            clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera)))
+            looks = embed_texts(self.encoders.descriptor, [by_id[c].description or "" if c in by_id else "" for c in shot.characters])
+            clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera), looks=looks, cast=cast))
         return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
 
 
@@ -68,11 +70,21 @@ def shares_descriptor_space(registry) -> bool:
     return d.format == v.format and d.path.resolve() == v.path.resolve()
 
 
-def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, look_vision=None):
+def presence_check(registry, vision, weight: float, floor: float):
+    """The profile's presence probe (component `presence`, encoders/presence.py) as a reranking term, or None when
+    the weight is 0 or the profile has none."""
+    from moviedreamer.encoders.presence import PresenceCheck, load_presence
+
+    if weight <= 0 or "presence" not in registry.components or not registry.components["presence"].present:
+        return None
+    return PresenceCheck(load_presence(registry.path("presence")), vision, weight, floor)
+
+
+def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, look_vision=None, presence=None):
     """The decoder as the pipeline's KeyframeRenderer, reranking up to `candidates` per shot by face match (default:
     the tokenizer folder's `decoder.candidates`); a face pack without a detector renders one candidate, with a warning.
     `look_vision`: an image encoder in the descriptors' space, to check each character's body against its
-    description too (tokenizer/look.py)."""
+    description too (tokenizer/look.py). `presence`: a presence check (presence_check) added to the score."""
     import logging
 
     from moviedreamer.tokenizer.look import LookCheck
@@ -87,7 +99,8 @@ def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, 
         return TokenizerRenderer(keyframe_tokenizer, candidates=1)
     c = keyframe_tokenizer.decoder.config
     look = LookCheck(look_vision, c.look_weight, c.look_temperature) if look_vision is not None and c.look_weight > 0 else None
-    return TokenizerRenderer(keyframe_tokenizer, scorer=IdentityScorer(faces, look=look, token_weight=c.token_weight), candidates=n)
+    scorer = IdentityScorer(faces, look=look, token_weight=c.token_weight, presence=presence)
+    return TokenizerRenderer(keyframe_tokenizer, scorer=scorer, candidates=n)
 
 
 def load_components(registry, device: str | None = "auto", keyframe_candidates: int | None = None) -> Components:
@@ -103,6 +116,8 @@ def load_components(registry, device: str | None = "auto", keyframe_candidates: 
     encoders = Encoders(registry, device)
     encoder = StoryEncoder(encoders, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
     look_vision = encoders.vision if shares_descriptor_space(registry) else None
-    renderer = keyframe_renderer(keyframe_tokenizer, encoders.faces, keyframe_candidates, look_vision)
+    c = keyframe_tokenizer.decoder.config
+    presence = presence_check(registry, encoders.vision, c.presence_weight, c.presence_floor)
+    renderer = keyframe_renderer(keyframe_tokenizer, encoders.faces, keyframe_candidates, look_vision, presence)
     return Components(encoder, ARPlanner.from_registry(registry, device), renderer, clips,
                       profile=registry.name, window=0)

@@ -59,6 +59,8 @@ class DecoderConfig:
     look_weight: float = 0.0  # weight of the body-vs-description check in the identity score (look.py); 0 = faces only
     look_temperature: float = 20.0  # softmax temperature of that check over the story's cast
     token_weight: float = 0.0  # weight of (1 - cosine of a candidate's re-encoded tokens to its tokens) in the score; 0 = off
+    presence_weight: float = 0.0  # weight of the presence probe's term (encoders/presence.py) in the score; 0 = off
+    presence_floor: float = -5.0  # its log p(exact characters) is clipped here and divided by |floor|
 
     @classmethod
     def from_dict(cls, data: dict) -> "DecoderConfig":
@@ -89,6 +91,8 @@ class DecoderConfig:
             raise UserError(f"decoder config: guidance must be >= 1 (1 = no classifier-free guidance), found {self.guidance}")
         if self.token_weight < 0:
             raise UserError(f"decoder config: token_weight must be >= 0, found {self.token_weight}")
+        if self.presence_weight < 0 or self.presence_floor >= 0:
+            raise UserError(f"decoder config: presence_weight must be >= 0 and presence_floor < 0, found {self.presence_weight}, {self.presence_floor}")
         if self.look_weight < 0 or self.look_temperature <= 0:
             raise UserError(f"decoder config: look_weight must be >= 0 and look_temperature > 0, found {self.look_weight}, {self.look_temperature}")
         if not 0.0 <= self.accept <= 1.0:

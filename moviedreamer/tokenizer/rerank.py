@@ -76,7 +76,8 @@ class IdentityScorer:
     description too (w = `look.weight`)."""
 
     def __init__(self, face_embedder, intruder_cos: float = 0.5, intruder_penalty: float = 0.5, duplicate_penalty: float = 0.1,
-                 look=None, token_weight: float = 0.0):
+                 look=None, token_weight: float = 0.0, presence=None):
+        self.presence = presence  # encoders.presence.PresenceCheck or None
         self.intruder_cos, self.intruder_penalty, self.duplicate_penalty = float(intruder_cos), float(intruder_penalty), float(duplicate_penalty)
         self.look, self.token_weight = look, float(token_weight)
         if face_embedder.finder is None:
@@ -89,7 +90,8 @@ class IdentityScorer:
     @property
     def fingerprint(self) -> str:
         fp = f"{self.faces.fingerprint}:{self.intruder_cos}:{self.intruder_penalty}:{self.duplicate_penalty}:{self.token_weight}"
-        return fp + (f":{self.look.fingerprint}" if self.look is not None else "")
+        fp += f":{self.look.fingerprint}" if self.look is not None else ""
+        return fp + (f":{self.presence.fingerprint}" if self.presence is not None else "")
 
     def score(self, image: np.ndarray, faces, characters: int | None = None, looks=None, cast=None, token_cos: float | None = None) -> float:
         """The identity score, less `token_weight` · (1 − token_cos) where the cosine between the candidate's re-encoded
@@ -98,6 +100,8 @@ class IdentityScorer:
         s = self.identity(image, faces, characters, looks, cast)
         if self.token_weight and token_cos is not None:
             s -= self.token_weight * (1.0 - float(token_cos))
+        if self.presence is not None and looks is not None:
+            s += self.presence.term(image, looks, cast)
         return s
 
     def identity(self, image: np.ndarray, faces, characters: int | None = None, looks=None, cast=None) -> float:

@@ -26,12 +26,16 @@ class ClipCondition:
 
     descriptor: the shot's action/camera descriptor embedding [D] (or [1, D]); None with `text` set: the renderer
     encodes `text` with its descriptor encoder; both None: no descriptor (a zero token).
-    motion_bucket / noise_aug: override the model's defaults for this shot."""
+    motion_bucket / noise_aug: override the model's defaults for this shot.
+    looks / cast: the description embeddings of the shot's characters [N, Dd] and of the story's [M, Dd], for the
+    segment reranker's presence term (encoders/presence.py); None: not checked."""
 
     descriptor: torch.Tensor | np.ndarray | None = None
     text: str | None = None
     motion_bucket: float | None = None
     noise_aug: float | None = None
+    looks: torch.Tensor | None = None
+    cast: torch.Tensor | None = None
 
 
 def as_condition(condition) -> ClipCondition:
@@ -45,7 +49,7 @@ def as_condition(condition) -> ClipCondition:
     if isinstance(condition, (torch.Tensor, np.ndarray)):
         return ClipCondition(descriptor=condition)
     if isinstance(condition, dict):
-        return ClipCondition(**{k: condition[k] for k in ("descriptor", "text", "motion_bucket", "noise_aug") if k in condition})
+        return ClipCondition(**{k: condition[k] for k in ("descriptor", "text", "motion_bucket", "noise_aug", "looks", "cast") if k in condition})
     raise UserError(f"clip condition: expected a ClipCondition, an embedding, a descriptor text or None, found {type(condition).__name__}")
 
 

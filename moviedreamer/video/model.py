@@ -68,6 +68,8 @@ class I2VSettings:
     candidate_segments: int = 1  # ... in a shot's first k segments only (0: all)
     accept: float = 0.9  # a candidate whose frames score this (mean identity score) is kept without trying more
     motion_weight: float = 0.0  # with a motion prior: candidate score - w * |ln(measured / expected motion)| (0: faces only)
+    presence_weight: float = 0.0  # with the profile's presence probe: + w * the frames' mean presence term (0: off)
+    presence_floor: float = -5.0  # the probe's log p(exact characters) is clipped here and divided by |floor|
     fast_motion: float | None = None  # with a motion prior: shots expected to move >= this (px/frame at the prior's width) ...
     fast_noise_share: float = 0.0  # ... sample with this noise_share instead (fast_motion null: never)
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
@@ -105,6 +107,8 @@ class I2VSettings:
             raise UserError(f"i2v settings: expected candidates >= 1 and candidate_segments >= 0, found {self.candidates}, {self.candidate_segments}")
         if not 0.0 <= self.accept <= 1.0:
             raise UserError(f"i2v settings: accept must be in [0, 1] (a mean identity score), found {self.accept}")
+        if self.presence_weight < 0 or self.presence_floor >= 0:
+            raise UserError(f"i2v settings: expected presence_weight >= 0 and presence_floor < 0, found {self.presence_weight}, {self.presence_floor}")
         if not 0.0 <= self.fast_noise_share < 1.0 or self.motion_weight < 0 or (self.fast_motion is not None and self.fast_motion < 0):
             raise UserError(f"i2v settings: expected fast_noise_share in [0, 1), motion_weight >= 0 and fast_motion >= 0 or null, found "
                             f"{self.fast_noise_share}, {self.motion_weight}, {self.fast_motion}")

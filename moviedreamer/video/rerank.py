@@ -19,14 +19,16 @@ import torch
 class SegmentScorer:
     """How well a segment's frames keep the keyframe's faces (mean over frames of IdentityScorer.score)."""
 
-    def __init__(self, face_embedder, **identity_kwargs):
+    def __init__(self, face_embedder, presence=None, presence_every: int = 2, **identity_kwargs):
         from moviedreamer.tokenizer.rerank import IdentityScorer
 
         self.identity = IdentityScorer(face_embedder, **identity_kwargs)
+        self.presence, self.presence_every = presence, max(1, int(presence_every))  # encoders.presence.PresenceCheck or None
 
     @property
     def fingerprint(self) -> str:
-        return f"segments:{self.identity.fingerprint}"
+        fp = f"segments:{self.identity.fingerprint}"
+        return fp + (f":{self.presence.fingerprint}:{self.presence_every}" if self.presence is not None else "")
 
     def reference(self, keyframe: np.ndarray) -> torch.Tensor:
         """The face embeddings [N, D] found in the keyframe (uint8 [H, W, 3]); [0, D] when none is found."""
@@ -39,3 +41,10 @@ class SegmentScorer:
         """frames: uint8 [L, H, W, 3]. A keyframe without a face found: every frame scores 1 unless faces appear."""
         n = len(reference)
         return float(np.mean([self.identity.score(f, reference if n else None, characters=n) for f in frames]))
+
+    def presence_term(self, frames: np.ndarray, looks, cast=None) -> float:
+        """The presence check's term (in [-1, 0] at weight 1) on every `presence_every`-th frame, mean; 0 without a
+        check or without the shot's characters' descriptions (`looks`; `cast`: the story's)."""
+        if self.presence is None or looks is None:
+            return 0.0
+        return self.presence.term(np.asarray(frames)[:: self.presence_every], looks, cast)

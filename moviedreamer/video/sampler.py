@@ -252,6 +252,8 @@ class AnchoredSampler:
                     break
                 pictures = to_uint8(decode_latents(self.vae, raw, s.decode_chunk))
                 score = self.scorer.score(pictures, reference)
+                if s.presence_weight:
+                    score += s.presence_weight * self.scorer.presence_term(pictures, cond.looks, cond.cast)
                 if s.motion_weight and expected is not None:
                     measured = motion_magnitude(pictures) * self.model.motion_prior.config.width / pictures.shape[2]
                     score -= s.motion_weight * log_distance(measured, expected, self.model.motion_prior.config.offset)
@@ -297,14 +299,15 @@ def folder_files(path: Path) -> list[Path]:
     return sorted(p for p in Path(path).rglob("*") if p.is_file())
 
 
-def segment_scorer(faces):
-    """A SegmentScorer on a face pack, or None (with a warning) when the pack has no detector."""
+def segment_scorer(faces, presence=None):
+    """A SegmentScorer on a face pack (and a presence check at weight 1, or None), or None (with a warning) when the
+    pack has no detector."""
     from moviedreamer.video.rerank import SegmentScorer
 
     if faces.finder is None:
         logging.getLogger(__name__).warning("i2v: segment reranking off: the face pack has no detector (one sample per segment)")
         return None
-    return SegmentScorer(faces)
+    return SegmentScorer(faces, presence=presence)
 
 
 def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
@@ -323,7 +326,11 @@ def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
     scorer = None
     if int(overrides.get("candidates") or model.settings.candidates) > 1:
         if "face_analysis" in registry.components and registry.components["face_analysis"].present:
-            scorer = segment_scorer(face_embedder_from_registry(registry, device))
+            from moviedreamer.pipeline.profile import presence_check
+
+            weight = float(overrides.get("presence_weight", model.settings.presence_weight) or 0)
+            presence = presence_check(registry, vision, 1.0, float(overrides.get("presence_floor", model.settings.presence_floor))) if weight else None
+            scorer = segment_scorer(face_embedder_from_registry(registry, device), presence)
         else:
             logging.getLogger(__name__).warning("i2v: segment reranking off: the profile has no face_analysis pack (one sample per segment)")
     sampler = AnchoredSampler(model, vae, vision, descriptor, device, scorer=scorer)

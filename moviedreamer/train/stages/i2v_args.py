@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "guidance_segments", "noise_aug", "noise_share", "motion_bucket",
                  "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template", "candidates", "candidate_segments", "accept", "flow_scale",
-                 "motion_weight", "fast_motion", "fast_noise_share")
+                 "motion_weight", "fast_motion", "fast_noise_share", "presence_weight", "presence_floor")
 
 
 class I2VModelArgs(BaseModel):
