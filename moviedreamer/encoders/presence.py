@@ -157,13 +157,13 @@ class PresenceProbe(nn.Module):
         return lp + F.log_softmax(count, -1)[:, min(n, self.config.max_count)]
 
 
-def frame_pixels(frames, size: int) -> torch.Tensor:
-    """uint8 [B, H, W, 3] (or [H, W, 3]) → float [B, 3, size, size] in [0, 1]."""
+def frame_pixels(frames, size: int | None = None) -> torch.Tensor:
+    """uint8 [B, H, W, 3] (or [H, W, 3]) → float [B, 3, size, size] in [0, 1] (size None: as they are)."""
     x = torch.as_tensor(np.asarray(frames))
     if x.ndim == 3:
         x = x[None]
     x = x.permute(0, 3, 1, 2).float() / 255
-    if x.shape[-2:] != (size, size):
+    if size is not None and x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x
 
@@ -172,10 +172,7 @@ def frame_pixels(frames, size: int) -> torch.Tensor:
 def frame_views(vision, frames, grid: int) -> torch.Tensor:
     """uint8 [B, H, W, 3] (or [H, W, 3]) → the encoder's patch tokens of every view [B, V, P, patch_dim]: the
     grid × grid tiles (each resized to the encoder's input size) and the whole frame."""
-    x = torch.as_tensor(np.asarray(frames))
-    if x.ndim == 3:
-        x = x[None]
-    x = x.permute(0, 3, 1, 2).float() / 255
+    x = frame_pixels(frames)
     b, _, h, w = x.shape
     size = int(getattr(vision, "image_size", 64))
     crops = [x[:, :, i * h // grid:(i + 1) * h // grid, j * w // grid:(j + 1) * w // grid] for i in range(grid) for j in range(grid)] + [x]
@@ -210,6 +207,14 @@ class PresenceCheck:
             return 0.0
         lp = self.probe.log_p_exact(self.probe.views(self.vision, frames), looks, cast)
         return self.weight * float(lp.clamp_min(self.floor).mean()) / -self.floor
+
+def presence_from_registry(registry, vision, weight: float, floor: float) -> PresenceCheck | None:
+    """The profile's presence probe (component `presence`) as a reranking term, or None when the weight is 0 or the
+    profile has none."""
+    if weight <= 0 or "presence" not in registry.components or not registry.components["presence"].present:
+        return None
+    return PresenceCheck(load_presence(registry.path("presence")), vision, weight, floor)
+
 
 def save_presence(probe: PresenceProbe, folder: str | Path, extra: dict | None = None) -> Path:
     from moviedreamer.safeio import save_safetensors

@@ -70,21 +70,11 @@ def shares_descriptor_space(registry) -> bool:
     return d.format == v.format and d.path.resolve() == v.path.resolve()
 
 
-def presence_check(registry, vision, weight: float, floor: float):
-    """The profile's presence probe (component `presence`, encoders/presence.py) as a reranking term, or None when
-    the weight is 0 or the profile has none."""
-    from moviedreamer.encoders.presence import PresenceCheck, load_presence
-
-    if weight <= 0 or "presence" not in registry.components or not registry.components["presence"].present:
-        return None
-    return PresenceCheck(load_presence(registry.path("presence")), vision, weight, floor)
-
-
 def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, look_vision=None, presence=None):
     """The decoder as the pipeline's KeyframeRenderer, reranking up to `candidates` per shot by face match (default:
     the tokenizer folder's `decoder.candidates`); a face pack without a detector renders one candidate, with a warning.
     `look_vision`: an image encoder in the descriptors' space, to check each character's body against its
-    description too (tokenizer/look.py). `presence`: a presence check (presence_check) added to the score."""
+    description too (tokenizer/look.py). `presence`: a presence check (encoders/presence.py) added to the score."""
     import logging
 
     from moviedreamer.tokenizer.look import LookCheck
@@ -116,8 +106,10 @@ def load_components(registry, device: str | None = "auto", keyframe_candidates: 
     encoders = Encoders(registry, device)
     encoder = StoryEncoder(encoders, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
     look_vision = encoders.vision if shares_descriptor_space(registry) else None
+    from moviedreamer.encoders.presence import presence_from_registry
+
     c = keyframe_tokenizer.decoder.config
-    presence = presence_check(registry, encoders.vision, c.presence_weight, c.presence_floor)
+    presence = presence_from_registry(registry, encoders.vision, c.presence_weight, c.presence_floor)
     renderer = keyframe_renderer(keyframe_tokenizer, encoders.faces, keyframe_candidates, look_vision, presence)
     return Components(encoder, ARPlanner.from_registry(registry, device), renderer, clips,
                       profile=registry.name, window=0)

@@ -326,10 +326,10 @@ def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
     scorer = None
     if int(overrides.get("candidates") or model.settings.candidates) > 1:
         if "face_analysis" in registry.components and registry.components["face_analysis"].present:
-            from moviedreamer.pipeline.profile import presence_check
+            from moviedreamer.encoders.presence import presence_from_registry
 
             weight = float(overrides.get("presence_weight", model.settings.presence_weight) or 0)
-            presence = presence_check(registry, vision, 1.0, float(overrides.get("presence_floor", model.settings.presence_floor))) if weight else None
+            presence = presence_from_registry(registry, vision, 1.0, float(overrides.get("presence_floor", model.settings.presence_floor))) if weight else None
             scorer = segment_scorer(face_embedder_from_registry(registry, device), presence)
         else:
             logging.getLogger(__name__).warning("i2v: segment reranking off: the profile has no face_analysis pack (one sample per segment)")

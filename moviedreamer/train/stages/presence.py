@@ -165,18 +165,17 @@ class PresenceStage(Stage):
         return [fresh.get(p) if p in fresh else self._cache[(ep_id, *p)] for p in picks]
 
     def collate(self, samples: list, device, dtype):
-        pool = list(self._texts)
+        pool = torch.stack(list(self._texts.values()))
+        unit_pool = F.normalize(pool, dim=-1)
         m = max(len(s["cast"]) for s in samples) + self.opts.extra_negatives
         looks = torch.zeros(len(samples), m, self.config.look_dim)
         target, valid = torch.zeros(len(samples), m), torch.zeros(len(samples), m, dtype=torch.bool)
         for i, s in enumerate(samples):
             n = len(s["cast"])
             looks[i, :n], target[i, :n], valid[i, :n] = s["cast"], s["present"].float(), True
-            own = F.normalize(s["cast"], dim=-1)
-            extra = [self._texts[pool[j]] for j in torch.randperm(len(pool)).tolist()]
-            extra = [e for e in extra if float((own @ F.normalize(e, dim=-1)).max()) < 1 - 1e-5][: self.opts.extra_negatives]
-            for k, e in enumerate(extra):
-                looks[i, n + k], valid[i, n + k] = e, True
+            outside = torch.nonzero((unit_pool @ F.normalize(s["cast"], dim=-1).T).amax(1) < 1 - 1e-5).flatten()  # not in this story
+            extra = outside[torch.randperm(len(outside))[: self.opts.extra_negatives]]
+            looks[i, n : n + len(extra)], valid[i, n : n + len(extra)] = pool[extra], True
         to = dict(device=device, dtype=dtype)
         tokens = torch.stack([s["tokens"] for s in samples])
         if self.config.backbone == "pixels" and self.opts.blur_prob > 0:
