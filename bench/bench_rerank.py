@@ -6,6 +6,7 @@ number of scorer variants on the stored candidates without decoding again (the j
     .venv/bin/python bench/bench_rerank.py dump --data data/toyworld-heldout --hard --id-guidance 3 -o runs/cands-id3.pt
     .venv/bin/python bench/bench_rerank.py dump --data data/toyworld-heldout --hard --count-guidance 2 -o runs/cands-count2.pt
     .venv/bin/python bench/bench_rerank.py presence runs/cands.pt --probe runs/toy-presence/export   # + a presence probe's term
+    .venv/bin/python bench/bench_rerank.py dump --data data/toyworld-heldout --hard --first-candidate 8 -o runs/more.pt  # candidates 8-15
 
 `dump` stores, per keyframe, the K candidates (uint8, candidate k decoded with rerank.candidate_seed(seed, k), as the
 pipeline does), the scorer's inputs (faces, the characters' descriptions, the cast) and whether the judge reads the
@@ -54,7 +55,7 @@ def dump(args) -> int:
             tokens = tok.compressor(torch.stack([c["patches"] for c in chunk]), torch.stack([c["pooled"] for c in chunk]))
             seeds = keep[i : i + args.batch]  # the keyframe's index in the held-out set: the same seeds with or without --hard
             per = []
-            for k in range(args.candidates):
+            for k in range(args.first_candidate, args.first_candidate + args.candidates):
                 cond = ([c["desc"] for c in chunk], [c["faces"] for c in chunk], [candidate_seed(x, k) for x in seeds])
                 out = to_uint8(count_guided(tok, tokens, *cond, args.count_guidance, args.guidance) if args.count_guidance
                                else tok.decode(tokens, *cond[:2], seed=cond[2], **decode))
@@ -249,6 +250,7 @@ def main() -> int:
     a.add_argument("--weights", type=Path, default=REPO / "moviedreamer" / "weights" / "toy" / "keyframe_tokenizer")
     a.add_argument("--keyframes", type=int, default=500)
     a.add_argument("--candidates", type=int, default=8)
+    a.add_argument("--first-candidate", type=int, default=0, help="candidates k = this, ... (to extend a dump: 8 for candidates 8-15)")
     a.add_argument("--guidance", type=float, default=None)
     a.add_argument("--id-guidance", type=float, default=None, help="two-scale guidance toward the faces and descriptions")
     a.add_argument("--steps", type=int, default=None)

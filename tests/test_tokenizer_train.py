@@ -106,6 +106,22 @@ def test_samples_carry_cached_features_descriptor_slots_and_faces(workdir):
     assert all(torch.equal(a["desc"], b["desc"]) and torch.equal(a["latent"], b["latent"]) for a, b in zip(samples, again))
 
 
+def test_min_characters_keeps_only_the_crowded_shots(workdir):
+    plain = stage_for(workdir, "options.hflip=false")
+    ep = plain.index.load(0, plain.keys)
+    counts = [len(shot.characters) for *_, shot in plain.story(ep).shots()]
+    most = max(counts)
+    crowded = stage_for(workdir, "options.hflip=false", f"options.min_characters={most}")
+    kept = crowded.samples(ep, np.random.default_rng(0))
+    assert len(kept) == counts.count(most) and all(len(k["faces"]) == most for k in kept)
+    every = plain.samples(ep, np.random.default_rng(0))
+    assert torch.equal(kept[0]["latent"], every[counts.index(most)]["latent"])  # the same keyframe's features
+    none = stage_for(workdir, "options.hflip=false", f"options.min_characters={most + 1}")
+    calls = []
+    none.vision.encode_image = lambda x: calls.append(len(x))
+    assert none.samples(ep, np.random.default_rng(0)) == [] and calls == []  # nothing encoded for the shots left out
+
+
 def test_collate_masks_at_the_configured_rates(workdir):
     samples = None
     for faces, uncond, expect_faces in ((1.0, 0.0, False), (0.0, 0.0, True), (0.0, 1.0, False)):

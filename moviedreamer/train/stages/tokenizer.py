@@ -235,13 +235,15 @@ class TokenizerStage(Stage):
         if len(shots) != len(keyframes):
             raise UserError(f"episode {episode['meta']['id']}: {len(shots)} shots in its script but {len(keyframes)} keyframes")
         flips = [bool(self.opts.hflip and rng.random() < 0.5) for _ in shots]
-        feats = self.features(episode["meta"]["id"], keyframes, list(enumerate(flips)))
+        keep = [s for s, (_, shot) in enumerate(shots) if len(shot.characters) >= self.opts.min_characters]
+        feats = dict(zip(keep, self.features(episode["meta"]["id"], keyframes, [(s, flips[s]) for s in keep])))
         faces = self.episode_faces(episode)
         face_dim = self.face_dim
         metas = episode.get("shots") or [{}] * len(shots)
         rw = self.opts.region_weight
         out = []
-        for s, ((scene, shot), flip, (z, patches, pooled)) in enumerate(zip(shots, flips, feats)):
+        for s in keep:
+            (scene, shot), flip, (z, patches, pooled) = shots[s], flips[s], feats[s]
             texts = story_shot_texts(story, scene, shot, swap_left_right if flip else None)
             face_rows = []
             for cid in shot.characters:

@@ -84,6 +84,7 @@ class TokenizerOptions(BaseModel):
     cache_size: int = Field(20000, ge=0, description="frozen-encoder outputs kept in memory ((episode, shot, mirror) entries)")
     encoder_device: str | None = Field(None, description="device of the frozen encoders (None: the engine's)")
     gradient_checkpointing: bool = False
+    min_characters: int = Field(0, ge=0, description="train only on the shots with at least this many characters (a fine-tune on crowded shots)")
     freeze_compressor: bool = Field(False, description="train only the decoder (needs model.init_from): the tokens, and so a trained AR model's targets, stay as they are")
     export_samples: int = Field(8, ge=0, description="keyframes reconstructed at export to report PSNR")
     bundle_frozen: bool = Field(False, description="copy the VAE and vision encoder folders into the export")
