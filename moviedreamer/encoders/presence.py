@@ -208,6 +208,7 @@ class PresenceCheck:
         lp = self.probe.log_p_exact(self.probe.views(self.vision, frames), looks, cast)
         return self.weight * float(lp.clamp_min(self.floor).mean()) / -self.floor
 
+
 def presence_from_registry(registry, vision, weight: float, floor: float) -> PresenceCheck | None:
     """The profile's presence probe (component `presence`) as a reranking term, or None when the weight is 0 or the
     profile has none."""
