@@ -50,6 +50,24 @@ def test_save_and_load_give_the_same_model_in_a_diffusers_folder(tmp_path):
     assert loaded.make_scheduler().config.prediction_type == "v_prediction"
 
 
+def test_a_sharded_export_loads_the_same_and_replaces_a_single_file(tmp_path):
+    """`max_shard_size` (the toy export's `export_shard_size`) writes diffusers' index + shards, no file over the size."""
+    from moviedreamer.registry import FORMATS
+    from moviedreamer.video.model import AnchoredI2V
+
+    model = tiny_model()
+    folder = model.save_pretrained(tmp_path / "i2v")
+    assert (folder / "diffusion_pytorch_model.safetensors").is_file()
+    model.save_pretrained(folder, max_shard_size="40KB")  # over the single-file export: no stale copy left
+    shards = sorted(folder.glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) >= 2 and not (folder / "diffusion_pytorch_model.safetensors").exists()
+    assert (folder / "diffusion_pytorch_model.safetensors.index.json").is_file() and FORMATS["diffusers"].check(folder)
+    biggest_tensor = max(p.numel() * p.element_size() for p in model.unet.parameters())
+    assert all(s.stat().st_size <= max(40_000, biggest_tensor) + 20_000 for s in shards)
+    loaded = AnchoredI2V.from_pretrained(folder)
+    assert all(torch.equal(a, b) for a, b in zip(model.unet.state_dict().values(), loaded.unet.state_dict().values()))
+
+
 def test_an_svd_folder_loads_and_samples_like_diffusers_own_pipeline(svd):
     from diffusers import StableVideoDiffusionPipeline
 

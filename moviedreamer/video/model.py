@@ -249,10 +249,15 @@ class AnchoredI2V(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ io
 
-    def save_pretrained(self, out_dir: str | Path) -> Path:
+    def save_pretrained(self, out_dir: str | Path, max_shard_size: str | None = None) -> Path:
+        """`max_shard_size` (e.g. "10MB"): the UNet in diffusers' sharded form (an index + shards), which
+        `from_pretrained` reads as well; None: one file."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(str(out_dir), safe_serialization=True)
+        for old in out_dir.glob("diffusion_pytorch_model*.safetensors*"):  # a previous export in the other form
+            old.unlink()
+        kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+        self.unet.save_pretrained(str(out_dir), safe_serialization=True, **kw)
         self.conditioning.save_pretrained(str(out_dir / CONDITIONING_DIR), safe_serialization=True)
         self.make_scheduler().save_pretrained(str(out_dir / SCHEDULER_DIR))
         (out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings), indent=2) + "\n")

@@ -308,7 +308,7 @@ class I2VStage(Stage):
             batch = self.collate(samples[i : i + 4], self.device, torch.float32)
             losses.append(self.loss(model.to(self.device), batch)[0].item())
         model = model.cpu()
-        (copy.deepcopy(model).half() if self.opts.export_dtype == "float16" else model).save_pretrained(out_dir)
+        (copy.deepcopy(model).half() if self.opts.export_dtype == "float16" else model).save_pretrained(out_dir, self.opts.export_shard_size)
         if self.args.export_vae:
             self.vae.save_pretrained(str(out_dir / "vae"), safe_serialization=True)
         return {"params": sum(p.numel() for p in model.parameters()), "unet_params": sum(p.numel() for p in model.unet.parameters()),

@@ -74,6 +74,8 @@ class I2VOptions(BaseModel):
     gradient_checkpointing: bool = False
     export_samples: int = Field(16, ge=1, description="samples at export: the median motion bucket and a held-out loss")
     export_dtype: Literal["float32", "float16"] = Field("float32", description="weights as saved (float16: half the size; loads as float32)")
+    export_shard_size: str | None = Field(None, pattern=r"^[0-9]+(KB|MB|GB)$",
+                                          description="split the exported UNet into diffusers shards of at most this size (e.g. 10MB; None: one file)")
 
     @model_validator(mode="after")
     def _lengths(self):
