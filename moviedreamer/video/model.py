@@ -6,7 +6,8 @@ Folder layout (`save_pretrained` / `from_pretrained`; the root is an ordinary di
 registry's `diffusers` format check and `UNetSpatioTemporalConditionModel.from_pretrained(folder)` both work):
 
     i2v/
-      config.json + diffusion_pytorch_model.safetensors   the UNet (SVD layout: in_channels = 2 x latent channels, + flow channels: motion.py)
+      config.json + diffusion_pytorch_model.safetensors   the UNet (SVD layout: in_channels = 2 x latent channels, + flow channels: motion.py);
+                                                          or diffusers' sharded form (*.safetensors.index.json + shards: the toy's)
       conditioning/config.json + diffusion_pytorch_model.safetensors   I2VConditioning (projections)
       scheduler/scheduler_config.json                     EulerDiscreteScheduler (EDM sigmas, v-prediction)
       moviedreamer_i2v.json                               I2VSettings: segment length, overlap, steps, tau, ...
