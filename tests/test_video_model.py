@@ -66,6 +66,9 @@ def test_a_sharded_export_loads_the_same_and_replaces_a_single_file(tmp_path):
     assert all(s.stat().st_size <= max(40_000, biggest_tensor) + 20_000 for s in shards)
     loaded = AnchoredI2V.from_pretrained(folder)
     assert all(torch.equal(a, b) for a, b in zip(model.unet.state_dict().values(), loaded.unet.state_dict().values()))
+    model.save_pretrained(folder)  # and back: diffusers alone would leave the index behind, pointing at deleted shards
+    assert sorted(p.name for p in folder.glob("diffusion_pytorch_model*")) == ["diffusion_pytorch_model.safetensors"]
+    assert AnchoredI2V.from_pretrained(folder).settings == model.settings
 
 
 def test_an_svd_folder_loads_and_samples_like_diffusers_own_pipeline(svd):
