@@ -286,3 +286,34 @@ def test_init_weights_starts_another_n_tokens_from_a_folder_where_shapes_match(w
     unet = [k for k in state if k.startswith("decoder.unet.")]
     assert unet and all(torch.equal(state[k], saved[k]) for k in unet + ["decoder.face_proj.weight", "decoder.token_proj.0.weight"])
     assert not torch.equal(state["compressor.patch_in.weight"], saved["compressor.patch_in.weight"])  # excluded: a fresh init
+
+
+def test_init_zero_adds_full_resolution_cross_attention_that_starts_as_the_source(workdir):
+    folder = stage_for(workdir).build_model().save_pretrained(workdir / "plain_for_zero")
+    new_blocks = ("model.unet.down_block_types=[CrossAttnDownBlock2D, CrossAttnDownBlock2D]",
+                  "model.unet.up_block_types=[CrossAttnUpBlock2D, CrossAttnUpBlock2D]", "model.unet.only_cross_attention=[true, false]")
+    added = ["decoder.unet.down_blocks.0.attentions", "decoder.unet.up_blocks.1.attentions"]
+    exclude = f"model.init_exclude=[{', '.join(added)}]"
+    zero = "model.init_zero=[decoder.unet.down_blocks.0.attentions.0.proj_out, decoder.unet.up_blocks.1.attentions.0.proj_out, " \
+           "decoder.unet.up_blocks.1.attentions.1.proj_out]"
+    with pytest.raises(UserError, match="init_zero needs init_weights"):
+        stage_for(workdir, *new_blocks, zero)
+    with pytest.raises(UserError, match="init_zero: no tensor.*down_blocks.7"):
+        stage_for(workdir, *new_blocks, f"model.init_weights={folder}", exclude, "model.init_zero=[decoder.unet.down_blocks.7]").build_model()
+    source = stage_for(workdir, "model.unet={}", f"model.init_from={folder}").build_model().decoder.unet.eval()
+    grown = stage_for(workdir, *new_blocks, f"model.init_weights={folder}", exclude, zero).build_model().decoder.unet.eval()
+    names = [k for k, _ in grown.named_parameters()]
+    assert any(k.startswith("down_blocks.0.attentions.0.transformer_blocks") for k in names)  # cross-attention at full resolution now
+    assert not any(k.startswith("down_blocks.0.attentions") for k, _ in source.named_parameters())
+    cfg = grown.config
+    torch.manual_seed(0)
+    x, t = torch.randn(2, cfg.in_channels, cfg.sample_size, cfg.sample_size), torch.tensor([10, 900])
+    ctx = torch.randn(2, 5, cfg.cross_attention_dim)
+    pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+    added_cond = {"text_embeds": torch.randn(2, pooled), "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]] * 2)}
+    with torch.no_grad():
+        before = source(x, t, ctx, added_cond_kwargs=added_cond).sample
+        after = grown(x, t, ctx, added_cond_kwargs=added_cond).sample
+        assert torch.allclose(before, after, atol=1e-6)  # the new blocks add exactly 0 at step 0 ...
+        grown.down_blocks[0].attentions[0].proj_out.weight.normal_()
+        assert not torch.allclose(before, grown(x, t, ctx, added_cond_kwargs=added_cond).sample, atol=1e-3)  # ... and act once trained

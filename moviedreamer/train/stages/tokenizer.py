@@ -143,7 +143,7 @@ class TokenizerStage(Stage):
             dec = {"token_dim": a.token_dim, "n_tokens": a.n_tokens, "descriptor_dim": self.descriptor.embed_dim, "face_dim": self.face_dim, **a.decoder}
             model = KeyframeTokenizer.build(comp, dec, unet, TokenizerSettings(resolution=o.resolution, **self.vae_info))
             if a.init_weights is not None:
-                load_matching(model, a.init_weights, a.init_exclude)
+                load_matching(model, a.init_weights, a.init_exclude, a.init_zero)
         if model.settings.latent_channels != self.vae_info["latent_channels"] or model.settings.resolution != o.resolution:
             raise UserError(f"model.init_from: trained at {model.settings.resolution} px with {model.settings.latent_channels} latent channels; "
                             f"this run has {o.resolution} px and a VAE with {self.vae_info['latent_channels']}")

@@ -24,6 +24,9 @@ class TokenizerModelArgs(BaseModel):
                                                         "wherever names and shapes match, e.g. another n_tokens")
     init_exclude: list[str] = Field(default_factory=list, description="with init_weights: name prefixes left at their random init "
                                                                       "(e.g. compressor., decoder.slot_pos)")
+    init_zero: list[str] = Field(default_factory=list, description="with init_weights: name prefixes set to zero after loading, e.g. the "
+                                                                   "output projections of blocks the source lacks, so that the model "
+                                                                   "starts as the source and the new blocks grow from identity")
     n_tokens: int = Field(2, ge=1, le=64)
     token_dim: int = Field(64, ge=1)
     use_pooled: bool = Field(True, description="the compressor also attends to CLIP's pooled embedding")
@@ -41,6 +44,8 @@ class TokenizerModelArgs(BaseModel):
             raise ValueError("init_from continues a folder's own architecture, init_weights starts this config's from it: give one")
         if self.init_exclude and self.init_weights is None:
             raise ValueError("init_exclude needs init_weights (the folder whose other tensors are loaded)")
+        if self.init_zero and self.init_weights is None:
+            raise ValueError("init_zero needs init_weights (it zeroes new tensors of a model started from a folder)")
         if (self.init_unet or self.init_unet_component or self.init_from) and self.unet:
             raise ValueError("model.unet describes a fresh UNet: leave it out when starting from a folder")
         if self.init_unet_component is not None and self.init_unet_component.count(".") != 1:

@@ -11,9 +11,11 @@ import torch
 from moviedreamer.errors import UserError
 
 
-def load_matching(model, folder: Path, exclude: list[str]) -> None:
+def load_matching(model, folder: Path, exclude: list[str], zero: list[str] = ()) -> None:
     """Copy a tokenizer folder's tensors into `model` by name, except those under an `exclude` prefix; every other tensor
-    of the model must exist there with the same shape (a UserError names the first that do not)."""
+    of the model must exist there with the same shape (a UserError names the first that do not). Then the tensors under a
+    `zero` prefix are set to 0: an added residual block whose output projection is zero leaves the loaded model's
+    function unchanged at step 0 (a prefix that names no tensor is an error, not a silent no-op)."""
     from moviedreamer.safeio import load_safetensors
 
     state = load_safetensors(Path(folder) / "model.safetensors")
@@ -25,6 +27,14 @@ def load_matching(model, folder: Path, exclude: list[str]) -> None:
         raise UserError(f"model.init_weights: {folder} does not hold {len(bad)} tensors of this model ({'; '.join(bad[:3])}): "
                         "add their prefixes to model.init_exclude or match the architecture")
     model.load_state_dict({k: state[k].to(v.dtype) for k, v in keep.items()}, strict=False)
+    params = dict(model.named_parameters())
+    for prefix in zero:
+        hit = [k for k in params if k.startswith(prefix)]
+        if not hit:
+            raise UserError(f"model.init_zero: no tensor of this model is named {prefix}*")
+        with torch.no_grad():
+            for k in hit:
+                params[k].zero_()
     print(f"init_weights: {len(keep)} of {len(own)} tensors from {folder} ({len(own) - len(keep)} excluded, random)", flush=True)
 
 
