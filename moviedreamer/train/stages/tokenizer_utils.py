@@ -27,15 +27,17 @@ def load_matching(model, folder: Path, exclude: list[str], zero: list[str] = ())
         raise UserError(f"model.init_weights: {folder} does not hold {len(bad)} tensors of this model ({'; '.join(bad[:3])}): "
                         "add their prefixes to model.init_exclude or match the architecture")
     model.load_state_dict({k: state[k].to(v.dtype) for k, v in keep.items()}, strict=False)
-    params = dict(model.named_parameters())
-    for prefix in zero:
-        hit = [k for k in params if k.startswith(prefix)]
-        if not hit:
-            raise UserError(f"model.init_zero: no tensor of this model is named {prefix}*")
-        with torch.no_grad():
+    params, zeroed = dict(model.named_parameters()), 0
+    with torch.no_grad():
+        for prefix in zero:
+            hit = [k for k in params if k.startswith(prefix)]
+            if not hit:
+                raise UserError(f"model.init_zero: no tensor of this model is named {prefix}*")
             for k in hit:
                 params[k].zero_()
-    print(f"init_weights: {len(keep)} of {len(own)} tensors from {folder} ({len(own) - len(keep)} excluded, random)", flush=True)
+            zeroed += len(hit)
+    print(f"init_weights: {len(keep)} of {len(own)} tensors from {folder} ({len(own) - len(keep)} excluded, random; "
+          f"{zeroed} zeroed)", flush=True)
 
 
 def region_weight_map(boxes: dict | None, face_boxes: dict | None, frame_width: int, latent_hw: tuple[int, int], flip: bool,
