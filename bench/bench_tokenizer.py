@@ -202,12 +202,12 @@ def main() -> int:
     items = items[: args.id_keyframes]
     k = (args.candidates or [tok.decoder.config.candidates])[0]
     d = tok.decoder.config
-    scorer = scorer_for(stage, d, (args.look_weight or [None])[0], (args.token_weight or [None])[0])
     common = dict(face_embedder=stage.face_embedder, judge=judge, steps=args.steps, guidance=args.guidance)
     # The paper's ablation is of the decoder's inputs: one decode per keyframe and variant, the same seeds. The
     # renderer's best-of-k row follows; its pick may stand the characters elsewhere than the original's face boxes.
     res = evaluate(tok, items, tuple(VARIANTS), **common)
     if k > 1:
+        scorer = scorer_for(stage, d, (args.look_weight or [None])[0], (args.token_weight or [None])[0])
         res[f"all, best of up to {k} (the renderer)"] = evaluate(tok, items, ("all",), scorer=scorer, candidates=k,
                                                                    accept=(args.accept or [d.accept])[0], **common)["all"]
     print(f"\n## ID preservation and judge agreement ({models[0][0]}, first {len(items)} keyframes; face cosine original vs reconstruction "
