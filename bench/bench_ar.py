@@ -28,7 +28,7 @@ def build_model(args):
     import torch
 
     from moviedreamer.ar.model import ARConfig, ARModel
-    from moviedreamer.ar.standins import tiny_llama_dict
+    from moviedreamer.testing.ar import tiny_llama_dict
 
     if args.model:
         return ARModel.from_pretrained(args.model, args.device)
@@ -76,7 +76,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from moviedreamer.ar.embed import prefix_part
     from moviedreamer.ar.sample import RollingSampler
-    from moviedreamer.ar.standins import random_sheet, random_shots
+    from moviedreamer.testing.ar import random_sheet, random_shots
     from moviedreamer.script.timeline import shot_seed
 
     model = build_model(args)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 def write_story(path: Path, minutes: float, seed: int, size: int) -> None:
     from moviedreamer.toyworld.story import generate_story
-    from moviedreamer.toyworld.story import write_story as save
+    from moviedreamer.script.write import write_story as save
 
     save(generate_story(minutes, seed, resolution=(size, size)), path)
 
@@ -98,7 +98,7 @@ def planned_tokens(out: Path) -> dict[int, torch.Tensor]:
 
 
 def score(loaded, keyframes, faces) -> dict:
-    from moviedreamer.eval import metrics
+    from moviedreamer import metrics
     from moviedreamer.eval.run import Evaluation, judge_keyframes, solo_appearances
 
     ev = Evaluation("bench", per_shot=[{"index": i} for i in range(len(keyframes))])
@@ -216,7 +216,7 @@ def main() -> int:
                    help="one 'with faces' row per reranking width K (default: the profile's decoder setting)")
     args = p.parse_args()
 
-    from moviedreamer.encoders import load_encoders
+    from moviedreamer.pipeline.profile import Profile
     from moviedreamer.pipeline.movie import MovieDreamerPipeline
     from moviedreamer.registry import Registry
     from moviedreamer.script import load_story
@@ -224,7 +224,7 @@ def main() -> int:
     from moviedreamer.pipeline.profile import keyframe_renderer
 
     pipeline = MovieDreamerPipeline.from_profile(args.profile, device="cpu")
-    faces = load_encoders(Registry.load(args.profile)).faces
+    faces = Profile(Registry.load(args.profile)).faces
     default = pipeline.c.keyframes
     widths = {("with faces" if k is None else f"with faces, K={k}"): k for k in (args.keyframe_candidates or [None])}
     renderers = {name: default if k is None else keyframe_renderer(default.tokenizer, faces, k) for name, k in widths.items()}
@@ -252,7 +252,7 @@ def main() -> int:
                   f"{mean([r['scene_and_characters'] for r in rows]):>6.3f} {mean(sum((r['st'] for r in rows), [])):>7.3f} "
                   f"{mean(sum((r['lt'] for r in rows), [])):>7.3f} {sum(r['found'] for r in rows):>11}")
     if args.few_shot:
-        encoders = load_encoders(Registry.load(args.profile))
+        encoders = Profile(Registry.load(args.profile))
         plain, refd, truth, tok_plain, tok_refd = [], [], [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for k in range(args.few_shot):

@@ -36,10 +36,10 @@ def main() -> int:
 
     faces = None
     if not args.no_faces:
-        from moviedreamer.encoders import face_embedder_from_registry
+        from moviedreamer.pipeline.profile import Profile
         from moviedreamer.registry import Registry
 
-        faces = face_embedder_from_registry(Registry.load("toy"))
+        faces = Profile(Registry.load("toy")).faces
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()

@@ -36,8 +36,8 @@ def dump(args) -> int:
 
     from bench_tokenizer import items_for
     from moviedreamer.tokenizer import KeyframeTokenizer
-    from moviedreamer.tokenizer.evaluate import to_uint8
-    from moviedreamer.tokenizer.rerank import candidate_seed
+    from moviedreamer.tokenizer.render import to_uint8
+    from moviedreamer.rerank.identity import candidate_seed
     from moviedreamer.toyworld.judge import load_judge
 
     torch.set_num_threads(args.threads)
@@ -95,10 +95,10 @@ def count_guided(tok, tokens, descriptors, faces, seeds, delta: float, guidance=
 
 
 def variants(stage):
-    """name → a function making that scorer (so only the variants asked for load their face packs); the toy default first. (Measured 2026-12-03 on 476 held-out keyframes: docs/tokenizer.md.)"""
+    """name → a function making that scorer (so only the variants asked for load their face packs); the toy default first. (Figures: docs/experiments/2026-12-03-tokenizer-scorer-variants.md.)"""
     from moviedreamer.encoders.faces import load_face_pack
-    from moviedreamer.tokenizer.look import LookCheck
-    from moviedreamer.tokenizer.rerank import IdentityScorer
+    from moviedreamer.rerank.look import LookCheck
+    from moviedreamer.rerank.identity import IdentityScorer
 
     pack, faces = stage.part("face_analysis")[0], stage.face_embedder
     look = lambda: LookCheck(stage.vision, 2.0, 20.0)  # noqa: E731

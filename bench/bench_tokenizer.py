@@ -33,7 +33,7 @@ def random_toy_model():
 
     from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer, TokenizerSettings, load_vae, vae_settings
     from moviedreamer.tokenizer.decoder import build_unet
-    from moviedreamer.tokenizer.standins import make_vae_folder
+    from moviedreamer.testing.tokenizer import make_vae_folder
     from moviedreamer.train.stages.tokenizer_args import TokenizerModelArgs
 
     raw = yaml.safe_load(TOY_CONFIG.read_text())
@@ -90,7 +90,7 @@ def items_for(tok, data: Path, n: int, profile: str):
     stage = TokenizerStage(cfg)
     stage.__dict__.update(vision=tok.vision, vae=tok.vae)  # the encoders this tokenizer was trained with
     stage.opts.resolution = tok.settings.resolution
-    from moviedreamer.tokenizer.render import embed_texts
+    from moviedreamer.encoders.longclip import embed_texts
 
     res, items = tok.settings.resolution, []
     for i in range(len(stage.index)):
@@ -137,8 +137,8 @@ def main() -> int:
 
     from moviedreamer.tokenizer import KeyframeTokenizer
     from moviedreamer.tokenizer.evaluate import VARIANTS, evaluate
-    from moviedreamer.tokenizer.look import LookCheck
-    from moviedreamer.tokenizer.rerank import IdentityScorer
+    from moviedreamer.rerank.look import LookCheck
+    from moviedreamer.rerank.identity import IdentityScorer
 
     def scorer_for(stage, d, weight, token_weight=None):
         """The pipeline's scorer: faces, plus the look check where the vision encoder shares the descriptor space."""

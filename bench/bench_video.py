@@ -55,9 +55,9 @@ def load(args):
         model = AnchoredI2V.from_pretrained(args.model or reg.path("i2v"))
         descriptor = load_descriptor_encoder(reg.path("descriptor_encoder")) if model.conditioning.descriptor_proj is not None else None
     from moviedreamer.encoders.faces import load_face_pack
-    from moviedreamer.video.sampler import segment_scorer
+    from moviedreamer.rerank import SegmentScorer
 
-    scorer = segment_scorer(load_face_pack(reg.path("face_analysis")))  # used where --set candidates=K > 1
+    scorer = SegmentScorer(load_face_pack(reg.path("face_analysis")))  # used where --set candidates=K > 1
     return AnchoredSampler(model, vae, vision, descriptor, scorer=scorer), vision
 
 
@@ -66,7 +66,7 @@ def heldout_shots(data: Path, n: int, skip: int = 0, template: str | None = "{ac
     text is the template filled with the episode script's phrases, as the pipeline writes it (template None: the
     bare parameter names "run. wide", what the i2v stage trained on before 2026-12-03)."""
     from moviedreamer.train.data import ShardIndex
-    from moviedreamer.video.shot_text import script_shot_texts
+    from moviedreamer.script.shot_text import script_shot_texts
 
     index, out = ShardIndex(data), []
     for i in range(len(index)):
@@ -83,7 +83,7 @@ def heldout_shots(data: Path, n: int, skip: int = 0, template: str | None = "{ac
 
 def heldout_casts(data: Path, n: int, skip: int = 0):
     """For the same shots as heldout_shots: (the descriptions of the shot's characters, of its story's cast)."""
-    from moviedreamer.tokenizer.render import read_story
+    from moviedreamer.script.shot_text import load_episode_story as read_story
     from moviedreamer.train.data import ShardIndex
 
     index, out = ShardIndex(data), []
@@ -286,7 +286,7 @@ def main() -> int:
             print(f"  plots: {args.plot_dir / 'drift_colour.png'}, {args.plot_dir / 'drift_judge.png'}")
 
     if "end" in only:
-        from moviedreamer.eval.metrics import flicker_score
+        from moviedreamer.metrics import flicker_score
 
         print("last-frame instruction (distance of the generated last frame to the target: mean |pixel| and CLIP cosine; "
               "temporal flicker score, VBench: 1 - mean |frame_t - frame_t-1| / 255):")
@@ -300,7 +300,7 @@ def main() -> int:
             print(f"  tau {tau:2d} of {s.steps}: |pixel| {np.mean(d):6.2f}   CLIP cosine {np.mean(c):.3f}   flicker score {np.mean(fl):.4f}")
 
     if "motion" in only:
-        from moviedreamer.eval.metrics import motion_magnitude
+        from moviedreamer.metrics import motion_magnitude
 
         try:
             from moviedreamer.toyworld.judge import load_judge

@@ -10,7 +10,7 @@ then replay any number of selection rules on the stored candidates without sampl
 `dump` samples, per shot (seed = --seed + its index among the --shots, as bench_video.py's motion figure), candidate
 k of the first segment with the sampler's own candidate seed (sub_seed(seed, 10, 0[, k])), i.e. exactly what the
 renderer tries, and stores the frames, the judge's agreement on each frame with the real frame at the same time (scene
-+ exact character set), each candidate's DIS motion and face score (video/rerank.py's SegmentScorer) and the real
++ exact character set), each candidate's DIS motion and face score (rerank/segments.py's SegmentScorer) and the real
 clip's motion. `score` replays the renderer's rule (candidates in order, the first whose score reaches `accept`
 kept, else the best) for each rule and prints the judge's agreement over all frames, halves A / B of the shots, the
 mean number of candidates sampled, and the motion per action against the real clips. With a motion prior
@@ -38,7 +38,7 @@ def dump(args) -> int:
     from tqdm import tqdm
 
     from bench_video import heldout_casts, heldout_shots, load
-    from moviedreamer.eval.metrics import motion_magnitude
+    from moviedreamer.metrics import motion_magnitude
     from moviedreamer.toyworld.judge import load_judge
     from moviedreamer.video.sampler import sub_seed
 
@@ -141,19 +141,19 @@ def expected_motion(texts, prior_dir):
 
 def presence_terms(d, probe_dir, every: int = 2, floor: float = -5.0):
     """[N, K]: the presence check's term (weight 1) on every `every`-th frame of each stored candidate, as the sampler
-    computes it (video/rerank.py SegmentScorer.presence_term)."""
+    computes it (rerank/segments.py SegmentScorer.presence_term)."""
     import numpy as np
     import torch
     from tqdm import tqdm
 
-    from moviedreamer.encoders import descriptor_encoder_from_registry, vision_encoder_from_registry
+    from moviedreamer.pipeline.profile import Profile
     from moviedreamer.encoders.presence import PresenceCheck, load_presence
     from moviedreamer.registry import Registry
-    from moviedreamer.tokenizer.render import embed_texts
+    from moviedreamer.encoders.longclip import embed_texts
 
     reg = Registry.load("toy")
-    check = PresenceCheck(load_presence(probe_dir), vision_encoder_from_registry(reg), 1.0, floor)
-    desc = descriptor_encoder_from_registry(reg)
+    check = PresenceCheck(load_presence(probe_dir), Profile(reg).vision, 1.0, floor)
+    desc = Profile(reg).descriptor
     frames = d["frames"].numpy()
     out = np.zeros(frames.shape[:2])
     for i in tqdm(range(len(frames)), desc="presence probe", leave=False):

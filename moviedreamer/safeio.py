@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
 from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from moviedreamer.errors import CheckpointError
 
 
 def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
     """Read a .safetensors file into a dict of tensors, with clear errors for missing/truncated/corrupt files."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     _require_file(path, "a .safetensors weights file")
     try:
@@ -25,8 +28,6 @@ def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> None:
     """Write atomically (temp file + rename), so a crash never leaves a half-written checkpoint."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -36,11 +37,6 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict | None = No
 
 def torch_load_weights(path: str | Path):
     """`torch.load` restricted to tensors and plain containers: pickled code is refused, not run."""
-    import pickle
-    import zipfile
-
-    import torch
-
     path = Path(path)
     _require_file(path, "a PyTorch weights file")
     try:

@@ -15,6 +15,7 @@ def load_vae(path: str | Path, temporal: bool = True):
     """A diffusers VAE folder: AutoencoderKL (toy, SD/SDXL) or, when `temporal`, SVD's AutoencoderKLTemporalDecoder.
 
     Frozen, in eval mode, with channels-last 2-D convolutions (faster on CPU, moviedreamer/layout.py)."""
+    # diffusers is heavy: loaded only when a model is built or read
     from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 
     path = Path(path).expanduser()

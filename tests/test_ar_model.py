@@ -11,7 +11,7 @@ import torch
 from moviedreamer.ar.embed import build_sequence, prefix_part, shot_part
 from moviedreamer.ar.model import ARModel, check_llama_folder
 from moviedreamer.ar.sample import ARPlanner
-from moviedreamer.ar.standins import random_sheet, random_shots, tiny_llama_dict, tiny_model
+from moviedreamer.testing.ar import random_sheet, random_shots, tiny_llama_dict, tiny_model
 from moviedreamer.errors import UserError
 from moviedreamer.registry import FORMATS
 

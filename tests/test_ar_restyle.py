@@ -24,7 +24,7 @@ class MeanColourTokenizer:
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from moviedreamer.ar.standins import write_training_fixture
+    from moviedreamer.testing.ar import write_training_fixture
     from moviedreamer.ar.tokens import TokenSource
     from moviedreamer.toyworld.dataset import write_dataset
     from moviedreamer.train.config import load_config

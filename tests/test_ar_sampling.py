@@ -8,7 +8,7 @@ import torch
 
 from moviedreamer.ar.embed import KEY0, Part, keyframe_part, prefix_part, shot_part
 from moviedreamer.ar.sample import ARPlanner, RollingSampler
-from moviedreamer.ar.standins import random_sheet, random_shots, tiny_model
+from moviedreamer.testing.ar import random_sheet, random_shots, tiny_model
 from moviedreamer.pipeline.components import EncodedStory
 
 

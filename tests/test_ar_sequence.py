@@ -12,7 +12,7 @@ import torch
 from moviedreamer.ar.embed import (ACTION, CAMERA, CHAR_DESC, CHAR_ID, FACE, KEY0, KF, PLOT, REF0, REFS, SETTING, SHEET, SHOT, SHOT_CHAR,
                                    STYLE, build_sequence, encode_references, encode_script, prefix_part, shot_part, swap_left_right)
 from moviedreamer.ar.model import causal_mask
-from moviedreamer.ar.standins import QuadrantTokenizer, quadrant_tokens, random_sheet, random_shots, tiny_model
+from moviedreamer.testing.ar import QuadrantTokenizer, quadrant_tokens, random_sheet, random_shots, tiny_model
 from moviedreamer.ar.tokens import TokenSource
 from moviedreamer.script.models import Story
 from moviedreamer.train.stages.ar import episode_order, pick_faces, pick_references

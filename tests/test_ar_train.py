@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from moviedreamer.ar.embed import REF0, REFS
-from moviedreamer.ar.standins import write_training_fixture
+from moviedreamer.testing.ar import write_training_fixture
 
 TINY = """\
 stage: ar

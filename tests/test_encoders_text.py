@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from encoder_standins import SAMPLE_TEXTS, make_hf_clip_vision, make_insightface_pack, make_llama_tokenizer_folder, make_longclip_pt
-from moviedreamer.encoders import load_encoders
+from moviedreamer.pipeline.profile import ENCODERS, Profile
 from moviedreamer.encoders.text import load_text_tokenizer, train_bpe_tokenizer
 from moviedreamer.errors import CheckpointError, MissingComponentError
 from moviedreamer.registry import Registry
@@ -60,7 +60,7 @@ def _profile(tmp_path, components):
     return Registry.load(str(path))
 
 
-def test_load_encoders_from_a_paper_shaped_profile(tmp_path):
+def test_a_paper_shaped_profile_loads_its_encoders(tmp_path):
     make_llama_tokenizer_folder(tmp_path / "Llama-2-7b-hf")
     make_longclip_pt(tmp_path / "longclip", width=64, layers=1)
     make_hf_clip_vision(tmp_path / "CLIP-ViT-H-14")
@@ -71,7 +71,8 @@ def test_load_encoders_from_a_paper_shaped_profile(tmp_path):
         "vision_encoder": {"path": "CLIP-ViT-H-14", "format": "hf-clip-vision"},
         "face_analysis": {"path": "antelopev2", "format": "insightface-pack"},
     })
-    enc = load_encoders(reg)
+    enc = Profile(reg)
+    enc.require(ENCODERS)
     assert enc.text_tokenizer("mia")["input_ids"][0] == 1
     assert enc.descriptor.encode(["a red kite"]).embeddings.shape == (1, 32)
     pooled, tokens = enc.vision.encode_image(torch.rand(1, 3, 64, 64))
@@ -89,7 +90,7 @@ def test_missing_components_are_reported_together(tmp_path):
         "face_analysis": {"path": "faces", "format": "insightface-pack", "made_by": "moviedreamer train faces"},
     })
     with pytest.raises(MissingComponentError) as err:
-        load_encoders(reg)
+        Profile(reg).require(ENCODERS)
     msg = str(err.value)
     for key in ("text_tokenizer", "descriptor_encoder", "vision_encoder", "face_analysis"):
         assert f"components.{key}" in msg

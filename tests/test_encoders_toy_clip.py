@@ -17,11 +17,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def toy_encoders():
-    from moviedreamer.encoders import load_encoders
+    from moviedreamer.pipeline.profile import Profile
     from moviedreamer.registry import Registry
 
     torch.set_num_threads(1)
-    return load_encoders(Registry.load("toy"), check=False)
+    return Profile(Registry.load("toy"))
 
 
 def test_toy_clip_retrieves_held_out_renders_from_their_descriptors(toy_encoders):
@@ -48,7 +48,9 @@ def test_toy_clip_weights_are_small_float16_safetensors(repo):
 def test_shot_descriptor_reads_back_as_its_shot():
     """The training texts are the toy world's own vocabulary: the grammar reads each back to its parameters."""
     from moviedreamer.toyworld.grammar import read_action, read_camera, read_setting
-    from moviedreamer.train.stages.clip import heldout_rng, random_render, shot_descriptor
+    from moviedreamer.toyworld.grammar import shot_descriptor
+    from moviedreamer.toyworld.story import random_render
+    from moviedreamer.train.stages.clip import heldout_rng
 
     for i in range(50):
         rng = heldout_rng(i, seed=99)

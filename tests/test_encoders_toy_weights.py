@@ -12,9 +12,9 @@ def toy():
 
 
 def test_text_tokenizer_round_trips_toy_and_unseen_text(toy):
-    from moviedreamer.encoders import text_tokenizer_from_registry
+    from moviedreamer.pipeline.profile import Profile
 
-    tok = text_tokenizer_from_registry(toy)
+    tok = Profile(toy).text_tokenizer
     for text in ["mia and tom walk on the beach", "Zoë's café — ünïcode 🎬"]:
         ids = tok(text).input_ids
         assert tok.decode(ids, skip_special_tokens=True) == text
@@ -30,10 +30,10 @@ def test_train_text_tokenizer_command(run_cli, tmp_path):
 
 
 def test_face_pack_detects_and_verifies_on_fresh_renders(toy):
-    from moviedreamer.encoders import face_embedder_from_registry
+    from moviedreamer.pipeline.profile import Profile
     from moviedreamer.encoders.evaluate import face_figures
 
-    faces = face_embedder_from_registry(toy)
+    faces = Profile(toy).faces
     assert faces.finder is not None  # the pack has its detector
     figures = face_figures(faces, frames=60, seed=123_456_789, far=0.01)
     assert figures["recall"] >= 0.9, figures
@@ -43,12 +43,12 @@ def test_face_pack_detects_and_verifies_on_fresh_renders(toy):
 
 def test_face_pack_tells_look_alikes_apart(toy):
     """The look-alike pairs differ only in the face: their crops must still embed apart."""
-    from moviedreamer.encoders import face_embedder_from_registry
+    from moviedreamer.pipeline.profile import Profile
     from moviedreamer.toyworld.render import render_frame
     from moviedreamer.toyworld.story import LOOKALIKE_PAIRS
     from moviedreamer.toyworld.world import ShotParams
 
-    faces = face_embedder_from_registry(toy)
+    faces = Profile(toy).faces
     for a, b in LOOKALIKE_PAIRS:
         emb = {}
         for cid in (a, b):

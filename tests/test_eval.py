@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from moviedreamer.eval import metrics
+from moviedreamer import metrics
 from moviedreamer.toyworld.judge import DEFAULT_DIR
 
 
@@ -41,7 +41,7 @@ def test_consistency_and_clip_score():
 
 
 def _render(story_path, params, out, fps=8, size=(128, 128)):
-    from moviedreamer.pipeline.writer import ClipWriter
+    from moviedreamer.media import ClipWriter
     from moviedreamer.script.timeline import frames_for
     from moviedreamer.toyworld.render import render_frame
 

@@ -13,7 +13,7 @@ REFS = Path(__file__).resolve().parents[1] / "stories" / "toy" / "refs"
 
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory):
-    from moviedreamer.pipeline.standins import make_tiny_profile
+    from moviedreamer.testing.pipeline import make_tiny_profile
 
     return make_tiny_profile(tmp_path_factory.mktemp("profile"))
 
@@ -111,7 +111,7 @@ def test_two_ranks_make_the_same_movie_with_real_components(tmp_path, profile):
     import subprocess
     import sys
 
-    from moviedreamer.pipeline.writer import read_frames
+    from moviedreamer.media import read_frames
 
     story = _story(tmp_path)
     cli = [sys.executable, "-m", "moviedreamer.cli", "generate-movie", str(story), "--profile", str(profile), "--quiet", "-o"]

@@ -11,7 +11,8 @@ import pytest
 
 from moviedreamer.errors import UserError
 from moviedreamer.pipeline.state import OutputLock, UnitStore, unit_key
-from moviedreamer.pipeline.writer import ClipWriter, concat_clips, read_frames, write_json_atomic, write_storyboard
+from moviedreamer.media import ClipWriter, concat_clips, read_frames
+from moviedreamer.pipeline.writer import write_json_atomic, write_storyboard
 
 
 def _frames(n, color, size=64):

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from moviedreamer.pipeline.movie import MovieDreamerPipeline, parse_shots
-from moviedreamer.pipeline.writer import read_frames
+from moviedreamer.media import read_frames
 from moviedreamer.script import load_story
 
 sys.path.insert(0, str(Path(__file__).parent))
-import pipeline_doubles  # noqa: E402
+import pipeline_standins  # noqa: E402
 
-DOUBLES = Path(__file__).parent / "pipeline_doubles.py"
+DOUBLES = Path(__file__).parent / "pipeline_standins.py"
 
 
 def _story(tmp_path, n_scenes=2, shots=3, duration=1.0, edit=None, continuous_at=None):
@@ -39,7 +39,7 @@ def _story(tmp_path, n_scenes=2, shots=3, duration=1.0, edit=None, continuous_at
 
 
 def _run(story, out, **kw):
-    return MovieDreamerPipeline(pipeline_doubles.components())(load_story(story), out, quiet=True, **kw)
+    return MovieDreamerPipeline(pipeline_standins.components())(load_story(story), out, quiet=True, **kw)
 
 
 def _movie(out):

@@ -165,14 +165,14 @@ def test_clustering_separates_identities():
 def test_faces_become_characters_that_match_identities(toy_videos, tmp_path):
     """With the toy face pack: faces found on keyframes, clustered per episode; each cluster is one character."""
     from moviedreamer.data.characters import purity
-    from moviedreamer.encoders import face_embedder_from_registry
+    from moviedreamer.pipeline.profile import Profile
     from moviedreamer.encoders.evaluate import iou
     from moviedreamer.registry import Registry
     from moviedreamer.train.data import ShardIndex
 
     root, truths = toy_videos
     out = tmp_path / "shards"
-    faces = face_embedder_from_registry(Registry.load("toy"))
+    faces = Profile(Registry.load("toy")).faces
     prepare_data(root / "videos", out, None, faces=faces, options=PrepareOptions(clip_frames=2), progress=False)
     index, state = ShardIndex(out), json.loads((out / "prepare_state.json").read_text())
     ids = [e["id"] for e in index.episodes]

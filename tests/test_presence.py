@@ -133,12 +133,12 @@ def test_the_probe_round_trips_through_its_folder_and_bad_folders_are_clear(prob
 
 def test_the_rerankers_add_the_presence_term(probe):
     sys.path.insert(0, str(REPO / "tests"))
-    from test_tokenizer_rerank import FakeFaces, unit
+    from test_rerank_identity import FakeFaces, unit
 
     from moviedreamer.tokenizer.decoder import DecoderConfig
-    from moviedreamer.tokenizer.rerank import IdentityScorer
+    from moviedreamer.rerank.identity import IdentityScorer
     from moviedreamer.video.model import I2VSettings
-    from moviedreamer.video.rerank import SegmentScorer
+    from moviedreamer.rerank.segments import SegmentScorer
 
     a, b = unit(1, 0, 0, 0), unit(0, 1, 0, 0)
     check = PresenceCheck(probe, ColourPatches(), weight=1.0, floor=-5.0)
@@ -174,7 +174,7 @@ options: {{frames_per_shot: 2, extra_negatives: 1, export_samples: 4}}
 
 
 def test_train_presence_runs_three_harness_steps_and_exports_a_loadable_probe(tmp_path):
-    from moviedreamer.tokenizer.standins import make_clip_folder
+    from moviedreamer.testing.tokenizer import make_clip_folder
     from moviedreamer.train.synthetic import write_synthetic_shards
 
     make_clip_folder(tmp_path / "clip")

@@ -16,7 +16,7 @@ from moviedreamer.errors import CheckpointError, UserError
 def parts(tmp_path_factory):
     from moviedreamer.encoders.clip_vision import load_vision_encoder
     from moviedreamer.tokenizer.autoencoder import load_vae
-    from moviedreamer.tokenizer.standins import make_clip_folder, make_vae_folder
+    from moviedreamer.testing.tokenizer import make_clip_folder, make_vae_folder
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tokparts")
@@ -27,7 +27,7 @@ def parts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(parts):
-    from moviedreamer.tokenizer.standins import tiny_tokenizer
+    from moviedreamer.testing.tokenizer import tiny_tokenizer
 
     _, vision, vae = parts
     return tiny_tokenizer(vision, vae, seed=1)
@@ -38,7 +38,7 @@ def images(b=2, seed=0):
 
 
 def test_encode_gives_n_tokens_and_only_compressor_and_decoder_train(parts, model):
-    from moviedreamer.tokenizer.standins import tiny_tokenizer
+    from moviedreamer.testing.tokenizer import tiny_tokenizer
 
     _, vision, vae = parts
     tokens = model.encode(images(3))
@@ -159,7 +159,7 @@ def test_masked_slots_hold_the_null_embedding(model):
 
 def test_slot_structure_tells_absent_from_masked_slots_and_counts_the_face_slots(parts):
     from moviedreamer.tokenizer.decoder import pad_slots
-    from moviedreamer.tokenizer.standins import tiny_tokenizer
+    from moviedreamer.testing.tokenizer import tiny_tokenizer
 
     _, vision, vae = parts
     d = tiny_tokenizer(vision, vae, seed=2, slot_structure=True, max_faces=3).decoder
@@ -238,7 +238,7 @@ def test_save_and_load_round_trip_bitwise(parts, model, tmp_path):
 def test_bad_folders_give_clear_errors(model, tmp_path):
     from moviedreamer.encoders.clip_vision import load_vision_encoder
     from moviedreamer.tokenizer import KeyframeTokenizer
-    from moviedreamer.tokenizer.standins import make_clip_folder
+    from moviedreamer.testing.tokenizer import make_clip_folder
 
     with pytest.raises(CheckpointError, match="no such folder"):
         KeyframeTokenizer.from_pretrained(tmp_path / "missing")

@@ -14,7 +14,7 @@ from moviedreamer.errors import CheckpointError, UserError
 
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory):
-    from moviedreamer.tokenizer.standins import make_sdxl_unet_folder
+    from moviedreamer.testing.tokenizer import make_sdxl_unet_folder
 
     torch.set_num_threads(1)
     return make_sdxl_unet_folder(tmp_path_factory.mktemp("sdxl") / "unet", seed=4, pooled_dim=24)
@@ -49,7 +49,7 @@ def test_whole_tokenizer_on_the_sdxl_unet_round_trips(sdxl, tmp_path):
     from moviedreamer.tokenizer import KeyframeTokenizer
     from moviedreamer.tokenizer.autoencoder import load_vae
     from moviedreamer.tokenizer.decoder import load_unet_folder
-    from moviedreamer.tokenizer.standins import make_clip_folder, make_vae_folder, tiny_tokenizer
+    from moviedreamer.testing.tokenizer import make_clip_folder, make_vae_folder, tiny_tokenizer
 
     vision = load_vision_encoder(make_clip_folder(tmp_path / "clip"))
     vae = load_vae(make_vae_folder(tmp_path / "vae"))
@@ -67,7 +67,7 @@ def test_whole_tokenizer_on_the_sdxl_unet_round_trips(sdxl, tmp_path):
 
 def test_unet_folders_that_cannot_be_the_decoder_are_clear_errors(tmp_path):
     from moviedreamer.tokenizer.decoder import load_unet_folder
-    from moviedreamer.tokenizer.standins import make_sdxl_unet_folder
+    from moviedreamer.testing.tokenizer import make_sdxl_unet_folder
 
     with pytest.raises(CheckpointError, match="no such folder"):
         load_unet_folder(tmp_path / "nowhere")

@@ -52,7 +52,7 @@ def workdir(tmp_path_factory):
     sys.path.insert(0, str(REPO / "tests"))
     from encoder_standins import make_insightface_pack
 
-    from moviedreamer.tokenizer.standins import make_clip_folder, make_vae_folder
+    from moviedreamer.testing.tokenizer import make_clip_folder, make_vae_folder
     from moviedreamer.train.synthetic import write_synthetic_shards
 
     torch.set_num_threads(1)
@@ -152,7 +152,7 @@ def test_bad_stage_configs_are_clear_errors(workdir):
 
 
 def test_swap_left_right_for_mirrored_keyframes():
-    from moviedreamer.tokenizer.render import swap_left_right
+    from moviedreamer.script.shot_text import swap_left_right
 
     assert swap_left_right("Mia runs to the right, Tom looks left") == "Mia runs to the left, Tom looks right"
     assert swap_left_right("a bright room") == "a bright room"
@@ -187,7 +187,7 @@ def test_three_harness_steps_train_and_export_a_loadable_tokenizer(workdir):
 def test_stage_builds_the_decoder_from_an_sdxl_unet_folder(workdir):
     from safetensors.torch import load_file
 
-    from moviedreamer.tokenizer.standins import make_sdxl_unet_folder
+    from moviedreamer.testing.tokenizer import make_sdxl_unet_folder
 
     folder = make_sdxl_unet_folder(workdir / "sdxl_unet", seed=5, pooled_dim=24)
     model = stage_for(workdir, "model.unet={}", f"model.init_unet={folder}").build_model()

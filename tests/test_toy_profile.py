@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from moviedreamer.pipeline.writer import read_frames
+from moviedreamer.media import read_frames
 
 
 def test_toy_profile_is_complete():
-    from moviedreamer.pipeline.cli import PIPELINE_COMPONENTS
+    from moviedreamer.commands.generate import PIPELINE_COMPONENTS
     from moviedreamer.registry import Registry
 
     Registry.load("toy").require(PIPELINE_COMPONENTS)  # raises with the missing components' make commands

@@ -7,7 +7,8 @@ import pytest
 
 from moviedreamer.script import load_story
 from moviedreamer.toyworld.grammar import PhraseError, read_action, read_camera, read_setting, write_action, write_camera, write_setting
-from moviedreamer.toyworld.story import generate_story, random_shot, read_story_params, write_story
+from moviedreamer.toyworld.story import generate_story, random_shot, read_story_params
+from moviedreamer.script.write import write_story
 from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
 
 
@@ -81,7 +82,7 @@ def test_dataset_format(tmp_path):
 
 
 def test_cli_story_truth_and_errors(tmp_path, run_cli, repo):
-    from moviedreamer.pipeline.writer import read_frames
+    from moviedreamer.media import read_frames
 
     code, out, _ = run_cli("toyworld", "story", "--minutes", "0.2", "--seed", "5", "-o", tmp_path / "s.yaml")
     assert code == 0 and "shots" in out

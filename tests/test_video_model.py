@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from test_video_standins import FakeVision, image, make_svd_folder, tiny_model, tiny_vae
+from video_standins import FakeVision, image, make_svd_folder, tiny_model, tiny_vae
 
 TOY_FACES = Path(__file__).resolve().parents[1] / "moviedreamer" / "weights" / "toy" / "faces"
 
@@ -108,8 +108,7 @@ def test_an_svd_folder_loads_and_samples_like_diffusers_own_pipeline(svd):
 
 def test_a_profile_gives_a_clip_renderer_and_names_what_is_missing(tmp_path, svd, caplog):
     from moviedreamer.errors import MissingComponentError
-    from moviedreamer.registry import Registry
-    from moviedreamer.video.sampler import load_clip_renderer
+    from moviedreamer.pipeline.profile import Profile, clip_renderer
 
     model = tiny_model(descriptor_dim=0, vision_dim=32)
     vae = tiny_vae()
@@ -122,25 +121,25 @@ def test_a_profile_gives_a_clip_renderer_and_names_what_is_missing(tmp_path, svd
         "vae": {"path": "vae", "format": "diffusers", "made_by": "moviedreamer train vae"},
         "vision_encoder": {"path": "clip", "format": "hf-clip-vision", "made_by": "moviedreamer train clip"}}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(profile))
-    renderer = load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")))
+    renderer = clip_renderer(Profile.load(str(tmp_path / "p.yaml")))
     frames = list(renderer.render(image(1), 5, None, 3, 8))
     assert len(frames) == 5 and frames[0].shape == (16, 16, 3)
     fp = renderer.fingerprint
-    assert fp == load_clip_renderer(Registry.load(str(tmp_path / "p.yaml"))).fingerprint
-    assert fp != load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), steps=2).fingerprint
+    assert fp == clip_renderer(Profile.load(str(tmp_path / "p.yaml"))).fingerprint
+    assert fp != clip_renderer(Profile.load(str(tmp_path / "p.yaml")), steps=2).fingerprint
     assert renderer.sampler.scorer is None  # one candidate per segment: no face pack needed
     with caplog.at_level("WARNING"):
-        assert load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), candidates=2).sampler.scorer is None
+        assert clip_renderer(Profile.load(str(tmp_path / "p.yaml")), candidates=2).sampler.scorer is None
     assert "no face_analysis" in caplog.text
     profile["components"]["face_analysis"] = {"path": str(TOY_FACES), "format": "insightface-pack", "made_by": "moviedreamer train faces"}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(profile))
-    ranked = load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), candidates=2)
-    assert ranked.sampler.scorer is not None and ranked.fingerprint != load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")), candidates=2, accept=0.5).fingerprint
+    ranked = clip_renderer(Profile.load(str(tmp_path / "p.yaml")), candidates=2)
+    assert ranked.sampler.scorer is not None and ranked.fingerprint != clip_renderer(Profile.load(str(tmp_path / "p.yaml")), candidates=2, accept=0.5).fingerprint
     assert len(list(ranked.render(image(1), 3, None, 3, 8))) == 3
 
     shutil.rmtree(tmp_path / "models" / "i2v")
     with pytest.raises(MissingComponentError, match=r"component 'i2v'.*profiles\.p\.components\.i2v.*moviedreamer train i2v"):
-        load_clip_renderer(Registry.load(str(tmp_path / "p.yaml")))
+        clip_renderer(Profile.load(str(tmp_path / "p.yaml")))
 
 
 def test_bad_paths_and_mismatches_are_clear_errors(tmp_path, svd):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_video_standins import image, tiny_sampler
+from video_standins import image, tiny_sampler
 from test_video_train import make_workdir, stage_config, train_in_process, write
 
 torch.set_num_threads(1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_video_standins import image, tiny_model, tiny_sampler
+from video_standins import image, tiny_model, tiny_sampler
 
 from moviedreamer.video.motion_prior import MotionPrior, PriorConfig, log_distance
 
@@ -90,7 +90,7 @@ class SameScore:
 
 
 def test_best_of_n_prefers_the_candidate_that_moves_as_the_prior_expects():
-    from moviedreamer.eval.metrics import motion_magnitude
+    from moviedreamer.metrics import motion_magnitude
     from moviedreamer.video.conditioning import ClipCondition, decode_latents, to_uint8
 
     sampler = tiny_sampler()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_video_standins import image, tiny_sampler
+from video_standins import image, tiny_sampler
 
 from moviedreamer.video.conditioning import decode_latents, to_uint8
 
@@ -185,10 +185,10 @@ def test_the_movie_pipeline_renders_its_clips_with_it(tmp_path):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    import pipeline_doubles
+    import pipeline_standins
 
     from moviedreamer.pipeline.movie import MovieDreamerPipeline
-    from moviedreamer.pipeline.writer import read_frames
+    from moviedreamer.media import read_frames
     from moviedreamer.script import load_story
     from moviedreamer.video.sampler import I2VClipRenderer
 
@@ -201,7 +201,7 @@ def test_the_movie_pipeline_renders_its_clips_with_it(tmp_path):
     ends = []
     render = renderer.render
     renderer.render = lambda key, n, cond, seed, fps, end_frame=None: (ends.append(end_frame is not None), render(key, n, cond, seed, fps, end_frame))[1]
-    components = pipeline_doubles.components()
+    components = pipeline_standins.components()
     components.clips = renderer
     MovieDreamerPipeline(components)(load_story(story), tmp_path / "out", quiet=True)
     frames = np.stack(list(read_frames(tmp_path / "out" / "movie.mp4")))
@@ -347,8 +347,9 @@ def test_segment_scorer_prefers_frames_that_keep_the_keyframe_faces():
     from moviedreamer.encoders.faces import load_face_pack
     from moviedreamer.script import load_story
     from moviedreamer.toyworld.render import render_frame
-    from moviedreamer.toyworld.story import generate_story, read_story_params, write_story
-    from moviedreamer.video.rerank import SegmentScorer
+    from moviedreamer.toyworld.story import generate_story, read_story_params
+    from moviedreamer.script.write import write_story
+    from moviedreamer.rerank.segments import SegmentScorer
 
     import tempfile
 

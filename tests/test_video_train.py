@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from test_video_standins import TINY_UNET, make_svd_folder, tiny_vae
+from video_standins import TINY_UNET, make_svd_folder, tiny_vae
 
 torch.set_num_threads(1)
 

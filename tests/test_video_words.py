@@ -1,6 +1,6 @@
 """The I2V model reads the shot's words: per-word descriptor states (encoders/longclip.py `encode_words`), the
 conditioning's `descriptor_words` tokens, and the i2v stage training on the script's own phrases, mirrored with
-the frames (video/shot_text.py)."""
+the frames (video/conditioning.py descriptor_inputs)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_hf_clip_text_gives_word_states_too(tmp_path):
 
 
 def test_swap_left_right_swaps_the_sides_only():
-    from moviedreamer.tokenizer.render import swap_left_right as mirror_text
+    from moviedreamer.script.shot_text import swap_left_right as mirror_text
 
     assert mirror_text("Mia runs to the left. wide shot, slow pan right") == "Mia runs to the right. wide shot, slow pan left"
     assert mirror_text("Left of Ben. leftover righteous") == "Right of Ben. leftover righteous"
@@ -68,16 +68,17 @@ def test_swap_left_right_swaps_the_sides_only():
 
 def test_script_shot_texts_follow_the_scenes_in_order(tmp_path):
     from moviedreamer.errors import UserError
-    from moviedreamer.video.shot_text import script_shot_texts
+    from moviedreamer.script.shot_text import script_shot_texts
 
-    story = {"scenes": [{"shots": [{"action": "Mia walks to the left", "camera": "wide shot"}]},
-                        {"shots": [{"action": "Ben sits down", "camera": "close-up"}, {"action": "Kit jumps", "camera": "mid shot, zoom in"}]}]}
+    shot = lambda action, camera: {"duration": 1, "action": action, "camera": camera}  # noqa: E731
+    story = {"title": "Episode", "scenes": [{"id": "a", "setting": "a beach", "shots": [shot("Mia walks to the left", "wide shot")]},
+                                            {"id": "b", "setting": "a room", "shots": [shot("Ben sits down", "close-up"), shot("Kit jumps", "mid shot, zoom in")]}]}
     path = tmp_path / "ep.yaml"
     path.write_text(yaml.safe_dump(story))
     assert script_shot_texts(path, "{action}. {camera}") == ["Mia walks to the left. wide shot", "Ben sits down. close-up", "Kit jumps. mid shot, zoom in"]
     assert script_shot_texts(tmp_path / "missing.yaml", "{action}") is None
     path.write_text(yaml.safe_dump({"scenes": 3}))
-    with pytest.raises(UserError, match="ep.yaml: expected the episode's script in the story format"):
+    with pytest.raises(UserError, match=r"ep\.yaml:1:1: .*expected"):  # the one story reader names file:line:col
         script_shot_texts(path, "{action}. {camera}")
 
 

@@ -15,10 +15,15 @@ concatenate, so the training stage builds whole episodes and the sampler feeds o
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+
+from moviedreamer.ar.tokens import encode_frames
+from moviedreamer.encoders.faces import read_rgb
+from moviedreamer.errors import UserError
+from moviedreamer.script.shot_text import swap_left_right
 
 # element types ------------------------------------------------------------------------------------------------
 PAD, SHEET, STYLE, CHAR_ID, CHAR_DESC, FACE, REFS, SHOT, SETTING, PLOT, ACTION, CAMERA, SHOT_CHAR, KF = range(14)
@@ -173,15 +178,6 @@ def build_sequence(sheet: Sheet, scripts: list[ShotScript], keyframes: torch.Ten
 
 
 # story → sheet + shot scripts ----------------------------------------------------------------------------------
-_LR = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
-_SWAP = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
-
-
-def swap_left_right(text: str) -> str:
-    """The script of a horizontally flipped shot: 'runs to the right' → 'runs to the left'."""
-    return _LR.sub(lambda m: _SWAP[m.group(1)], text)
-
-
 def identifier_ids(text_tokenizer, identifier: str) -> list[int]:
     return list(text_tokenizer(identifier, add_special_tokens=False)["input_ids"])
 
@@ -221,19 +217,14 @@ def encode_references(paths, keyframe_tokenizer, read_image=None) -> torch.Tenso
     """The script's `references:` frames → keyframe tokens [R, n_tokens, d] (inserted after the sheet)."""
     if not paths:
         return None
-    if read_image is None:
-        from moviedreamer.encoders.faces import read_rgb as read_image
-    import numpy as np
-
-    from moviedreamer.ar.tokens import encode_frames
-
+    read_image = read_image or read_rgb
     # one at a time: reference frames may differ in size (the tokenizer resizes)
     return torch.cat([encode_frames(keyframe_tokenizer, torch.from_numpy(np.array(read_image(p)))[None]) for p in paths])
 
 
 def encode_story(loaded, encoders, keyframe_tokenizer=None) -> tuple[Sheet, list[ShotScript], torch.Tensor | None]:
     """A `LoadedStory` → what `ARPlanner.reset` takes (EncodedStory.sheet, .shots, .references), with the profile's
-    encoders (`moviedreamer.encoders.Encoders`; the face pack is loaded only when a character has face files) and,
+    encoders (`moviedreamer.pipeline.profile.Profile`, or anything with text_tokenizer, descriptor and faces; the face pack is loaded only when a character has face files) and,
     for `references:` frames, the keyframe tokenizer."""
     story = loaded.story
     faces = encoders.faces if any(c.faces for c in story.characters) else None
@@ -241,8 +232,6 @@ def encode_story(loaded, encoders, keyframe_tokenizer=None) -> tuple[Sheet, list
     refs = None
     if story.references:
         if keyframe_tokenizer is None:
-            from moviedreamer.errors import UserError
-
             raise UserError(f"{loaded.path}: the story has references: frames, which need the profile's keyframe tokenizer")
         refs = encode_references([loaded.resolve(p) for p in story.references], keyframe_tokenizer)
     return sheet, shots, refs

@@ -18,6 +18,7 @@ from a Hugging Face LLaMA folder (LLaMA-2-7B in the paper profile).
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
@@ -26,9 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moviedreamer.ar.embed import CHAR_ID, NUM_TYPES, SHOT_CHAR, Part
+from moviedreamer.ar.embed import CHAR_ID, KEY0, MAX_TOKENS, NUM_TYPES, SHOT_CHAR, Part
 from moviedreamer.ar.gmm import GMMHead, GMMParams
 from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
 
 FORMAT, COMPONENT, VERSION = "moviedreamer", "ar", 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -64,6 +66,7 @@ class ARConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def llama_config(self):
+        # transformers is heavy: loaded only on the paths that read HF folders
         from transformers import LlamaConfig
 
         cfg = LlamaConfig.from_dict(dict(self.llama))
@@ -78,6 +81,7 @@ def mlp(n_in: int, n_out: int, hidden: int, dropout: float) -> nn.Sequential:
 class ARModel(nn.Module):
     def __init__(self, config: ARConfig, backbone=None):
         super().__init__()
+        # transformers is heavy: loaded only on the paths that read HF folders
         from transformers import LlamaModel
 
         self.config = config
@@ -172,8 +176,6 @@ class ARModel(nn.Module):
     # --- weights --------------------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
         """`dtype` (e.g. torch.float16) stores the floating weights in it; from_pretrained loads them as float32."""
-        from moviedreamer.safeio import save_safetensors
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         cast = (lambda v: v.to(dtype) if dtype is not None and v.is_floating_point() else v)
@@ -182,8 +184,6 @@ class ARModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> "ARModel":
-        from moviedreamer.safeio import load_json, load_safetensors
-
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: expected an AR model folder ({CONFIG} + {WEIGHTS}), found {'a file' if path.exists() else 'no such folder'}")
@@ -207,6 +207,7 @@ class ARModel(nn.Module):
     @classmethod
     def from_backbone(cls, folder: str | Path, dtype: torch.dtype | None = None, **config) -> "ARModel":
         """A fresh AR model around the LLaMA weights of a Hugging Face folder (projections and head newly made)."""
+        # transformers is heavy: loaded only on the paths that read HF folders
         from transformers import LlamaModel
 
         folder = check_llama_folder(folder)
@@ -225,8 +226,7 @@ class ARModel(nn.Module):
 @lru_cache(maxsize=1)
 def _cache_kwarg() -> str:
     """transformers ≥ 5.2x calls the KV cache argument `cache` (`past_key_values` is deprecated there)."""
-    import inspect
-
+    # transformers is heavy: loaded only on the paths that read HF folders
     from transformers import LlamaModel
 
     return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
@@ -248,8 +248,6 @@ def causal_mask(valid: torch.Tensor, token_mask: float = 0.0, generator: torch.G
 def history_mask(parts: list, length: int) -> torch.Tensor:
     """[B, L, L] True where query i must not see key j: in parts with `hide_history`, the keyframe tokens of earlier
     shots are hidden from later shots, so the look has to come from the sheet and the references."""
-    from moviedreamer.ar.embed import KEY0, MAX_TOKENS
-
     out = torch.zeros(len(parts), length, length, dtype=torch.bool)
     for b, p in enumerate(parts):
         if p.hide_history:
@@ -283,6 +281,7 @@ def check_llama_folder(folder: str | Path) -> Path:
 
 def _rebuild_rotary(backbone) -> None:
     """Non-persistent buffers (RoPE frequencies) are not in the weights file: make them after a meta-device load."""
+    # transformers is heavy: loaded only on the paths that read HF folders
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     backbone.rotary_emb = LlamaRotaryEmbedding(config=backbone.config)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from moviedreamer.ar.embed import Part, keyframe_part, prefix_part, shot_part
 from moviedreamer.ar.gmm import gmm_sample
+from moviedreamer.ar.model import ARModel
+from moviedreamer.encoders.cache import fingerprint_files
 from moviedreamer.errors import UserError
 
 
@@ -77,6 +80,7 @@ class RollingSampler:
 
     # --- state -----------------------------------------------------------------------------------------------
     def reset(self, prefix: Part) -> None:
+        # transformers is heavy: loaded only on the paths that read HF folders
         from transformers import DynamicCache
 
         self.prefix, self.P = prefix, len(prefix)
@@ -188,18 +192,9 @@ class ARPlanner:
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype: torch.dtype | None = None, **kw) -> "ARPlanner":
-        from pathlib import Path
-
-        from moviedreamer.ar.model import ARModel
-        from moviedreamer.encoders.cache import fingerprint_files
-
         model = ARModel.from_pretrained(path, device, dtype)
         settings = f"ar|{kw.get('window_shots')}|{kw.get('temperature')}|{dtype}"
         return cls(model, device, fingerprint=fingerprint_files([Path(path) / "config.json", Path(path) / "model.safetensors"], settings), **kw)
-
-    @classmethod
-    def from_registry(cls, registry, device="cpu", **kw) -> "ARPlanner":
-        return cls.from_pretrained(registry.path("ar"), device, **kw)
 
     def reset(self, encoded) -> None:
         self.encoded, self.next_shot = encoded, 0

@@ -2,8 +2,8 @@
 
 Training reads an episode's precomputed tokens when the shard has them (`keyframe_tokens` [S, n_tokens, d],
 optionally `keyframe_tokens_hflip` for mirrored keyframes); otherwise it encodes the frames with a frozen keyframe
-tokenizer loaded from the registry (component `keyframe_tokenizer`). Inference encodes the script's reference
-frames the same way.
+tokenizer that the caller loads (the training stage, through the profile). Inference encodes the script's
+reference frames the same way.
 
 The tokenizer (moviedreamer/tokenizer/): `encode(images) -> [B, n_tokens, d]` on float RGB [B, 3, H, W] in [0, 1].
 """
@@ -15,13 +15,6 @@ import torch
 from moviedreamer.errors import UserError
 
 TOKENS_KEY, TOKENS_HFLIP_KEY = "keyframe_tokens", "keyframe_tokens_hflip"
-
-
-def load_keyframe_tokenizer(registry, device: str = "cpu"):
-    """The frozen keyframe tokenizer of a registry profile (clear errors when it is missing)."""
-    from moviedreamer.tokenizer import keyframe_tokenizer_from_registry
-
-    return keyframe_tokenizer_from_registry(registry, device)
 
 
 def encode_frames(tokenizer, frames: torch.Tensor, flip: bool = False) -> torch.Tensor:
@@ -39,8 +32,8 @@ def encode_frames(tokenizer, frames: torch.Tensor, flip: bool = False) -> torch.
 class TokenSource:
     """Keyframe tokens of an episode, precomputed or encoded on demand (the tokenizer loads on first need)."""
 
-    def __init__(self, registry_loader=None, device: str = "cpu", tokenizer=None):
-        self._loader, self.device, self._tok = registry_loader, device, tokenizer
+    def __init__(self, loader=None, device: str = "cpu", tokenizer=None):
+        self._loader, self.device, self._tok = loader, device, tokenizer  # loader: () → the frozen keyframe tokenizer
         self.encoded = 0  # frames encoded by the tokenizer (tests read it)
         self._cache: dict = {}  # (episode id, flip) → encoded keyframe tokens: each episode is encoded once per run
 
@@ -49,7 +42,7 @@ class TokenSource:
         if self._tok is None:
             if self._loader is None:
                 raise UserError("keyframe tokens are not precomputed in the shards and no profile with a keyframe tokenizer was given (options.encoders)")
-            self._tok = load_keyframe_tokenizer(self._loader(), self.device)
+            self._tok = self._loader()
         return self._tok
 
     def keyframes(self, episode: dict, flip: bool = False) -> torch.Tensor:

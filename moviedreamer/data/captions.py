@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moviedreamer.errors import UserError
+from moviedreamer.script.yaml_positions import load_located
 
 SUFFIXES = (".srt", ".json", ".yaml", ".yml")
 NO_CAPTION = "an uncaptioned shot"
@@ -72,8 +73,6 @@ def read_captions(path: Path | None) -> Captions:
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}:{e.colno}: expected JSON captions, found invalid JSON ({e.msg})") from None
     else:
-        from moviedreamer.script.yaml_positions import load_located
-
         data = load_located(path).data  # the same hardened safe loader as story scripts
     return _from_data(data, path)
 

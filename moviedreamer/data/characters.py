@@ -5,14 +5,13 @@ average linkage). Two faces join one character when their clusters' mean cosine 
 from __future__ import annotations
 
 import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
 
 MAX_DISTANCE = 0.6  # cosine distance; ArcFace: same identity typically < 0.4, different > 0.8
 
 
 def cluster_faces(embeddings: np.ndarray, max_distance: float = MAX_DISTANCE) -> np.ndarray:
     """[M, D] L2-normalised embeddings → [M] character labels 0..K-1, the biggest character first."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
     m = len(embeddings)
     if m == 0:
         return np.zeros(0, np.int64)

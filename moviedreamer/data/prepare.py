@@ -15,12 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from moviedreamer.data.captions import find_sidecar, read_captions
 from moviedreamer.data.characters import MAX_DISTANCE, cluster_faces
 from moviedreamer.data.video import VIDEO_SUFFIXES, BrokenVideo, detect_shots, dis_flow, grab_frames, probe
 from moviedreamer.errors import UserError
+from moviedreamer.safeio import load_json, save_safetensors
 from moviedreamer.script.models import MAX_SHOT_SECONDS
+from moviedreamer.script.write import write_story
 
 logger = logging.getLogger(__name__)
 FORMAT = {"format": "moviedreamer-shards", "version": 1}
@@ -59,8 +63,6 @@ def list_videos(videos_dir: Path) -> list[Path]:
 def prepare_data(videos_dir: Path, out_dir: Path, captions_dir: Path | None = None, faces=None, options: PrepareOptions = PrepareOptions(),
                  progress: bool = True) -> PrepareReport:
     """`faces`: a FaceEmbedder with a detector (moviedreamer.encoders.faces), or None to skip faces and characters."""
-    from tqdm.auto import tqdm
-
     videos = list_videos(Path(videos_dir))
     if captions_dir is not None and not Path(captions_dir).is_dir():
         raise UserError(f"--captions {captions_dir}: expected a folder of caption sidecars (NAME.srt/.json/.yaml), found none")
@@ -98,11 +100,6 @@ def prepare_data(videos_dir: Path, out_dir: Path, captions_dir: Path | None = No
 
 
 def _prepare_video(video: Path, base: Path, sidecar: Path | None, faces, o: PrepareOptions, identity_offset: int) -> dict:
-    import torch
-
-    from moviedreamer.safeio import save_safetensors
-    from moviedreamer.toyworld.story import write_story
-
     captions = read_captions(sidecar)
     info = probe(video)
     shots = detect_shots(video, info, o.cut_threshold, o.min_shot_seconds, o.cut_detector)
@@ -178,8 +175,6 @@ def _write_index(out: Path, state: dict, o: PrepareOptions) -> None:
 
 
 def _load_state(out: Path, o: PrepareOptions) -> dict:
-    from moviedreamer.safeio import load_json
-
     opts = json.loads(json.dumps(asdict(o)))
     path = out / STATE_FILE
     if not path.is_file():
@@ -205,6 +200,7 @@ def _file_key(path: Path) -> str:
 
 
 def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    # OpenCV is heavy: loaded only for optical flow
     import cv2
 
     return rgb if rgb.shape[:2] == (size, size) else cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)

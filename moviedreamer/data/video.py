@@ -31,6 +31,7 @@ class VideoInfo:
 
 def probe(path: Path) -> VideoInfo:
     """fps, frame count and size; counts frames by decoding when the container does not say."""
+    # PyAV: loaded only where a video file is opened
     import av
 
     try:
@@ -54,6 +55,7 @@ def probe(path: Path) -> VideoInfo:
 def make_detector(kind: str, threshold: float | None, min_len: int):
     """A PySceneDetect detector. `adaptive` (default) compares each frame's HSV+edge change with its neighbours',
     so camera pans and zooms do not read as cuts while a cut inside the same set (small change) still does."""
+    # scenedetect is optional: loaded only for prepare-data's cut detection
     from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
     weights = ContentDetector.Components(delta_hue=1.0, delta_sat=1.0, delta_lum=1.0, delta_edges=1.0)
@@ -66,6 +68,7 @@ def make_detector(kind: str, threshold: float | None, min_len: int):
 
 def detect_shots(path: Path, info: VideoInfo, threshold: float | None = None, min_shot_seconds: float = 0.5, kind: str = "adaptive") -> list[tuple[int, int]]:
     """Shot boundaries as [start, end) frame ranges, with a PySceneDetect detector (see make_detector)."""
+    # scenedetect is optional: loaded only for prepare-data's cut detection
     from scenedetect import detect
 
     min_len = max(1, round(min_shot_seconds * info.fps))
@@ -79,6 +82,7 @@ def detect_shots(path: Path, info: VideoInfo, threshold: float | None = None, mi
 
 def grab_frames(path: Path, wanted: list[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
     """Decode once, keeping only the frames whose index is in `wanted`, resized (centre-cropped) to size=(W, H)."""
+    # PyAV: loaded only where a video file is opened
     import av
 
     want = set(wanted)
@@ -106,6 +110,7 @@ def grab_frames(path: Path, wanted: list[int], size: tuple[int, int]) -> dict[in
 
 def fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Centre-crop to the target aspect ratio, then resize (area filter) to size=(W, H)."""
+    # OpenCV is heavy: loaded only for optical flow
     import cv2
 
     w, h = size
@@ -123,6 +128,7 @@ def fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def dis_flow(frames: np.ndarray) -> np.ndarray:
     """Forward optical flow t → t+1 for [T, H, W, 3] uint8 frames with OpenCV DIS: [T-1, H, W, 2] float16 pixels."""
+    # OpenCV is heavy: loaded only for optical flow
     import cv2
 
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)

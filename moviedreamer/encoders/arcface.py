@@ -94,6 +94,7 @@ class AdditiveAngularMarginLoss(nn.Module):
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     """Write `model` as an insightface-compatible recognition ONNX: input "input.1" [N, 3, 112, 112] (dynamic N),
     one output "embedding" [N, D]. Uses the TorchScript exporter (no onnxscript needed)."""
+    # onnx: loaded only when exporting a model
     import onnx
 
     path = Path(path)

@@ -6,6 +6,7 @@ encoded again while an unchanged one is not.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Hashable
@@ -54,8 +55,6 @@ def file_key(path: str | Path) -> tuple[str, int, int]:
 def fingerprint_files(paths, settings: str = "", full_hash_below: int = 64 << 20) -> str:
     """A short hash of weight files (+ settings) for the pipeline's resume keys. Files under 64 MiB are hashed
     whole; bigger ones by size + their first and last 4 MiB, so a 2 GB checkpoint costs milliseconds."""
-    import hashlib
-
     h = hashlib.sha256(settings.encode())
     for p in sorted(Path(p) for p in paths):
         size = p.stat().st_size

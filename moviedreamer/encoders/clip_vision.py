@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from moviedreamer.encoders.cache import fingerprint_files, source_files
+from moviedreamer.encoders.openclip_folder import _unwrap, load_vision_tower, read_open_clip_folder
 from moviedreamer.errors import CheckpointError, UserError
-from moviedreamer.safeio import load_json
+from moviedreamer.safeio import load_json, load_safetensors, torch_load_weights
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -97,18 +98,14 @@ class HFClipVisionEncoder(VisionEncoder):
 
 
 def load_open_clip_vision(path: str | Path, device="cpu") -> OpenClipVisionEncoder:
-    from moviedreamer.encoders.openclip_folder import load_vision_tower, read_open_clip_folder
-
     model_cfg, preprocess_cfg, state, weights = read_open_clip_folder(path)
     return OpenClipVisionEncoder(load_vision_tower(model_cfg, state, weights), preprocess_cfg, device)
 
 
 def load_open_clip_checkpoint(path: str | Path, arch: str = "ViT-H-14", device="cpu") -> OpenClipVisionEncoder:
     """A bare open_clip checkpoint file (e.g. open_clip_pytorch_model.bin) of a built-in architecture."""
+    # open_clip is heavy: loaded only when a CLIP model is built or read
     from open_clip.factory import get_model_config
-
-    from moviedreamer.encoders.openclip_folder import _unwrap, load_vision_tower
-    from moviedreamer.safeio import load_safetensors, torch_load_weights
 
     path = Path(path)
     model_cfg = get_model_config(arch)
@@ -119,6 +116,7 @@ def load_open_clip_checkpoint(path: str | Path, arch: str = "ViT-H-14", device="
 
 
 def load_hf_clip_vision(path: str | Path, device="cpu") -> HFClipVisionEncoder:
+    # transformers is heavy: loaded only on the paths that read HF folders
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     path = require_hf_folder(path, "a CLIPVisionModelWithProjection folder")
@@ -178,6 +176,7 @@ def load_hf_clip_config(path: Path, config_cls):
 @contextmanager
 def quiet_transformers():
     """transformers at error level for one load (its per-key load report and progress bars are noise here)."""
+    # transformers is heavy: loaded only on the paths that read HF folders
     from transformers.utils import logging as hf_logging
 
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()

@@ -7,17 +7,20 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from moviedreamer.encoders.toy_detector import box_landmarks
+from moviedreamer.toyworld.render import render_frame
+from moviedreamer.toyworld.story import random_shot
+from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
 
 FRESH_SEED = 50_000_000  # training data uses story seeds < 2**32 drawn from small ranges; renders here use their own
 
 
 def fresh_frames(n: int, seed: int = FRESH_SEED, size: int = 128):
     """n random toy frames (random shot, random time) with their truth."""
-    from moviedreamer.toyworld.render import render_frame
-    from moviedreamer.toyworld.story import random_shot
-    from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
-
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -36,11 +39,8 @@ def iou(a, b) -> float:
 
 def face_figures(embedder, frames: int = 500, seed: int = FRESH_SEED, min_face: int = 16, far: float = 1e-3) -> dict:
     """{"recall", "faces", "false_per_frame", "tar", "far", "threshold", "genuine_pairs", "impostor_pairs"}."""
-    import warnings
-
+    # insightface is heavy: loaded only when a face pack is read
     from insightface.utils import face_align
-
-    from moviedreamer.encoders.toy_detector import box_landmarks
 
     found = total = false = 0
     crops, ids = [], []

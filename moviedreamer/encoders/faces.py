@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 from moviedreamer.encoders.cache import LRUCache, file_key, fingerprint_files
 from moviedreamer.errors import CheckpointError, UserError
@@ -98,6 +99,7 @@ class ArcFaceRecognizer:
         self.embed_dim = dim if isinstance(dim, int) else int(self._feats([np.zeros((self.input_size,) * 2 + (3,), np.uint8)]).shape[-1])
 
     def embed_crops(self, crops_rgb: list[np.ndarray]) -> torch.Tensor:
+        # OpenCV is heavy: loaded only for optical flow
         import cv2
 
         s = self.input_size
@@ -113,6 +115,7 @@ class ArcFaceRecognizer:
 
     def crop(self, image_rgb: np.ndarray, det: Detection) -> np.ndarray:
         """The aligned crop: landmarks warped onto the ArcFace template, or (no landmarks) the box made square."""
+        # insightface is heavy: loaded only when a face pack is read
         from insightface.utils import face_align
 
         if det.kps is not None:
@@ -193,6 +196,7 @@ class FaceEmbedder:
 
 def load_face_pack(path: str | Path, device: str = "cpu", det_size=None, det_thresh=None, min_face_px: int = MIN_FACE_PX) -> FaceEmbedder:
     """An insightface pack folder → FaceEmbedder (recognizer required, detector used when present)."""
+    # insightface is heavy: loaded only when a face pack is read
     from insightface.model_zoo import get_model
 
     path = Path(path)
@@ -254,8 +258,6 @@ def to_rgb_uint8(image) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)

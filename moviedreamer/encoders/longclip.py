@@ -11,7 +11,7 @@ All use CLIP's BPE (open_clip's SimpleTokenizer, ids shared with OpenAI CLIP and
 reported as truncated. The embedding is the final-LayerNorm state at the EOT position times `text_projection`.
 `encode_words(texts, n)` gives the first n positions' final-LayerNorm states times the same projection: one
 vector per word piece, for a consumer (the I2V model) that must tell "to the left" from "to the right", which the
-toy CLIP's pooled embeddings hardly do (cosine 0.99+ between such descriptors).
+toy CLIP's pooled embeddings hardly do (such descriptors embed almost alike).
 
 LongCLIP's positional embedding. Its model keeps two [248, W] tables and, in `encode_text`, adds
     positional_embedding * mask1 + positional_embedding_res * mask2,   mask1 = 1 on positions < 20, mask2 = 1 on the rest
@@ -31,13 +31,16 @@ import torch
 import torch.nn.functional as F
 
 from moviedreamer.encoders.cache import LRUCache, fingerprint_files, source_files
+from moviedreamer.encoders.clip_vision import load_hf_clip_config, quiet_transformers, require_hf_folder
+from moviedreamer.encoders.openclip_folder import _unwrap, load_text_tower, read_open_clip_folder
+from moviedreamer.encoders.vocab import CLIP_VOCAB_SIZE, read_id_map
 from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.safeio import torch_load_weights
 
 logger = logging.getLogger(__name__)
 
 CONTEXT_LENGTH = 248  # LongCLIP
 LONGCLIP_KEEP = 20  # positions taken from `positional_embedding`; the rest from `positional_embedding_res`
-CLIP_VOCAB_SIZE = 49408
 
 
 @dataclass
@@ -55,6 +58,7 @@ class ClipBPE:
     """CLIP BPE tokenization to a fixed context, reporting what did not fit."""
 
     def __init__(self, context_length: int = CONTEXT_LENGTH):
+        # open_clip is heavy: loaded only when a CLIP model is built or read
         from open_clip.tokenizer import SimpleTokenizer
 
         self.context_length = context_length
@@ -183,6 +187,15 @@ class HFClipDescriptorEncoder(DescriptorEncoder):
 # --------------------------------------------------------------------------------------------------- LongCLIP .pt
 
 
+def embed_texts(descriptor_encoder, texts: list[str]) -> torch.Tensor:
+    """Descriptor texts → [N, D]; empty texts give zero rows (absent slots)."""
+    out = torch.zeros(len(texts), descriptor_encoder.embed_dim)
+    idx = [i for i, t in enumerate(texts) if t]
+    if idx:
+        out[idx] = descriptor_encoder.encode([texts[i] for i in idx]).embeddings.float()
+    return out
+
+
 def merge_longclip_positional_embedding(pe: torch.Tensor, pe_res: torch.Tensor, keep: int = LONGCLIP_KEEP) -> torch.Tensor:
     """pe * mask1 + pe_res * mask2 with mask1 = [pos < keep]: rows 0..keep-1 of `pe`, the rest of `pe_res`."""
     if pe.shape[0] < keep or pe.shape[1:] != pe_res.shape[1:] or pe_res.shape[0] <= keep:
@@ -221,9 +234,6 @@ def longclip_text_state(state: dict, source: Path) -> tuple[dict, dict]:
 
 
 def load_longclip_pt(path: str | Path, device="cpu", **kw) -> OpenClipDescriptorEncoder:
-    from moviedreamer.encoders.openclip_folder import _unwrap, load_text_tower
-    from moviedreamer.safeio import torch_load_weights
-
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: expected a LongCLIP checkpoint file (e.g. longclip-L.pt), found a folder")
@@ -236,9 +246,8 @@ def load_longclip_pt(path: str | Path, device="cpu", **kw) -> OpenClipDescriptor
 
 
 def load_hf_clip_text(path: str | Path, device="cpu", **kw) -> HFClipDescriptorEncoder:
+    # transformers is heavy: loaded only on the paths that read HF folders
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    from moviedreamer.encoders.clip_vision import load_hf_clip_config, quiet_transformers, require_hf_folder
 
     path = require_hf_folder(path, "a CLIPTextModelWithProjection folder (LongCLIP in HF format)")
     config = load_hf_clip_config(path, CLIPTextConfig)
@@ -260,10 +269,6 @@ def _why(e: Exception) -> str:
 
 
 def load_open_clip_text(path: str | Path, device="cpu", **kw) -> OpenClipDescriptorEncoder:
-    from moviedreamer.encoders.openclip_folder import load_text_tower, read_open_clip_folder
-
-    from moviedreamer.encoders.vocab import read_id_map
-
     model_cfg, _, state, weights = read_open_clip_folder(path)
     id_map = read_id_map(path, model_cfg["text_cfg"].get("vocab_size", CLIP_VOCAB_SIZE))
     return OpenClipDescriptorEncoder(load_text_tower(model_cfg, state, weights), device, id_map=id_map, **kw)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from moviedreamer.encoders.vocab import SUBSET_FILE, prune_token_embedding, write_subset
 from moviedreamer.errors import CheckpointError
 from moviedreamer.safeio import load_json, load_safetensors, save_safetensors, torch_load_weights
 
@@ -53,6 +54,7 @@ def toy_clip_config(
 
 def build_clip(model_cfg: dict):
     """A full (trainable) open_clip CLIP from a model config; `moviedreamer train clip` starts here."""
+    # open_clip is heavy: loaded only when a CLIP model is built or read
     from open_clip.model import CLIP
 
     cfg = dict(model_cfg)
@@ -63,8 +65,6 @@ def build_clip(model_cfg: dict):
 def save_open_clip_folder(model: torch.nn.Module, model_cfg: dict, out_dir: str | Path, preprocess_cfg: dict | None = None,
                           vocab_ids: list[int] | None = None) -> Path:
     """`vocab_ids`: keep only these BPE ids in the text tower's embedding (encoders/vocab.py)."""
-    from moviedreamer.encoders.vocab import SUBSET_FILE, prune_token_embedding, write_subset
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -102,6 +102,7 @@ def read_open_clip_folder(path: str | Path) -> tuple[dict, dict, dict, Path]:
 
 def load_vision_tower(model_cfg: dict, state: dict, source: Path):
     """open_clip VisionTransformer with the `visual.*` weights of a CLIP state dict."""
+    # open_clip is heavy: loaded only when a CLIP model is built or read
     from open_clip.model import _build_vision_tower
 
     _refuse_unsupported(model_cfg, str(source))
@@ -115,6 +116,7 @@ def load_vision_tower(model_cfg: dict, state: dict, source: Path):
 
 def load_text_tower(model_cfg: dict, state: dict, source: Path):
     """open_clip TextTransformer with the text weights of a CLIP state dict (top-level keys, or `text.*`)."""
+    # open_clip is heavy: loaded only when a CLIP model is built or read
     from open_clip.model import _build_text_tower
 
     _refuse_unsupported(model_cfg, str(source))

@@ -1,6 +1,6 @@
 """Which of the story's characters does a frame show, and how many characters are in it?
 
-The best-of-N renderers (keyframes: tokenizer/rerank.py; clips: video/rerank.py) pick among candidates by detecting
+The best-of-N renderers (keyframes: rerank/identity.py; clips: rerank/segments.py) pick among candidates by detecting
 faces and checking the body under each against the character's description. That reads one region at a time: it
 cannot see a character drawn without a readable face, and it is fooled by blobs taken for faces. The presence probe
 reads the whole frame. It is a small cross-attention probe on the profile's frozen vision encoder (its patch tokens
@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
 from moviedreamer.errors import CheckpointError
+from moviedreamer.safeio import save_safetensors
 
 FORMAT = "moviedreamer"
 COMPONENT = "presence_probe"
@@ -209,17 +211,7 @@ class PresenceCheck:
         return self.weight * float(lp.clamp_min(self.floor).mean()) / -self.floor
 
 
-def presence_from_registry(registry, vision, weight: float, floor: float) -> PresenceCheck | None:
-    """The profile's presence probe (component `presence`) as a reranking term, or None when the weight is 0 or the
-    profile has none."""
-    if weight <= 0 or "presence" not in registry.components or not registry.components["presence"].present:
-        return None
-    return PresenceCheck(load_presence(registry.path("presence")), vision, weight, floor)
-
-
 def save_presence(probe: PresenceProbe, folder: str | Path, extra: dict | None = None) -> Path:
-    from moviedreamer.safeio import save_safetensors
-
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors({k: v.detach().contiguous() for k, v in probe.state_dict().items()}, out / "model.safetensors")
@@ -230,8 +222,6 @@ def save_presence(probe: PresenceProbe, folder: str | Path, extra: dict | None =
 
 def load_presence(folder: str | Path) -> PresenceProbe:
     """A presence probe folder (config.json + model.safetensors) → PresenceProbe in eval mode; clear errors."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     cfg_path, weights = folder / "config.json", folder / "model.safetensors"
     for path in (cfg_path, weights):

@@ -49,6 +49,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Pa
 
     Byte-level means every string encodes (no <unk>) and decodes back exactly. A <s> is prepended like LLaMA's.
     """
+    # tokenizers: loaded only when fitting a BPE
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     out_dir = Path(out_dir)
@@ -79,6 +80,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Pa
 
 
 def _fast_class():
+    # transformers is heavy: loaded only on the paths that read HF folders
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast
@@ -86,6 +88,7 @@ def _fast_class():
 
 def _llama_class():
     """transformers 5 has one (fast, `tokenizers`-backed) LlamaTokenizer; 4.x calls it LlamaTokenizerFast."""
+    # transformers is heavy: loaded only on the paths that read HF folders
     import transformers
 
     return getattr(transformers, "LlamaTokenizerFast", None) or transformers.LlamaTokenizer
@@ -97,6 +100,7 @@ def _llama_from_sentencepiece(model_file: Path, config: dict):
     The file is a protobuf (ModelProto); transformers ships its schema. Like transformers' own converter, the BPE
     vocabulary is the pieces in id order and the merges are derived from it (lower id = earlier merge).
     """
+    # transformers is heavy: loaded only on the paths that read HF folders
     from transformers.convert_slow_tokenizer import import_protobuf
     from transformers.tokenization_utils_base import generate_merges
 

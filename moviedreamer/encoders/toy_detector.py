@@ -127,6 +127,7 @@ class SCRFDExport(nn.Module):
 
 
 def export_detector_onnx(net: ToyFaceDetector, path: str | Path, size: int = 128) -> Path:
+    # onnx: loaded only when exporting a model
     import onnx
 
     path = Path(path)

@@ -18,11 +18,16 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
+import yaml
 
-from moviedreamer.encoders.longclip import CLIP_VOCAB_SIZE
 from moviedreamer.errors import CheckpointError
+from moviedreamer.toyworld import grammar, world
+from moviedreamer.toyworld.grammar import shot_descriptor
+from moviedreamer.toyworld.story import generate_story, random_shot
 
+CLIP_VOCAB_SIZE = 49408  # CLIP's BPE vocabulary
 SUBSET_FILE = "vocab_subset.json"
 UNK_ROW = 1
 
@@ -72,20 +77,13 @@ def toy_world_bpe_ids(stories: int = 10, descriptors: int = 2000, extra_texts: l
     """Every BPE id the toy world writes: its generated stories (as the dataset stores them), the CLIP stage's
     shot descriptors with all their wordings, every word of the toy world's vocabulary tables, the digits, and
     `extra_texts`. (40 stories and 20,000 descriptors find no token more than these defaults.)"""
-    import numpy as np
-    import yaml
+    # open_clip is heavy: loaded only when a CLIP model is built or read
     from open_clip.tokenizer import SimpleTokenizer
-
-    from moviedreamer.toyworld import grammar, world
-    from moviedreamer.toyworld.story import generate_story
 
     texts = list(extra_texts) + [str(d) for d in range(10)]
     for seed in range(stories):
         texts += _strings(yaml.safe_load(yaml.safe_dump(generate_story(minutes=2, seed=seed))))
     texts.append("episode")  # `toyworld dataset` titles its stories "episode N"
-    from moviedreamer.toyworld.story import random_shot
-    from moviedreamer.train.stages.clip import shot_descriptor
-
     rng = np.random.default_rng(0)
     for _ in range(descriptors):  # the CLIP stage's texts (random_render without rendering)
         params = random_shot(rng, str(rng.choice(world.SCENE_IDS)), world.CHARACTER_IDS, 4.0)

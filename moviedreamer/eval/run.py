@@ -9,8 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from moviedreamer.eval import metrics
+from moviedreamer import metrics
+from moviedreamer.errors import UserError
+from moviedreamer.media import read_frames
+from moviedreamer.pipeline.profile import Profile
+from moviedreamer.script import load_story
 from moviedreamer.script.timeline import build_timeline
+from moviedreamer.toyworld.render import render_frame
+from moviedreamer.toyworld.story import read_story_params
 
 MAX_MOTION_PAIRS = 12  # flow pairs per shot (evenly spread): keeps hour-long movies cheap
 
@@ -35,8 +41,6 @@ class Evaluation:
 
 
 def find_movie(path: Path) -> Path:
-    from moviedreamer.errors import UserError
-
     if path.is_dir():
         if (path / "movie.mp4").is_file():
             return path / "movie.mp4"
@@ -47,9 +51,6 @@ def find_movie(path: Path) -> Path:
 
 
 def story_for(path: Path, story: Path | None):
-    from moviedreamer.errors import UserError
-    from moviedreamer.script import load_story
-
     if story is None and path.is_dir() and (path / "manifest.json").is_file():
         story = json.loads((path / "manifest.json").read_text()).get("story")
     if story is None:
@@ -58,9 +59,6 @@ def story_for(path: Path, story: Path | None):
 
 
 def stream_shots(movie: Path, timeline) -> list[ShotFrames]:
-    from moviedreamer.errors import UserError
-    from moviedreamer.pipeline.writer import read_frames
-
     frames_iter, out = read_frames(movie), []
     for shot in timeline:
         frames = []
@@ -88,21 +86,17 @@ def evaluate(path: Path, story_path: Path | None = None, profile: str | None = N
     ev.metrics["dynamic_degree"] = metrics.dynamic_degree(motion)
     ev.per_shot = [{"index": s.index, "flicker": round(s.flicker, 5), "motion": round(s.motion, 4)} for s in shots]
     keyframes = np.stack([s.keyframe for s in shots])
-    judge_keyframes(ev, loaded, keyframes)
-    _faces_and_clip(ev, loaded, keyframes, timeline, profile)
+    models = Profile.load(profile)
+    judge_keyframes(ev, loaded, keyframes, models)
+    _faces_and_clip(ev, loaded, keyframes, timeline, models)
     return ev
 
 
-def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray) -> None:
+def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray, models: Profile) -> None:
     """Script fidelity for stories in the toy vocabulary: the judge on each keyframe vs the ground truth."""
-    from moviedreamer.errors import UserError
-    from moviedreamer.toyworld.judge import load_judge
-    from moviedreamer.toyworld.render import render_frame
-    from moviedreamer.toyworld.story import read_story_params
-
     try:
         params = read_story_params(loaded)
-        judge = load_judge()
+        judge = models.judge
     except UserError as e:
         ev.metrics["judge"] = None
         ev.notes.append(f"judge: not applicable ({str(e).splitlines()[0][:160]})")
@@ -129,13 +123,9 @@ def solo_appearances(faces, characters_per_shot, keyframes) -> dict[str, list[np
     return appearances
 
 
-def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, profile) -> None:
-    from moviedreamer.errors import UserError
-    from moviedreamer.registry import Registry
-
-    registry = Registry.load(profile)
+def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, models: Profile) -> None:
     try:
-        faces = _load(registry, "faces")
+        faces = models.faces
         appearances = solo_appearances(faces, [shot.shot.characters for shot in timeline], keyframes)
         per_char = {}
         for char in loaded.story.characters:
@@ -146,8 +136,8 @@ def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, profile) -> Non
         ev.metrics["consistency"] = None
         ev.notes.append(f"consistency: unavailable ({str(e).splitlines()[0][:160]})")
     try:
-        descriptor, vision = _load(registry, "descriptor"), _load(registry, "vision")
-        if registry.component("descriptor_encoder").path != registry.component("vision_encoder").path:
+        descriptor, vision = models.descriptor, models.vision
+        if not models.shares_descriptor_space():
             raise UserError("the descriptor and vision encoders are different models, so their embeddings are not comparable")
         texts = [f"{loaded.story.scenes[s.scene_index].setting}. {s.shot.action}. {s.shot.camera}" for s in timeline]
         text_emb = descriptor.encode(texts).embeddings.detach().cpu().numpy()
@@ -157,8 +147,3 @@ def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, profile) -> Non
         ev.metrics["clip_score"] = None
         ev.notes.append(f"clip score: unavailable ({str(e).splitlines()[0][:160]})")
 
-
-def _load(registry, which: str):
-    from moviedreamer.encoders import load_encoders
-
-    return getattr(load_encoders(registry, check=False), which)

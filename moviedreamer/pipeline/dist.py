@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch.distributed as dist
+
 
 @dataclass
 class Ranks:
@@ -17,8 +19,6 @@ class Ranks:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         return cls(dist.get_rank(), dist.get_world_size())
@@ -32,6 +32,4 @@ class Ranks:
 
     def barrier(self) -> None:
         if self.world > 1:
-            import torch.distributed as dist
-
             dist.barrier()

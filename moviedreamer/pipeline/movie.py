@@ -16,12 +16,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
+from moviedreamer.errors import UserError
+from moviedreamer.media import ClipWriter, concat_clips
 from moviedreamer.pipeline.components import Components
 from moviedreamer.pipeline.dist import Ranks
 from moviedreamer.pipeline.keys import compute_keys
+from moviedreamer.pipeline.profile import Profile, load_components
 from moviedreamer.pipeline.state import OutputLock, UnitStore
-from moviedreamer.pipeline.writer import ClipWriter, concat_clips, write_json_atomic, write_storyboard
+from moviedreamer.pipeline.writer import write_json_atomic, write_storyboard
+from moviedreamer.safeio import load_safetensors, save_safetensors
 from moviedreamer.script.timeline import build_timeline
 
 STORYBOARD_TILES = 48  # tiles per storyboard page: memory stays flat for hour-long movies
@@ -41,10 +47,7 @@ class MovieDreamerPipeline:
 
     @classmethod
     def from_profile(cls, profile: str | None = None, device: str = "auto", keyframe_candidates: int | None = None) -> "MovieDreamerPipeline":
-        from moviedreamer.pipeline.profile import load_components
-        from moviedreamer.registry import Registry
-
-        return cls(load_components(Registry.load(profile), device, keyframe_candidates))
+        return cls(load_components(Profile.load(profile), device, keyframe_candidates))
 
     def __call__(self, loaded, out_dir, shots: tuple[int, int] | None = None, keyframes_only: bool = False, fresh: bool = False, quiet: bool = False, seed: int | None = None) -> RunReport:
         story = loaded.story if seed is None else loaded.story.model_copy(update={"seed": seed})
@@ -85,8 +88,6 @@ class MovieDreamerPipeline:
 
     # --- stages -------------------------------------------------------------------------------------
     def _plan(self, store, shots, keys, encoded, report, quiet):
-        from moviedreamer.safeio import load_safetensors, save_safetensors
-
         self.c.planner.reset(encoded)
         for shot in _progress(shots, "plan keyframes", quiet):
             path = store.path("plan", shot.index, keys.plan[shot.index], ".safetensors")
@@ -103,10 +104,6 @@ class MovieDreamerPipeline:
                 report.reused["plan"] += 1
 
     def _keyframes(self, store, selected, keys, encoded, story, report, ranks, quiet):
-        from PIL import Image
-
-        from moviedreamer.safeio import load_safetensors
-
         mine = [s for s in selected if ranks.owns(s.index)]
         for shot in _progress(mine, "render keyframes", quiet or not ranks.is_main):
             path = store.path("keyframes", shot.index, keys.keyframe[shot.index], ".png")
@@ -204,8 +201,6 @@ class MovieDreamerPipeline:
 # --- helpers --------------------------------------------------------------------------------------------
 def parse_shots(spec: str | None, n: int) -> tuple[int, int] | None:
     """'A:B' → (A, B) with Python slice semantics (either side may be empty)."""
-    from moviedreamer.errors import UserError
-
     if not spec:
         return None
     try:
@@ -223,23 +218,17 @@ def _select(shots, n):
 
 
 def _progress(items, desc, quiet, total=None, unit="shot"):
-    from tqdm.auto import tqdm
-
     return tqdm(items, desc=desc, total=total if items is None else None, unit=unit, disable=quiet, dynamic_ncols=True,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]")
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 
 def _end_frame(shot, timeline, store, keys, loaded):
     """The last-frame instruction: the script's end_frame image, or the next keyframe for continuous shots."""
-    from PIL import Image
-
     width, height = loaded.story.resolution
     if shot.shot.end_frame:
         with Image.open(loaded.resolve(shot.shot.end_frame)) as im:
@@ -265,19 +254,15 @@ def _storyboard_page(out_dir, page, tiles, labels, title):
     return write_storyboard(tiles, labels, out_dir / name, title=f"{title} — page {page + 1}" if page else title)
 
 
-def generate_from_args(args, loaded, registry) -> int:
+def generate_from_args(args, loaded, profile) -> int:
     """The `generate-movie` command after its checks: build the pipeline from the profile and run it."""
-    from moviedreamer.pipeline.profile import load_components
-
     out_dir = args.output or Path("out") / args.story.stem
     n_shots = len(build_timeline(loaded.story))
     shots = parse_shots(args.shots, n_shots)
     candidates = getattr(args, "keyframe_candidates", None)
     if candidates is not None and candidates < 1:
-        from moviedreamer.errors import UserError
-
         raise UserError(f"--keyframe-candidates: expected a whole number >= 1, found {candidates}")
-    pipeline = MovieDreamerPipeline(load_components(registry, args.device, candidates))
+    pipeline = MovieDreamerPipeline(load_components(profile, args.device, candidates))
     t0 = time.perf_counter()
     report = pipeline(loaded, out_dir, shots=shots, keyframes_only=args.keyframes_only, fresh=args.fresh, quiet=args.quiet, seed=args.seed)
     seconds = sum(s.shot.duration for s in build_timeline(loaded.story)[slice(*(shots or (0, n_shots)))])

@@ -1,19 +1,58 @@
-"""Build the pipeline's components (components.py) from a checkpoints profile: the four encoders, the keyframe
-tokenizer (its decoder renders keyframes), the AR planner and the anchored I2V model."""
+"""The composition root: the one module that reads a checkpoints profile (moviedreamer/registry.py) and loads its
+models, each once, sharing the frozen parts between the stages that use them.
+
+The VAE, the vision tower, the face pack and the descriptor encoder are each used by several stages (the keyframe
+tokenizer reads images with the vision tower and decodes through the VAE; the clip model anchors on the vision
+tower's embedding and reranks with the face pack). Stage loaders below this floor take folder paths and the parts
+already loaded; none of them looks a component up. `Profile` loads each component on first use, so a command that
+needs only the encoders never loads the video model.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from functools import cached_property
+from pathlib import Path
 
 import torch
 
+from moviedreamer.ar.embed import encode_story
+from moviedreamer.ar.sample import ARPlanner
+from moviedreamer.encoders.cache import fingerprint_files
+from moviedreamer.encoders.clip_vision import load_vision_encoder
+from moviedreamer.encoders.faces import load_face_pack
+from moviedreamer.encoders.longclip import embed_texts, load_descriptor_encoder
+from moviedreamer.encoders.presence import PresenceCheck, load_presence
+from moviedreamer.encoders.text import load_text_tokenizer
+from moviedreamer.errors import UserError
 from moviedreamer.pipeline.components import Components, EncodedStory
+from moviedreamer.registry import Registry
+from moviedreamer.rerank import IdentityScorer, LookCheck, SegmentScorer
+from moviedreamer.script.shot_text import story_shot_texts
+from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer
+from moviedreamer.tokenizer.render import KeyframeCondition, TokenizerRenderer
+from moviedreamer.toyworld.judge import load_judge
+from moviedreamer.vae import load_vae
+from moviedreamer.video.conditioning import ClipCondition
+from moviedreamer.video.model import AnchoredI2V
+from moviedreamer.video.sampler import AnchoredSampler, I2VClipRenderer, folder_files
+
+log = logging.getLogger(__name__)
+
+TEXT_TOKENIZER, DESCRIPTOR, VISION, FACES = "text_tokenizer", "descriptor_encoder", "vision_encoder", "face_analysis"
+FORMATS = {
+    TEXT_TOKENIZER: ("hf-tokenizer",),
+    DESCRIPTOR: ("open_clip-folder", "longclip-pt", "hf-clip-text", "hf-model"),
+    VISION: ("open_clip-folder", "hf-clip-vision"),
+    FACES: ("insightface-pack",),
+    "keyframe_tokenizer": ("moviedreamer",),
+}
+ENCODERS = [TEXT_TOKENIZER, DESCRIPTOR, VISION, FACES]
 
 
 def resolve_device(device: str | None) -> str:
     """'auto' → cuda when available, else cpu; an unavailable cuda is a clear error, not a traceback."""
-    from moviedreamer.errors import UserError
-
     device = (device or "auto").lower()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -24,25 +63,137 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+class Profile:
+    """A checkpoints profile and its models, each loaded (and its weights checked) the first time it is used and then
+    shared. `text_tokenizer`, `descriptor`, `vision` and `faces` are the script encoders that ar/embed.py reads."""
+
+    def __init__(self, registry: Registry, device: str = "cpu"):
+        self.registry, self.device = registry, device
+
+    @classmethod
+    def load(cls, profile: str | None = None, device: str = "cpu") -> "Profile":
+        """A profile by name in checkpoints.yaml or by the path of a profile .yaml (None: the default)."""
+        return cls(Registry.load(profile), device)
+
+    @property
+    def name(self) -> str:
+        return self.registry.name
+
+    def path(self, key: str) -> Path:
+        return self.registry.path(key)
+
+    def component(self, key: str):
+        return self.registry.component(key)
+
+    def has(self, key: str) -> bool:
+        """Whether the profile names the component and its files are there."""
+        return key in self.registry.components and self.registry.components[key].present
+
+    def require(self, keys) -> None:
+        """Every missing component of `keys` reported at once, before anything loads."""
+        self.registry.require(keys)
+
+    def _checked_path(self, key: str) -> Path:
+        comp = self.registry.component(key)
+        formats = FORMATS.get(key)
+        if formats and comp.format not in formats:
+            raise UserError(f"component '{comp.key}' of profile '{comp.profile}' has format '{comp.format}': expected {', '.join(formats)}")
+        return self.registry.path(key)
+
+    # ------------------------------------------------------------------------------------------------ encoders
+
+    @cached_property
+    def text_tokenizer(self):
+        return load_text_tokenizer(self._checked_path(TEXT_TOKENIZER))
+
+    @cached_property
+    def descriptor(self):
+        return load_descriptor_encoder(self._checked_path(DESCRIPTOR), self.registry.component(DESCRIPTOR).format, self.device)
+
+    @cached_property
+    def vision(self):
+        return load_vision_encoder(self._checked_path(VISION), self.registry.component(VISION).format, self.device)
+
+    @cached_property
+    def faces(self):
+        return load_face_pack(self._checked_path(FACES), self.device)
+
+    @cached_property
+    def vae(self):
+        return load_vae(self.path("vae")).to(self.device)
+
+    def shares_descriptor_space(self) -> bool:
+        """Whether the vision encoder embeds images in the descriptor encoder's space (the same CLIP: the toy
+        profile's), so that a body region can be compared with a character's description."""
+        d, v = self.registry.component(DESCRIPTOR), self.registry.component(VISION)
+        return d.format == v.format and d.path.resolve() == v.path.resolve()
+
+    # ------------------------------------------------------------------------------------------------ stages
+
+    @cached_property
+    def keyframe_tokenizer(self) -> KeyframeTokenizer:
+        """The tokenizer with the profile's vision tower and VAE when it was trained with them (its config's sources
+        name the same folders), else the ones it names."""
+        path = self._checked_path("keyframe_tokenizer")
+        sources = KeyframeTokenizer.read_sources(path)
+        vision = self.vision if sources.get("vision_encoder") == self.path(VISION).resolve() else None
+        shared_vae = "vae" in self.registry.components and sources.get("vae") == self.path("vae").resolve()
+        vae = self.vae if shared_vae and type(self.vae).__name__ == "AutoencoderKL" else None  # an image VAE, not SVD's temporal one
+        return KeyframeTokenizer.from_pretrained(path, vision_encoder=vision, vae=vae, device=self.device)
+
+    @cached_property
+    def planner(self) -> ARPlanner:
+        return ARPlanner.from_pretrained(self.path("ar"), self.device)
+
+    @cached_property
+    def i2v(self) -> AnchoredI2V:
+        return AnchoredI2V.from_pretrained(self.path("i2v")).to(self.device)
+
+    @cached_property
+    def i2v_vae_path(self) -> Path:
+        """The VAE the clip model was trained with: `i2v/vae` when the folder bundles one, else the profile's."""
+        bundled = self.path("i2v") / "vae"
+        return bundled if (bundled / "config.json").is_file() else self.path("vae")
+
+    @cached_property
+    def i2v_vae(self):
+        return self.vae if self.i2v_vae_path == self.path("vae") else load_vae(self.i2v_vae_path).to(self.device)
+
+    @cached_property
+    def presence_probe(self):
+        """The profile's learned presence verifier (component `presence`), or None when it has none."""
+        return load_presence(self.path("presence")) if self.has("presence") else None
+
+    def presence(self, weight: float, floor: float) -> PresenceCheck | None:
+        """The presence probe as a reranking term at `weight`, or None when the weight is 0 or the profile has none."""
+        if weight <= 0 or self.presence_probe is None:
+            return None
+        return PresenceCheck(self.presence_probe, self.vision, weight, floor)
+
+    @cached_property
+    def judge(self):
+        """The toy world's frame judge (component `judge`; the package's own when the profile names none)."""
+        return load_judge(self.path("judge") if "judge" in self.registry.components else None)
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+
+
 class StoryEncoder:
     """The pipeline's `ScriptEncoder`: the AR model's sheet and shot scripts, plus what the keyframe decoder
     (descriptor texts + faces of the characters present) and the clip model ("{action}. {camera}") attend to."""
 
-    def __init__(self, encoders, keyframe_tokenizer, descriptor_template: str = "{action}. {camera}"):
-        self.encoders, self.keyframe_tokenizer, self.template = encoders, keyframe_tokenizer, descriptor_template
+    def __init__(self, profile: Profile, keyframe_tokenizer, descriptor_template: str = "{action}. {camera}"):
+        self.encoders, self.keyframe_tokenizer, self.template = profile, keyframe_tokenizer, descriptor_template
 
     @property
     def fingerprint(self) -> str:
         e = self.encoders
-        parts = [e.descriptor.fingerprint, e.faces.fingerprint, str(e.registry.path("text_tokenizer")), self.template]
+        parts = [e.descriptor.fingerprint, e.faces.fingerprint, str(e.path(TEXT_TOKENIZER)), self.template]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     @torch.no_grad()
     def encode_story(self, loaded) -> EncodedStory:
-        from moviedreamer.ar.embed import encode_story
-        from moviedreamer.tokenizer.render import KeyframeCondition, embed_texts, story_shot_texts
-        from moviedreamer.video.conditioning import ClipCondition
-
         story = loaded.story
         sheet, shots, refs = encode_story(loaded, self.encoders, self.keyframe_tokenizer)
         faces = {c.id: c.faces for c in sheet.characters}
@@ -61,29 +212,14 @@ class StoryEncoder:
         return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
 
 
-def shares_descriptor_space(registry) -> bool:
-    """Whether the profile's vision encoder embeds images in its descriptor encoder's space (the same CLIP: the toy
-    profile's), so that a body region can be compared with a character's description."""
-    from moviedreamer.encoders import DESCRIPTOR, VISION
-
-    d, v = registry.component(DESCRIPTOR), registry.component(VISION)
-    return d.format == v.format and d.path.resolve() == v.path.resolve()
-
-
 def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, look_vision=None, presence=None):
     """The decoder as the pipeline's KeyframeRenderer, reranking up to `candidates` per shot by face match (default:
     the tokenizer folder's `decoder.candidates`); a face pack without a detector renders one candidate, with a warning.
     `look_vision`: an image encoder in the descriptors' space, to check each character's body against its
-    description too (tokenizer/look.py). `presence`: a presence check (encoders/presence.py) added to the score."""
-    import logging
-
-    from moviedreamer.tokenizer.look import LookCheck
-    from moviedreamer.tokenizer.render import TokenizerRenderer
-    from moviedreamer.tokenizer.rerank import IdentityScorer
-
+    description too (rerank/look.py). `presence`: a presence check (encoders/presence.py) added to the score."""
     n = keyframe_tokenizer.decoder.config.candidates if candidates is None else int(candidates)
     if n > 1 and faces.finder is None:
-        logging.getLogger(__name__).warning("keyframe reranking off: the face pack has no detector (one candidate per shot)")
+        log.warning("keyframe reranking off: the face pack has no detector (one candidate per shot)")
         n = 1
     if n <= 1:
         return TokenizerRenderer(keyframe_tokenizer, candidates=1)
@@ -93,23 +229,39 @@ def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, 
     return TokenizerRenderer(keyframe_tokenizer, scorer=scorer, candidates=n)
 
 
-def load_components(registry, device: str | None = "auto", keyframe_candidates: int | None = None) -> Components:
-    """Everything `MovieDreamerPipeline` needs, loaded from the profile's folders (checked up front by the CLI)."""
-    from moviedreamer.ar.sample import ARPlanner
-    from moviedreamer.encoders import Encoders
-    from moviedreamer.tokenizer import keyframe_tokenizer_from_registry
-    from moviedreamer.video.sampler import load_clip_renderer
+def clip_renderer(profile: Profile, **overrides) -> I2VClipRenderer:
+    """The clip renderer of a profile: its `i2v` model, the VAE it was trained with, the profile's vision encoder, its
+    descriptor encoder when the model attends to descriptors, and a segment reranker on the face pack when the model
+    samples more than one candidate."""
+    model = profile.i2v
+    descriptor = profile.descriptor if model.conditioning.descriptor_proj is not None else None
+    scorer = None
+    if int(overrides.get("candidates") or model.settings.candidates) > 1:
+        if not profile.has(FACES):
+            log.warning("i2v: segment reranking off: the profile has no face_analysis pack (one sample per segment)")
+        elif profile.faces.finder is None:
+            log.warning("i2v: segment reranking off: the face pack has no detector (one sample per segment)")
+        else:
+            weight = float(overrides.get("presence_weight", model.settings.presence_weight) or 0)
+            presence = profile.presence(1.0, float(overrides.get("presence_floor", model.settings.presence_floor))) if weight else None
+            scorer = SegmentScorer(profile.faces, presence=presence)
+    sampler = AnchoredSampler(model, profile.i2v_vae, profile.vision, descriptor, profile.device, scorer=scorer)
+    i2v_path, vae_path = profile.path("i2v"), profile.i2v_vae_path
+    files = folder_files(i2v_path) + ([] if vae_path.parent == i2v_path else folder_files(vae_path))
+    settings = f"i2v:{sorted(overrides.items())}:vision={profile.vision.fingerprint}:desc={getattr(descriptor, 'fingerprint', '')}"
+    settings += f":{scorer.fingerprint}" if scorer is not None else ""
+    return I2VClipRenderer(sampler, fingerprint_files(files, settings), **overrides)
 
-    device = resolve_device(device)
-    keyframe_tokenizer = keyframe_tokenizer_from_registry(registry, device)
-    clips = load_clip_renderer(registry, device)
-    encoders = Encoders(registry, device)
-    encoder = StoryEncoder(encoders, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
-    look_vision = encoders.vision if shares_descriptor_space(registry) else None
-    from moviedreamer.encoders.presence import presence_from_registry
 
+def load_components(profile: Profile | Registry, device: str | None = "auto", keyframe_candidates: int | None = None) -> Components:
+    """Everything `MovieDreamerPipeline` needs, from one profile: every model loaded once (checked up front by the CLI)."""
+    if isinstance(profile, Registry):
+        profile = Profile(profile)
+    profile.device = resolve_device(device)
+    keyframe_tokenizer = profile.keyframe_tokenizer
+    clips = clip_renderer(profile)
+    encoder = StoryEncoder(profile, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
+    look_vision = profile.vision if profile.shares_descriptor_space() else None
     c = keyframe_tokenizer.decoder.config
-    presence = presence_from_registry(registry, encoders.vision, c.presence_weight, c.presence_floor)
-    renderer = keyframe_renderer(keyframe_tokenizer, encoders.faces, keyframe_candidates, look_vision, presence)
-    return Components(encoder, ARPlanner.from_registry(registry, device), renderer, clips,
-                      profile=registry.name, window=0)
+    renderer = keyframe_renderer(keyframe_tokenizer, profile.faces, keyframe_candidates, look_vision, profile.presence(c.presence_weight, c.presence_floor))
+    return Components(encoder, profile.planner, renderer, clips, profile=profile.name, window=0)

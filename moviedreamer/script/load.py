@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from moviedreamer.errors import Problem, ScriptError
 from moviedreamer.script.checks import cross_check
-from moviedreamer.script.models import Story
+from moviedreamer.script.models import Character, Scene, Shot, Story
 from moviedreamer.script.yaml_positions import Located, load_located
 
 
@@ -27,13 +27,14 @@ class LoadedStory:
         return (self.base_dir / rel).resolve()
 
 
-def load_story(path: str | Path) -> LoadedStory:
-    """Load and validate a story. Raises ScriptError listing every problem (with file:line:col)."""
+def load_story(path: str | Path, check_files: bool = True) -> LoadedStory:
+    """Load and validate a story. Raises ScriptError listing every problem (with file:line:col). `check_files`:
+    whether the images and videos it names must exist and open (off for training shards' episode scripts)."""
     path = Path(path)
     located = load_located(path, display=str(path))
     story, problems = parse_story(located)
     if story is not None:
-        problems += cross_check(story, located, path.parent)
+        problems += cross_check(story, located, path.parent, check_files)
     if any(p.severity == "error" for p in problems):
         raise ScriptError(problems)
     return LoadedStory(story=story, path=path, base_dir=path.parent.resolve(), warnings=problems)
@@ -139,8 +140,6 @@ def _expected_from_pydantic(msg: str) -> str:
 
 
 def _allowed_fields(path: tuple) -> list[str]:
-    from moviedreamer.script.models import Character, Scene, Shot
-
     parents = [p for p in path[:-1] if isinstance(p, str)]
     model = {"characters": Character, "scenes": Scene, "shots": Shot}.get(parents[-1] if parents else "", Story)
     return list(model.model_fields)

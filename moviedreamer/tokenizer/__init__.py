@@ -11,19 +11,9 @@ from __future__ import annotations
 from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer
 from moviedreamer.tokenizer.render import KeyframeCondition, TokenizerRenderer
 
-__all__ = ["KeyframeTokenizer", "KeyframeCondition", "TokenizerRenderer", "load_keyframe_tokenizer", "keyframe_tokenizer_from_registry"]
+__all__ = ["KeyframeTokenizer", "KeyframeCondition", "TokenizerRenderer", "load_keyframe_tokenizer"]
 
 
 def load_keyframe_tokenizer(path, device: str = "cpu", vision_encoder=None, vae=None) -> KeyframeTokenizer:
-    """A keyframe tokenizer folder → frozen model in eval mode (moviedreamer/ar/tokens.py calls this)."""
+    """A keyframe tokenizer folder → frozen model in eval mode (training stages call this)."""
     return KeyframeTokenizer.from_pretrained(path, vision_encoder=vision_encoder, vae=vae, device=device)
-
-
-def keyframe_tokenizer_from_registry(registry, device: str = "cpu") -> KeyframeTokenizer:
-    """The profile's `keyframe_tokenizer` component (format "moviedreamer"), with a clear error when it is missing."""
-    from moviedreamer.errors import UserError
-
-    comp = registry.component("keyframe_tokenizer")
-    if comp.format != "moviedreamer":
-        raise UserError(f"component 'keyframe_tokenizer' of profile '{comp.profile}' has format '{comp.format}': expected 'moviedreamer'")
-    return load_keyframe_tokenizer(registry.path("keyframe_tokenizer"), device)

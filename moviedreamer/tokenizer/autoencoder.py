@@ -21,6 +21,7 @@ diffusers convention: z = (mode(vae.encode(x)) - shift) * scaling_factor, x in [
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -30,10 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moviedreamer.encoders.cache import fingerprint_files
+from moviedreamer.encoders.clip_vision import load_vision_encoder
 from moviedreamer.errors import CheckpointError, UserError
-from moviedreamer.vae import load_vae as load_shared_vae
+from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
 from moviedreamer.tokenizer.compressor import CompressorConfig, TokenCompressor
 from moviedreamer.tokenizer.decoder import DecoderConfig, KeyframeDecoder, pad_slots, time_ids
+from moviedreamer.vae import load_vae as load_shared_vae
 
 FORMAT, COMPONENT, VERSION = "moviedreamer", "keyframe_tokenizer", 1
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -102,6 +106,24 @@ class KeyframeTokenizer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.compressor.proj_out.weight.dtype
 
+    @staticmethod
+    def read_sources(path: str | Path) -> dict[str, Path]:
+        """The frozen parts a tokenizer folder was trained with (config.json `sources`, or a bundled copy in the
+        folder), as resolved paths: the composition root shares its own parts when they are these."""
+        root = Path(path)
+        cfg = json.loads((root / CONFIG_NAME).read_text(encoding="utf-8"))
+        out = {}
+        for key, src in ((cfg.get("settings") or {}).get("sources") or {}).items():
+            if (root / key).is_dir():
+                out[key] = (root / key).resolve()
+            elif (src or {}).get("path"):
+                p = Path(os.path.expanduser(src["path"]))
+                out[key] = (p if p.is_absolute() else root / p).resolve()
+        for key in ("vision_encoder", "vae"):
+            if key not in out and (root / key).is_dir():
+                out[key] = (root / key).resolve()
+        return out
+
     def _source(self, key: str) -> Path:
         if self.root is not None and (self.root / key).is_dir():
             return self.root / key  # a bundled copy
@@ -114,8 +136,6 @@ class KeyframeTokenizer(nn.Module):
     @property
     def vision(self):
         if self.frozen.vision is None:
-            from moviedreamer.encoders.clip_vision import load_vision_encoder
-
             path = self._source("vision_encoder")
             if not path.exists():
                 raise CheckpointError(f"keyframe tokenizer: expected the vision encoder it was trained with at {path} "
@@ -265,8 +285,6 @@ class KeyframeTokenizer(nn.Module):
     def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
         """`dtype` (e.g. torch.float16: half the size, for the committed toy weights) converts floating tensors on the
         way out; from_pretrained loads them back in float32."""
-        from moviedreamer.safeio import save_safetensors
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -277,9 +295,8 @@ class KeyframeTokenizer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, vision_encoder=None, vae=None, device="cpu") -> "KeyframeTokenizer":
         """A tokenizer folder → the model (eval, frozen parts loaded on first use unless given)."""
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import UNet2DConditionModel
-
-        from moviedreamer.safeio import load_json, load_safetensors
 
         path = Path(path).expanduser()
         what = f"a keyframe tokenizer folder ({CONFIG_NAME} + {WEIGHTS_NAME}, made by `moviedreamer train tokenizer`)"
@@ -320,13 +337,9 @@ class KeyframeTokenizer(nn.Module):
     @property
     def fingerprint(self) -> str:
         """Hash of the weights and config (and the frozen parts' sources), for the pipeline's resume keys."""
-        import hashlib
-
         if getattr(self, "_fingerprint", None) is None:
             h = hashlib.sha256(json.dumps(self.config_dict(), sort_keys=True, default=str).encode())
             if self.root is not None:  # loaded from a folder: hash its files (big files by size + head and tail)
-                from moviedreamer.encoders.cache import fingerprint_files
-
                 h.update(fingerprint_files([self.root / CONFIG_NAME, self.root / WEIGHTS_NAME]).encode())
             else:
                 for k, v in sorted(self.state_dict().items()):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -181,6 +182,7 @@ def unet_dims(unet) -> tuple[int, int]:
 
 def build_unet(args: dict, latent_channels: int, latent_size: int, pooled_dim: int):
     """A fresh SDXL-style UNet from diffusers arguments; text_time and its input width are filled in."""
+    # diffusers is heavy: loaded only when a model is built or read
     from diffusers import UNet2DConditionModel
 
     args = {"sample_size": latent_size, "in_channels": latent_channels, "out_channels": latent_channels,
@@ -196,8 +198,7 @@ def build_unet(args: dict, latent_channels: int, latent_size: int, pooled_dim: i
 
 def load_unet_folder(path) -> "object":
     """A diffusers UNet2DConditionModel folder (SDXL base `unet/`), with errors naming what is missing."""
-    from pathlib import Path
-
+    # diffusers is heavy: loaded only when a model is built or read
     from diffusers import UNet2DConditionModel
 
     path = Path(path).expanduser()
@@ -282,6 +283,7 @@ class KeyframeDecoder(nn.Module):
     # ------------------------------------------------------------------------------------------------ sampling
 
     def make_scheduler(self, sampler: str | None = None):
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
         name = sampler or self.config.sampler
@@ -292,6 +294,7 @@ class KeyframeDecoder(nn.Module):
         return DPMSolverMultistepScheduler(**self.config.schedule, algorithm_type="dpmsolver++", solver_order=2)
 
     def training_scheduler(self):
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import DDPMScheduler
 
         return DDPMScheduler(**self.config.schedule, clip_sample=False)

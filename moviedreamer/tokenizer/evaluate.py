@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from moviedreamer.tokenizer.render import decode_reranked, to_uint8
+
 VARIANTS = {"all": (True, True), "no faces": (True, False), "no descriptors": (False, True), "tokens only": (False, False)}
 
 
@@ -47,10 +49,6 @@ def face_crops(image: np.ndarray, boxes: dict, scale: float, min_px: int = 16) -
     return out
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
-
-
 @torch.no_grad()
 def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, batch: int = 8, face_embedder=None, judge=None,
              steps: int | None = None, guidance: float | None = None, id_guidance: float | None = None, scorer=None,
@@ -62,8 +60,6 @@ def evaluate(tokenizer, items: list[dict], variants=("all",), seed: int = 0, bat
     original. With a `scorer` and `candidates` > 1 each keyframe is the best of up to that many (rerank.py); `tried`
     is the mean number decoded; with a scorer, `face_count` is how often its detector finds as many faces in the
     reconstruction as in the original."""
-    from moviedreamer.tokenizer.rerank import decode_reranked
-
     results = {}
     for name in variants:
         use_desc, use_faces = VARIANTS[name]

@@ -1,25 +1,25 @@
-"""The keyframe tokenizer as the pipeline's `KeyframeRenderer` (moviedreamer/pipeline/components.py), and the one
-definition of what the decoder attends to for a shot, shared by training and inference.
+"""The keyframe tokenizer as the pipeline's `KeyframeRenderer` (moviedreamer/pipeline/components.py), with best-of-N
+candidates scored by a reranker (moviedreamer/rerank/) handed to it.
 
-Descriptor slots of a shot, in this order (slot k always has the same role; an empty text is an absent slot):
-
-    [scene setting, shot action, shot camera, story style, description of each character in the shot ...]
-
-Face slots: one per character of the shot, in the shot's order (a character without a face: an absent slot).
+The decoder attends to the shot's descriptor slots (moviedreamer/script/shot_text.py) and one face slot per character
+of the shot, in the shot's order (a character without a face: an absent slot).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from moviedreamer.errors import UserError
+from moviedreamer.rerank.identity import IdentityScorer, candidate_seed
+from moviedreamer.script.shot_text import FIXED_SLOTS
 
-FIXED_SLOTS = ("setting", "action", "camera", "style")
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -34,57 +34,51 @@ class KeyframeCondition:
     cast: torch.Tensor | None = None
 
 
-def shot_descriptor_texts(setting: str, action: str, camera: str, style: str | None, character_descriptions: list[str]) -> list[str]:
-    return [setting or "", action or "", camera or "", style or "", *[d or "" for d in character_descriptions]]
+@dataclass
+class Reranked:
+    images: torch.Tensor  # [B, 3, H, W] in [0, 1], the best candidate of each keyframe
+    scores: list[float]  # its identity score
+    tried: list[int]  # candidates decoded for each keyframe
+    picked: list[int]  # which candidate was kept (0 = the plain decode)
 
 
-def story_shot_texts(story, scene, shot, swap=None) -> list[str]:
-    """The descriptor texts of one shot of a `Story` (`swap`: a text transform, e.g. left/right for a mirrored frame)."""
-    fix = swap or (lambda t: t)
-    chars = {c.id: c.description for c in story.characters}
-    return shot_descriptor_texts(scene.setting, fix(shot.action), fix(shot.camera), story.style, [chars.get(c, "") for c in shot.characters])
-
-
-_LR = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-
-
-def swap_left_right(text: str) -> str:
-    """The script of a mirrored keyframe or clip: 'runs to the right' → 'runs to the left' ('Left' → 'Right')."""
-
-    def swap(m: re.Match) -> str:
-        word = "right" if m.group(1).lower() == "left" else "left"
-        return word.capitalize() if m.group(1)[0].isupper() else word
-
-    return _LR.sub(swap, text)
-
-
-def read_story(path: str | Path):
-    """A shard episode's script (.yaml), read for its texts only: a namespace with `characters`, `style` and
-    `shots()` → (0, 0, scene, shot) like `Story.shots()`. Shards are validated when written; this reader also
-    takes small synthetic frames that the user-facing resolution bound would refuse."""
-    from types import SimpleNamespace as NS
-
-    import yaml
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        chars = [NS(id=str(c["id"]), description=str(c.get("description", ""))) for c in raw.get("characters") or []]
-        scenes = [(NS(setting=str(sc.get("setting", ""))), [NS(action=str(sh.get("action", "")), camera=str(sh.get("camera", "")),
-                                                               characters=[str(x) for x in sh.get("characters") or []]) for sh in sc.get("shots") or []])
-                  for sc in raw.get("scenes") or []]
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: expected the episode's script in the story format, found: {str(e).splitlines()[0][:200]}") from None
-    return NS(characters=chars, style=raw.get("style"), shots=lambda: [(0, 0, sc, sh) for sc, shots in scenes for sh in shots])
-
-
-def embed_texts(descriptor_encoder, texts: list[str]) -> torch.Tensor:
-    """Descriptor texts → [N, D]; empty texts give zero rows (absent slots)."""
-    out = torch.zeros(len(texts), descriptor_encoder.embed_dim)
-    idx = [i for i, t in enumerate(texts) if t]
-    if idx:
-        out[idx] = descriptor_encoder.encode([texts[i] for i in idx]).embeddings.float()
-    return out
+@torch.no_grad()
+def decode_reranked(tokenizer, scorer: IdentityScorer, tokens, descriptors=None, faces=None, seed: int | list[int] = 0,
+                    candidates: int = 4, accept: float = 0.9, characters: list | None = None, cast: list | None = None,
+                    **decode_kwargs) -> Reranked:
+    """`tokenizer.decode` with up to `candidates` tries per keyframe (rounds over the keyframes not yet accepted);
+    `characters[i]`: how many characters keyframe i should show (None: unknown; only its faces are checked);
+    `cast[i]`: [M, Dd] the description embeddings of every character of keyframe i's story (for the scorer's look
+    check; the shot's own characters' descriptions are its descriptor slots after the fixed ones, moviedreamer/script/shot_text.py)."""
+    if tokens.dim() == 2:
+        tokens = tokens[None]
+    b = tokens.shape[0]
+    seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
+    row = lambda x, idx: None if x is None else [x[i] for i in idx]  # noqa: E731  (lists or batched tensors)
+    face_rows = [None if faces is None else faces[i] for i in range(b)]
+    look_rows = [None if descriptors is None or face_rows[i] is None
+                 else descriptors[i][len(FIXED_SLOTS): len(FIXED_SLOTS) + len(face_rows[i])] for i in range(b)]
+    casts = list(cast) if cast is not None else [None] * b
+    counts = list(characters) if characters is not None else [None] * b
+    best, scores, tried, picked = [None] * b, [float("-inf")] * b, [0] * b, [0] * b
+    active = list(range(b))
+    for k in range(max(1, int(candidates))):
+        if not active:
+            break
+        images = tokenizer.decode(tokens[active], row(descriptors, active), row(faces, active),
+                                  seed=[candidate_seed(seeds[i], k) for i in active], **decode_kwargs).cpu()
+        pixels = to_uint8(images) if candidates > 1 else None
+        token_cos = [None] * len(active)
+        if pixels is not None and getattr(scorer, "token_weight", 0.0) > 0:  # read each candidate back through the compressor
+            again = tokenizer.encode(images).float().cpu()
+            token_cos = F.cosine_similarity(again, tokens[active].float().cpu(), dim=-1).mean(-1).tolist()
+        for j, i in enumerate(active):
+            tried[i] += 1
+            s = scorer.score(pixels[j], face_rows[i], counts[i], look_rows[i], casts[i], token_cos[j]) if pixels is not None else 1.0
+            if s > scores[i]:
+                best[i], scores[i], picked[i] = images[j], s, k
+        active = [i for i in active if scores[i] < accept]
+    return Reranked(torch.stack(best), scores, tried, picked)
 
 
 def as_condition(condition) -> KeyframeCondition:
@@ -103,9 +97,9 @@ def as_condition(condition) -> KeyframeCondition:
 class TokenizerRenderer:
     """`render(tokens [n, d], condition, seed, (width, height)) -> uint8 [H, W, 3]`, the pipeline's KeyframeRenderer.
 
-    With a `scorer` (rerank.IdentityScorer) and more than one candidate (the decoder config's `candidates`, or the
+    With a `scorer` (moviedreamer/rerank/identity.py IdentityScorer) and more than one candidate (the decoder config's `candidates`, or the
     argument), a shot with faces or a character count is decoded up to that many times and the candidate whose faces
-    best match them kept (rerank.py): by face, and where the scorer has a look check, by the body under each face
+    best match them kept: by face, and where the scorer has a look check, by the body under each face
     against the character's description among the story's cast."""
 
     def __init__(self, tokenizer, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
@@ -115,7 +109,7 @@ class TokenizerRenderer:
         self.candidates = int(c.candidates if candidates is None else candidates) if scorer is not None else 1
         self.accept = float(c.accept if accept is None else accept)
         self.scorer = scorer
-        self.last = None  # the last render's rerank.Reranked (tried, picked, score): for progress and tests
+        self.last = None  # the last render's Reranked (tried, picked, score): for progress and tests
 
     @property
     def fingerprint(self) -> str:
@@ -125,8 +119,6 @@ class TokenizerRenderer:
         return fp
 
     def render(self, tokens, condition, seed: int, size: tuple[int, int]) -> np.ndarray:
-        from moviedreamer.tokenizer.rerank import decode_reranked
-
         c = as_condition(condition)
         tokens = torch.as_tensor(tokens).float()
         if tokens.dim() == 2:

@@ -9,10 +9,18 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from tqdm.auto import tqdm
 
 from moviedreamer.errors import UserError
+from moviedreamer.safeio import save_safetensors
+from moviedreamer.script import load_story
+from moviedreamer.script.write import write_story
+from moviedreamer.script.write import write_story as write_yaml
 from moviedreamer.toyworld.render import render_frame
-from moviedreamer.toyworld.story import generate_story, read_story_params, write_story
+from moviedreamer.toyworld.story import generate_story, read_story_params
 from moviedreamer.toyworld.world import CHARACTER_IDS
 
 FORMAT = {"format": "moviedreamer-shards", "version": 1}
@@ -22,8 +30,6 @@ MAX_STORY_SEED = 2**32 - 1
 
 def face_crop(image: np.ndarray, box, size: int) -> np.ndarray:
     """A square crop around a face box, padded by 15% and resized to size×size (nearest keeps flat colours)."""
-    from PIL import Image
-
     x0, y0, x1, y1 = box
     cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 0.575
     crop = Image.fromarray(image).crop((int(cx - half), int(cy - half), int(np.ceil(cx + half)), int(np.ceil(cy + half))))
@@ -32,14 +38,10 @@ def face_crop(image: np.ndarray, box, size: int) -> np.ndarray:
 
 def render_episode(seed: int, shots: int, clip_frames: int, fps: int, size: int, face_size: int, min_face: int = 8):
     """Render one episode; returns (tensors, script dict, per-shot metadata)."""
-    import torch
-
     story = generate_story(shots * 4.5 / 60, seed, cast_size=4, fps=fps, resolution=(size, size), title=f"Episode {seed}")
     tmp_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"moviedreamer-episode-{os.getpid()}-{seed}.yaml"
     try:
         write_story(story, tmp_path)
-        from moviedreamer.script import load_story
-
         params = read_story_params(load_story(tmp_path))[:shots]
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -88,12 +90,6 @@ def _trim(scenes, n):
 def write_dataset(out_dir: str | Path, episodes: int, seed: int = 0, shots: int = 8, clip_frames: int = 8, fps: int = 8, size: int = 128,
                   face_size: int = 64, episodes_per_shard: int = 64, progress: bool = True) -> Path:
     """Write `episodes` episodes as shards; resumable (existing complete episodes are kept)."""
-    from safetensors import safe_open
-    from tqdm.auto import tqdm
-
-    from moviedreamer.safeio import save_safetensors
-    from moviedreamer.toyworld.story import write_story as write_yaml
-
     if not 0 <= seed * EPISODE_SEED_STRIDE + episodes - 1 <= MAX_STORY_SEED:
         raise UserError(f"--seed {seed}: expected 0..{(MAX_STORY_SEED - episodes + 1) // EPISODE_SEED_STRIDE} for {episodes} episodes "
                         f"(episode seeds are seed x {EPISODE_SEED_STRIDE:,} + episode and must fit a story's 32-bit seed)")

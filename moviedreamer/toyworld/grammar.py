@@ -151,3 +151,18 @@ def read_character(description: str, char_id: str, field: str) -> str:
 
 def known_scene(scene_id: str) -> bool:
     return scene_id in SCENE_BY_ID
+
+
+def shot_descriptor(params, rng: np.random.Generator, description_prob: float = 0.0, partial_prob: float = 0.0) -> str:
+    """The shot's descriptor as a script writes it: "{setting}. {action}. {camera}" (what the CLIP score encodes)."""
+    chars = [CHARACTER_BY_ID[c] for c in params.characters]
+    by_description = rng.random() < description_prob
+    names = [describe_character(c) for c in chars] if by_description else [c.name for c in chars]
+    parts = [write_setting(params.scene, rng), write_action(params, names, rng), write_camera(params, rng)]
+    if rng.random() < partial_prob:
+        options = parts + [describe_character(chars[int(rng.integers(len(chars)))])]
+        keep = rng.random(len(options)) < 0.5
+        if not keep.any():
+            keep[int(rng.integers(len(options)))] = True
+        parts = [p for p, k in zip(options, keep) if k]
+    return ". ".join(parts)

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from moviedreamer.errors import MissingComponentError, UserError
+from moviedreamer.media import frame_rate, read_frames
+from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
+from moviedreamer.toyworld.render import render_frame
+from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import CHARACTER_IDS, FRAMINGS, SCENE_IDS
 
 INPUT_SIZE = 128
@@ -67,8 +73,6 @@ class Judge(nn.Module):
 
 
 def save_judge(model: Judge, out_dir: str | Path, extra: dict | None = None) -> Path:
-    from moviedreamer.safeio import save_safetensors
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # float16 on disk (half the committed size; load_judge copies it into float32 parameters)
@@ -78,9 +82,6 @@ def save_judge(model: Judge, out_dir: str | Path, extra: dict | None = None) -> 
 
 
 def load_judge(path: str | Path | None = None) -> Judge:
-    from moviedreamer.errors import MissingComponentError
-    from moviedreamer.safeio import load_json, load_safetensors
-
     path = Path(path) if path else DEFAULT_DIR
     if not (path / "model.safetensors").is_file():
         raise MissingComponentError(f"the toy judge is missing: expected config.json + model.safetensors in {path}; make it with: moviedreamer toyworld train-judge")
@@ -92,9 +93,6 @@ def load_judge(path: str | Path | None = None) -> Judge:
 
 def sample_batch(rng: np.random.Generator, n: int, augment: bool = True):
     """n freshly rendered frames with labels: (uint8 [n, 128, 128, 3], scene idx, multi-hot characters, framing idx)."""
-    from moviedreamer.toyworld.render import render_frame
-    from moviedreamer.toyworld.story import random_shot
-
     images, scenes, chars, framings = [], [], np.zeros((n, len(CHARACTER_IDS)), np.float32), []
     for i in range(n):
         shot = random_shot(rng, str(rng.choice(SCENE_IDS)), CHARACTER_IDS, float(rng.integers(3, 7)), int(rng.integers(2**31)))
@@ -112,8 +110,6 @@ def sample_batch(rng: np.random.Generator, n: int, augment: bool = True):
 
 
 def _resize(img: np.ndarray, size: int):
-    from PIL import Image
-
     return Image.fromarray(img).resize((size, size), Image.BILINEAR)
 
 
@@ -137,11 +133,6 @@ def evaluate_judge(model: Judge, samples: int = 2000, seed: int = 10_000_000) ->
 
 def judge_paths(inputs: list[Path]) -> list[str]:
     """Human-readable predictions for images, mp4 movies (one line per second) or generate-movie folders (per shot)."""
-    from PIL import Image
-
-    from moviedreamer.errors import UserError
-    from moviedreamer.pipeline.writer import read_frames
-
     judge, lines = load_judge(), []
     for path in inputs:
         if path.is_dir() and (path / "manifest.json").is_file():
@@ -150,10 +141,7 @@ def judge_paths(inputs: list[Path]) -> list[str]:
             for s, p in zip(manifest["shots"], judge.predict(frames)):
                 lines.append(f"{path} shot {s['index']} ({s['scene']}): {_fmt(p)}")
         elif path.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"):
-            import av
-
-            with av.open(str(path)) as c:
-                fps = float(c.streams.video[0].average_rate or 8)
+            fps = frame_rate(path)
             sampled = [(i, f) for i, f in enumerate(read_frames(path)) if i % max(1, round(fps)) == 0]
             for (i, _), p in zip(sampled, judge.predict(np.stack([f for _, f in sampled]))):
                 lines.append(f"{path} t={i / fps:.1f}s: {_fmt(p)}")

@@ -3,15 +3,24 @@ format), and a story script → parameters (so any story written in the toy voca
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import yaml
 
 from moviedreamer.errors import Problem, ScriptError
 from moviedreamer.script.timeline import shot_seed
-from moviedreamer.toyworld.grammar import PhraseError, describe_character, read_action, read_camera, read_character, read_setting, write_action, write_camera, write_setting
-from moviedreamer.toyworld.world import ACTIONS, CHARACTER_BY_ID, CHARACTERS, DIRECTED_ACTIONS, FRAMINGS, MOVES, SCENE_IDS, ShotParams
+from moviedreamer.script.yaml_positions import load_located
+from moviedreamer.toyworld.grammar import (
+    PhraseError,
+    describe_character,
+    read_action,
+    read_camera,
+    read_character,
+    read_setting,
+    write_action,
+    write_camera,
+    write_setting,
+)
+from moviedreamer.toyworld.render import render_frame
+from moviedreamer.toyworld.world import ACTIONS, CHARACTER_BY_ID, CHARACTER_IDS, CHARACTERS, DIRECTED_ACTIONS, FRAMINGS, MOVES, SCENE_IDS, ShotParams
 
 LOOKALIKE_PAIRS = [("mia", "ada"), ("tom", "ben"), ("zed", "kit"), ("lea", "max")]
 
@@ -24,6 +33,15 @@ def random_shot(rng: np.random.Generator, scene: str, cast: list[str], duration:
     action = str(rng.choice(ACTIONS))
     direction = str(rng.choice(["left", "right"])) if action in DIRECTED_ACTIONS else None
     return ShotParams(scene, chars, action, direction, framing, str(rng.choice(MOVES)), duration, layout_seed)
+
+
+def random_render(rng: np.random.Generator, size: int = 128, fps: int = 8):
+    """(frame, shot params): a random shot of the toy world, rendered at a random frame."""
+    scene = str(rng.choice(SCENE_IDS))
+    duration = float(rng.integers(3, 7))
+    params = random_shot(rng, scene, CHARACTER_IDS, duration, layout_seed=int(rng.integers(2**31)))
+    frame = int(rng.integers(0, int(duration * fps)))
+    return render_frame(params, frame, fps, (size, size)), params
 
 
 def generate_story(minutes: float, seed: int, cast_size: int = 5, fps: int = 8, resolution=(128, 128), title: str | None = None) -> dict:
@@ -73,30 +91,9 @@ def story_from_params(scenes: list[dict], cast: list[str], seed: int, fps: int, 
     }
 
 
-def write_story(story: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.dump(story, Dumper=_FlowListDumper, sort_keys=False, allow_unicode=True, width=140), encoding="utf-8")
-    return path
-
-
-class _FlowListDumper(yaml.SafeDumper):
-    """Short lists of plain values ([128, 128], [mia, tom]) on one line, as people write them."""
-
-
-def _represent_list(dumper, data):
-    flow = all(isinstance(x, (str, int, float)) for x in data) and len(data) <= 8
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_FlowListDumper.add_representer(list, _represent_list)
-
-
 def read_story_params(loaded) -> list[ShotParams]:
     """Shot parameters of a loaded story written in the toy vocabulary. Every phrase the world cannot read
     is reported with its file:line:col (all at once)."""
-    from moviedreamer.script.yaml_positions import load_located
-
     story = loaded.story
     located = load_located(loaded.path)
     problems: list[Problem] = []

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
+from moviedreamer.media import ClipWriter
+from moviedreamer.script import load_story
+from moviedreamer.script.write import write_story
 from moviedreamer.toyworld.render import render_clip, render_frame
-from moviedreamer.toyworld.story import generate_story
+from moviedreamer.toyworld.story import generate_story, read_story_params
 
 
 def write_episode_video(seed: int, out_dir: str | Path, seconds: float = 30.0, fps: int = 8, size: int = 128, captions_dir: str | Path | None = None) -> dict:
@@ -14,12 +18,6 @@ def write_episode_video(seed: int, out_dir: str | Path, seconds: float = 30.0, f
     (one cue per shot: action, camera, setting) into `captions_dir` if given. Returns the truth:
     {"video", "cuts": [frame where each shot after the first starts],
      "shots": [{"start", "end", "characters", "scene", "face_boxes": {id: [x0, y0, x1, y1] on the shot's first frame}}]}."""
-    import tempfile
-
-    from moviedreamer.pipeline.writer import ClipWriter
-    from moviedreamer.script import load_story
-    from moviedreamer.toyworld.story import read_story_params, write_story
-
     story = generate_story(seconds / 60, seed, cast_size=4, fps=fps, resolution=(size, size), title=f"Toy episode {seed}")
     with tempfile.TemporaryDirectory() as tmp:
         path = write_story(story, Path(tmp) / "story.yaml")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from moviedreamer.errors import UserError
 
@@ -66,8 +67,6 @@ class ShardIndex:
     def load(self, i: int, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The episode's tensors (only `keys` when given; absent keys are skipped) plus its index entry under `meta`;
         the key "shots" adds the per-shot metadata list of the episode's .json (boxes, face boxes, ...)."""
-        from safetensors import SafetensorError, safe_open
-
         path = self.path(i)
         if not path.is_file():
             raise UserError(f"{path}: expected episode {self.episodes[i]['id']} listed in {self.root / 'index.json'}, found no such file")

@@ -7,7 +7,7 @@
 - The backend is NCCL when CUDA is present, gloo otherwise (`MOVIEDREAMER_DIST_BACKEND` overrides).
 
 On CPU, DeepSpeed's communication backend JIT-compiles a shared-memory all-reduce op the first time it starts
-(~35-95 s on 2 cores). That op only serves `inference_all_reduce` (tensor-parallel inference), never training,
+(a long wait on a small CPU). That op only serves `inference_all_reduce` (tensor-parallel inference), never training,
 so the harness skips building it unless `MOVIEDREAMER_DS_SHM=1`.
 """
 
@@ -17,6 +17,11 @@ import importlib
 import os
 import socket
 from dataclasses import dataclass
+
+import torch
+import torch.distributed as td
+
+from moviedreamer.errors import UserError
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 ENV_VARS = LAUNCHER_VARS + ("LOCAL_RANK", "LOCAL_WORLD_SIZE")  # what fill_single_process_env may set
@@ -54,8 +59,6 @@ def fill_single_process_env(environ=os.environ) -> bool:
     environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" not in environ:
         if launched and int(environ["WORLD_SIZE"]) > 1:
-            from moviedreamer.errors import UserError
-
             raise UserError("MASTER_PORT is not set although WORLD_SIZE > 1: start several processes with torchrun or the deepspeed launcher")
         environ["MASTER_PORT"] = str(free_port())
     return launched
@@ -63,8 +66,6 @@ def fill_single_process_env(environ=os.environ) -> bool:
 
 def init_distributed() -> DistInfo:
     """Set up torch.distributed through DeepSpeed and return who this process is."""
-    import torch
-
     launched = fill_single_process_env()
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     cuda = torch.cuda.is_available()
@@ -74,6 +75,7 @@ def init_distributed() -> DistInfo:
     else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than have DeepSpeed warn that it guessed
         _skip_cpu_shm_op()
+    # deepspeed is heavy: loaded only when training
     import deepspeed
 
     if not torch.distributed.is_initialized():
@@ -94,8 +96,6 @@ def _skip_cpu_shm_op() -> None:
 
 
 def barrier() -> None:
-    import torch.distributed as td
-
     if td.is_available() and td.is_initialized():
         td.barrier()
 
@@ -104,9 +104,6 @@ def all_reduce_mean(values: dict[str, float], world_size: int) -> dict[str, floa
     """Average scalar metrics over ranks (one small all-reduce)."""
     if world_size == 1 or not values:
         return dict(values)
-    import torch
-    import torch.distributed as td
-
     keys = sorted(values)
     device = "cuda" if td.get_backend() == "nccl" else "cpu"
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
@@ -115,7 +112,5 @@ def all_reduce_mean(values: dict[str, float], world_size: int) -> dict[str, floa
 
 
 def destroy() -> None:
-    import torch.distributed as td
-
     if td.is_available() and td.is_initialized():
         td.destroy_process_group()

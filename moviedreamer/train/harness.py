@@ -26,9 +26,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
+from pydantic import ValidationError
+from tqdm import tqdm
+
 from moviedreamer.errors import UserError
-from moviedreamer.train.config import StageConfig, finalize_deepspeed
+from moviedreamer.train import dist
+from moviedreamer.train.config import StageConfig, finalize_deepspeed, format_validation_error
 from moviedreamer.train.data import EpisodeStream, ShardIndex
+from moviedreamer.train.stages import load_stage
 
 KILL_ENV = "MOVIEDREAMER_TRAIN_KILL_AT_STEP"  # testing hook: SIGKILL this process right after step N
 STATE_FILE = "trainer_state_rank{rank}.json"
@@ -46,10 +52,6 @@ class Stage:
 
     def parse_sections(self, model_cls, options_cls):
         """The config's `model:` and `options:` validated by the stage's pydantic classes; a clear UserError if not."""
-        from pydantic import ValidationError
-
-        from moviedreamer.train.config import format_validation_error
-
         try:
             return model_cls.model_validate(self.cfg.model), options_cls.model_validate(self.cfg.options)
         except ValidationError as e:
@@ -113,8 +115,6 @@ def train(cfg: StageConfig, resume: str | None = None) -> dict:
     """Run a stage. A run without a launcher sets up its own one-process group and the env:// variables for it;
     afterwards the variables are restored, so a child process started later does not inherit a MASTER_PORT this
     process still holds. The group itself stays (DeepSpeed's comm layer keeps it; a later run here reuses it)."""
-    from moviedreamer.train import dist
-
     saved = {k: os.environ.get(k) for k in dist.ENV_VARS}
     try:
         return _train(cfg, resume)
@@ -128,15 +128,9 @@ def train(cfg: StageConfig, resume: str | None = None) -> dict:
 
 
 def _train(cfg: StageConfig, resume: str | None) -> dict:
-    from moviedreamer.train.stages import load_stage
-
     stage = load_stage(cfg.stage)(cfg)  # validates model/options before anything heavy starts
     index = ShardIndex(cfg.data)
     resume_from = check_checkpoint_dir(cfg, resume)
-
-    import torch
-
-    from moviedreamer.train import dist
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -145,6 +139,7 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
         torch.backends.cudnn.benchmark = False
     t0 = time.time()
     info = dist.init_distributed()
+    # deepspeed is heavy: loaded only when training
     import deepspeed
 
     if os.environ.get("MOVIEDREAMER_DS_VERBOSE") != "1":
@@ -245,8 +240,6 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
 def save_checkpoint(engine, stream: EpisodeStream, cfg: StageConfig, info, step: int) -> None:
     """Per-rank trainer state first, then DeepSpeed's files; DeepSpeed writes `latest` last, so a checkpoint
     named by `latest` is complete."""
-    from moviedreamer.train import dist
-
     tag = f"step-{step:07d}"
     folder = cfg.checkpoint_dir / tag
     folder.mkdir(parents=True, exist_ok=True)
@@ -275,6 +268,7 @@ def full_state_dict(engine, zero_stage: int, is_main: bool) -> dict | None:
     """The whole model's weights on rank 0 (CPU), gathering ZeRO-3 partitions one parameter at a time."""
     module = engine.module
     if zero_stage == 3:
+        # deepspeed is heavy: loaded only when training
         import deepspeed
 
         sd = {}
@@ -290,13 +284,9 @@ def full_state_dict(engine, zero_stage: int, is_main: bool) -> dict | None:
 
 def export(engine, stage: Stage, cfg: StageConfig, info, index: ShardIndex) -> dict:
     """Write the final weights through the stage into cfg.export_dir (swapped in whole, never half-written)."""
-    from moviedreamer.train import dist
-
     sd = full_state_dict(engine, cfg.zero_stage, info.is_main)
     figures: dict = {}
     if info.is_main:
-        import torch
-
         torch.manual_seed(cfg.seed)
         fresh = stage.build_model()
         target = fresh.state_dict()
@@ -357,8 +347,6 @@ class MetricLogger:
 
 
 def make_bar(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
     tty = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, disable=not enabled or os.environ.get("MOVIEDREAMER_NO_BAR") == "1",
                 unit="step", dynamic_ncols=True, mininterval=0.5 if tty else 30, smoothing=0.1)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import torch
+import yaml
+
+from moviedreamer.safeio import save_safetensors
+from moviedreamer.script.models import MIN_SIDE, SIDE_MULTIPLE
+
 
 def write_synthetic_shards(root: str | Path, episodes: int = 8, shots: int = 2, frames: int = 4, size: int = 32,
                            episodes_per_shard: int = 4, seed: int = 0, face_size: int = 16) -> Path:
-    import numpy as np
-    import torch
-    import yaml
-
-    from moviedreamer.safeio import save_safetensors
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     identities = ["ada", "bo"]
@@ -50,7 +51,9 @@ def write_synthetic_shards(root: str | Path, episodes: int = 8, shots: int = 2, 
         folder = root / shard
         save_safetensors(tensors, folder / f"{ep_id}.safetensors")
         (folder / f"{ep_id}.json").write_text(json.dumps(meta))
-        story = {"title": f"synthetic {e}", "style": "flat colour", "fps": 8, "resolution": [size, size], "seed": e,
+        # a story's resolution has a user-facing floor; the frames' own size is in index.json
+        side = max(MIN_SIDE, -(-size // SIDE_MULTIPLE) * SIDE_MULTIPLE)
+        story = {"title": f"synthetic {e}", "style": "flat colour", "fps": 8, "resolution": [side, side], "seed": e,
                  "characters": [{"id": i, "name": i.title(), "description": f"a square called {i}"} for i in identities],
                  "scenes": [{"id": "room", "setting": "a plain room", "plot": "a square moves",
                              "shots": [{"duration": 1, "characters": [m["characters"][0]], "action": m["action"], "camera": m["camera"]} for m in meta]}]}

@@ -137,3 +137,15 @@ def clip_motion(frames: np.ndarray) -> float:
         return 0.0
     f = frames.astype(np.float32)
     return float(np.abs(np.diff(f, axis=0)).mean())
+
+
+def descriptor_inputs(encoder, texts: list[str], words: int) -> torch.Tensor:
+    """[B, D] pooled descriptor embeddings, or with `words` K > 0 [B, 1 + K, D]: the pooled one, then the first K
+    per-word states (I2VConditioning's descriptor_words). An empty text gives zeros: no descriptor."""
+    pooled = encoder.encode([t or " " for t in texts]).embeddings.float()
+    if words:
+        pooled = torch.cat([pooled[:, None], encoder.encode_words([t or " " for t in texts], words)], dim=1)
+    empty = torch.tensor([not t for t in texts])
+    if bool(empty.any()):
+        pooled[empty] = 0
+    return pooled

@@ -34,6 +34,8 @@ from torch import nn
 from moviedreamer.errors import CheckpointError, UserError
 from moviedreamer.vae import load_diffusers as _load
 from moviedreamer.vae import read_json as _read_json
+from moviedreamer.video.motion import grow_flow_channels
+from moviedreamer.video.motion_prior import MotionPrior
 
 SETTINGS_FILE = "moviedreamer_i2v.json"
 CONDITIONING_DIR = "conditioning"
@@ -65,7 +67,7 @@ class I2VSettings:
     noise_aug: float = 0.05  # conditioning-latent noise augmentation at inference (a time id too)
     noise_share: float = 0.0  # initial noise of every frame = sqrt(r) * one shared draw + sqrt(1 - r) * its own (r in [0, 1))
     decode_chunk: int = 8  # frames per VAE decode call
-    candidates: int = 1  # samples per segment, the one keeping the keyframe's faces best kept (video/rerank.py); 1 = off
+    candidates: int = 1  # samples per segment, the one keeping the keyframe's faces best kept (rerank/segments.py); 1 = off
     candidate_segments: int = 1  # ... in a shot's first k segments only (0: all)
     accept: float = 0.9  # a candidate whose frames score this (mean identity score) is kept without trying more
     motion_weight: float = 0.0  # with a motion prior: candidate score - w * |ln(measured / expected motion)| (0: faces only)
@@ -216,6 +218,7 @@ class AnchoredI2V(nn.Module):
     @classmethod
     def build(cls, unet_config: dict, image_embed_dim: int, descriptor_dim: int = 0, descriptor_mode: str = "token",
               settings: I2VSettings | None = None, scheduler_config: dict | None = None, descriptor_words: int = 0) -> "AnchoredI2V":
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import UNetSpatioTemporalConditionModel
 
         unet = UNetSpatioTemporalConditionModel(**unet_config)
@@ -232,6 +235,7 @@ class AnchoredI2V(nn.Module):
         """Start from an SVD / SVD-XT diffusers pipeline folder (model_index.json, unet/, vae/, image_encoder/,
         scheduler/): its UNet and scheduler as they are; the anchor projection is the identity (SVD attends to the
         CLIP image embedding directly); the descriptor projection starts at zero."""
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import UNetSpatioTemporalConditionModel
 
         path = require_svd_folder(path)
@@ -269,6 +273,7 @@ class AnchoredI2V(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = torch.float32) -> "AnchoredI2V":
         """`dtype`: the weights' dtype once loaded (float16 files, as the toy profile ships them, load as float32)."""
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import UNetSpatioTemporalConditionModel
 
         path = Path(path)
@@ -284,14 +289,13 @@ class AnchoredI2V(nn.Module):
         settings = I2VSettings.from_dict(_read_json(path / SETTINGS_FILE)).check()
         sched = {k: v for k, v in _read_json(path / SCHEDULER_DIR / "scheduler_config.json").items() if not k.startswith("_")}
         model = cls(unet.eval(), cond.eval(), settings, sched)
-        from moviedreamer.video.motion_prior import MotionPrior
-
         model.motion_prior = MotionPrior.load(path)
         return model
 
     # ------------------------------------------------------------------------------------------------ use
 
     def make_scheduler(self):
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import EulerDiscreteScheduler
 
         return EulerDiscreteScheduler.from_config(self.scheduler_config)
@@ -303,8 +307,6 @@ class AnchoredI2V(nn.Module):
 
     def add_flow_channels(self, flow_channels: int) -> "AnchoredI2V":
         """Make an appearance-only model a joint appearance-motion one (VideoJAM); what it draws is unchanged."""
-        from moviedreamer.video.motion import grow_flow_channels
-
         grow_flow_channels(self.unet, self.latent_channels, flow_channels)
         self.settings.flow_channels = int(flow_channels)
         return self

@@ -21,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.video.conditioning import descriptor_inputs
 
 PRIOR_FILE = "motion_prior.safetensors"
 
@@ -69,13 +72,9 @@ class MotionPrior:
         return px * (float(width) / self.config.width if width else 1.0)
 
     def text_features(self, encoder, texts: list[str]) -> torch.Tensor:
-        from moviedreamer.video.shot_text import descriptor_inputs
-
         return descriptor_inputs(encoder, texts, self.config.words)
 
     def save(self, folder: Path) -> Path:
-        from safetensors.torch import save_file
-
         path = Path(folder) / PRIOR_FILE
         tensors = {"mean": self.mean, "scale": self.scale, "weight": self.weight, "bias": torch.tensor([self.bias])}
         save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(path), metadata={"config": json.dumps(asdict(self.config))})
@@ -84,8 +83,6 @@ class MotionPrior:
     @classmethod
     def load(cls, folder: Path) -> "MotionPrior | None":
         """The prior stored in an i2v folder, or None when it has none."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(folder) / PRIOR_FILE
         if not path.is_file():
             return None

@@ -14,9 +14,8 @@ previous one (plan_segments). For segment n:
                             the same weights. Frame 0 is thus exactly the previous segment's frame, and the joins
                             carry the motion on instead of restarting it.
     end frame            <- only in the last segment, at its last position, for the first `tau` of `steps` steps.
-    candidates           <- with a scorer (video/rerank.py) and settings.candidates > 1, a segment is sampled up to
-                            that many times and the one whose frames keep the keyframe's faces best is kept
-                            (less `motion_weight` x how far its motion is from the motion prior's expectation).
+    candidates           <- with a scorer (rerank/segments.py) and settings.candidates > 1, the best of several
+                            samples of a segment is kept (candidates.py; this loop only asks for one).
     motion prior         <- with the model's prior (video/motion_prior.py) and the shot's text: a shot expected to
                             move at least `fast_motion` px/frame samples with `fast_noise_share`.
 
@@ -27,7 +26,6 @@ frame it starts from instead of the keyframe's.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -36,13 +34,20 @@ import numpy as np
 import torch
 
 from moviedreamer.errors import UserError
+from moviedreamer.video.candidates import SegmentPicker, plain
 from moviedreamer.video.conditioning import (
-    ClipCondition, as_condition, augment, check_size, concat_latents, decode_latents, encode_latents, to_pixels, to_uint8,
+    ClipCondition,
+    as_condition,
+    augment,
+    check_size,
+    concat_latents,
+    decode_latents,
+    descriptor_inputs,
+    encode_latents,
+    to_pixels,
+    to_uint8,
 )
-from moviedreamer.eval.metrics import motion_magnitude
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
-from moviedreamer.video.motion_prior import log_distance
-from moviedreamer.video.shot_text import descriptor_inputs
 
 
 def plan_segments(n_frames: int, seg_len: int, overlap: int) -> list[tuple[int, int]]:
@@ -89,7 +94,7 @@ class AnchoredSampler:
     def __init__(self, model: AnchoredI2V, vae, vision, descriptor=None, device="cpu", settings: I2VSettings | None = None,
                  scorer=None):
         self.model, self.vae, self.vision, self.descriptor = model.eval(), vae, vision, descriptor
-        self.scorer = scorer  # a video.rerank.SegmentScorer: best-of-N segments when settings.candidates > 1
+        self.scorer = scorer  # a rerank.SegmentScorer: best-of-N segments when settings.candidates > 1 (candidates.py)
         self.device = torch.device(device)
         self.settings = (settings or model.settings).check()
         self.scheduler = model.make_scheduler()
@@ -226,8 +231,10 @@ class AnchoredSampler:
         key_tokens = self.model.tokens(self.image_embeds(key_px).to(dev), desc)
         ids = time_ids(fps, motion, noise_aug).to(dev, dtype)
 
+        picker = SegmentPicker(self.scorer, self.vae, self.model.motion_prior) if self.scorer is not None and s.candidates > 1 else None
+        choose = picker.for_shot(key_px, cond, s, expected) if picker is not None else plain
         plans = plan_segments(n_frames, s.num_frames, s.overlap)
-        prev, prev_start, reference = None, 0, None
+        prev, prev_start = None, 0
         for n, (start, length) in enumerate(plans):
             if n == 0:
                 source, known = key_lat[0], (key_lat if s.pin_keyframe else None)
@@ -240,28 +247,13 @@ class AnchoredSampler:
             cond_lat = augment(source[None] / sf, noise_aug, _gen(seed, 2, n))
             last = n == len(plans) - 1
             seg_s = s if s.guides(n) else replace(s, guidance_min=1.0, guidance_max=1.0)
-            tries = s.candidates if self.scorer is not None and s.reranks(n) else 1
-            if tries > 1 and reference is None:
-                reference = self.scorer.reference(to_uint8(key_px)[0])
-            best, best_score = None, -np.inf
-            for k in range(tries):  # candidate 0: the segment's own noise (the plain sample)
-                raw = self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
-                                          end=end_lat if last else None, tau=s.tau if last else 0, known=known).float().cpu()
-                if tries == 1:
-                    best = raw
-                    break
-                pictures = to_uint8(decode_latents(self.vae, raw, s.decode_chunk))
-                score = self.scorer.score(pictures, reference)
-                if s.presence_weight:
-                    score += s.presence_weight * self.scorer.presence_term(pictures, cond.looks, cond.cast)
-                if s.motion_weight and expected is not None:
-                    measured = motion_magnitude(pictures) * self.model.motion_prior.config.width / pictures.shape[2]
-                    score -= s.motion_weight * log_distance(measured, expected, self.model.motion_prior.config.offset)
-                if score > best_score:
-                    best, best_score = raw, score
-                if score >= s.accept:
-                    break
-            raw = best
+            known_now, end_now, tau_now = known, end_lat if last else None, s.tau if last else 0
+
+            def sample(k: int) -> torch.Tensor:  # candidate 0: the segment's own noise (the plain sample)
+                return self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
+                                           end=end_now, tau=tau_now, known=known_now).float().cpu()
+
+            raw = choose(n, sample)
             lat = raw.clone()
             if known is not None:
                 w = blend_weights(len(known)).view(-1, 1, 1, 1)
@@ -297,44 +289,3 @@ class I2VClipRenderer:
 
 def folder_files(path: Path) -> list[Path]:
     return sorted(p for p in Path(path).rglob("*") if p.is_file())
-
-
-def segment_scorer(faces, presence=None):
-    """A SegmentScorer on a face pack (and a presence check at weight 1, or None), or None (with a warning) when the
-    pack has no detector."""
-    from moviedreamer.video.rerank import SegmentScorer
-
-    if faces.finder is None:
-        logging.getLogger(__name__).warning("i2v: segment reranking off: the face pack has no detector (one sample per segment)")
-        return None
-    return SegmentScorer(faces, presence=presence)
-
-
-def load_clip_renderer(registry, device="cpu", **overrides) -> I2VClipRenderer:
-    """The clip renderer of a profile: its `i2v` folder, the VAE inside it (`i2v/vae`) or else the profile's `vae`,
-    the profile's vision encoder, and its descriptor encoder when the model attends to descriptors."""
-    from moviedreamer.encoders import descriptor_encoder_from_registry, face_embedder_from_registry, vision_encoder_from_registry
-    from moviedreamer.encoders.cache import fingerprint_files
-    from moviedreamer.vae import load_vae
-
-    i2v_path = registry.path("i2v")
-    vae_path = i2v_path / "vae" if (i2v_path / "vae" / "config.json").is_file() else registry.path("vae")
-    model = AnchoredI2V.from_pretrained(i2v_path).to(device)
-    vae = load_vae(vae_path).to(device)
-    vision = vision_encoder_from_registry(registry, device)
-    descriptor = descriptor_encoder_from_registry(registry, device) if model.conditioning.descriptor_proj is not None else None
-    scorer = None
-    if int(overrides.get("candidates") or model.settings.candidates) > 1:
-        if "face_analysis" in registry.components and registry.components["face_analysis"].present:
-            from moviedreamer.encoders.presence import presence_from_registry
-
-            weight = float(overrides.get("presence_weight", model.settings.presence_weight) or 0)
-            presence = presence_from_registry(registry, vision, 1.0, float(overrides.get("presence_floor", model.settings.presence_floor))) if weight else None
-            scorer = segment_scorer(face_embedder_from_registry(registry, device), presence)
-        else:
-            logging.getLogger(__name__).warning("i2v: segment reranking off: the profile has no face_analysis pack (one sample per segment)")
-    sampler = AnchoredSampler(model, vae, vision, descriptor, device, scorer=scorer)
-    files = folder_files(i2v_path) + ([] if vae_path.parent == i2v_path else folder_files(vae_path))
-    settings = f"i2v:{sorted(overrides.items())}:vision={vision.fingerprint}:desc={getattr(descriptor, 'fingerprint', '')}"
-    settings += f":{scorer.fingerprint}" if scorer is not None else ""
-    return I2VClipRenderer(sampler, fingerprint_files(files, settings), **overrides)

@@ -10,21 +10,31 @@ projection MLPs) and `token_mask` (input tokens hidden from later queries in the
 Inputs: the text tokenizer and descriptor encoder of `options.encoders` (a checkpoints profile); face embeddings
 precomputed in the shard (`face_embeddings`, aligned with `faces`) or computed from the crops with the profile's
 face embedder; keyframe tokens precomputed (`keyframe_tokens`, `keyframe_tokens_hflip`) or computed with the profile's
-frozen keyframe tokenizer (moviedreamer/ar/tokens.py).
+frozen keyframe tokenizer (moviedreamer/ar/tokens.py), loaded through the profile named by options.encoders.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from moviedreamer.ar.embed import build_sequence, encode_script
+from moviedreamer.ar.gmm import gmm_loss
+from moviedreamer.ar.model import ARConfig, ARModel
+from moviedreamer.ar.tokens import TokenSource
 from moviedreamer.errors import UserError
+from moviedreamer.pipeline.profile import Profile
+from moviedreamer.script.models import Story
 from moviedreamer.train.config import format_validation_error
+from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
+from moviedreamer.train.stages.ar_restyle import Restyler, draw_restyle
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -36,8 +46,6 @@ class MemoDescriptor:
         self.encoder, self.embed_dim, self.memo = encoder, encoder.embed_dim, {}
 
     def encode(self, texts: list[str]):
-        from types import SimpleNamespace
-
         new = [t for t in dict.fromkeys(texts) if t not in self.memo]
         if new:
             self.memo.update(zip(new, self.encoder.encode(new).embeddings.float()))
@@ -121,46 +129,31 @@ class ARStage(Stage):
 
     # --- inputs ----------------------------------------------------------------------------------------------
     @cached_property
-    def registry(self):
-        from moviedreamer.registry import Registry
-
-        return Registry.load(self.opts.encoders)
+    def profile(self) -> Profile:
+        """The frozen encoders and keyframe tokenizer, from the profile named by options.encoders."""
+        return Profile.load(self.opts.encoders, self.opts.encoder_device)
 
     @cached_property
     def text_tokenizer(self):
-        from moviedreamer.encoders import text_tokenizer_from_registry
-
-        return text_tokenizer_from_registry(self.registry)
+        return self.profile.text_tokenizer
 
     @cached_property
     def descriptor(self):
-        from moviedreamer.encoders import descriptor_encoder_from_registry
-
-        return MemoDescriptor(descriptor_encoder_from_registry(self.registry, self.opts.encoder_device))
+        return MemoDescriptor(self.profile.descriptor)
 
     @cached_property
     def face_embedder(self):
-        from moviedreamer.encoders import face_embedder_from_registry
-
-        return face_embedder_from_registry(self.registry, self.opts.encoder_device)
+        return self.profile.faces
 
     @cached_property
     def tokens(self):
-        from moviedreamer.ar.tokens import TokenSource
-
-        return TokenSource(lambda: self.registry, self.opts.encoder_device)
+        return TokenSource(lambda: self.profile.keyframe_tokenizer, self.opts.encoder_device)
 
     @cached_property
     def index(self):
-        from moviedreamer.train.data import ShardIndex
-
         return ShardIndex(self.cfg.data)
 
     def story(self, episode: dict):
-        import yaml
-
-        from moviedreamer.script.models import Story
-
         path = self.index.path(episode["index"], ".yaml")
         if self._story_cache.get("path") != path:
             try:
@@ -210,8 +203,6 @@ class ARStage(Stage):
         raise UserError(f"{self.cfg.data}: no face crops in the first episodes to measure the face embedding size: set model.face_dim")
 
     def build_model(self):
-        from moviedreamer.ar.model import ARConfig, ARModel
-
         a = self.args
         mean, std = self.token_stats()
         ar = dict(desc_dim=a.desc_dim or self.descriptor.embed_dim, face_dim=a.face_dim or self._face_dim(), token_dim=a.token_dim or mean.shape[-1],
@@ -224,12 +215,11 @@ class ARStage(Stage):
         elif a.backbone is not None or a.backbone_component is not None:
             folder = a.backbone
             if folder is None:
-                from moviedreamer.registry import Registry
-
                 profile, key = a.backbone_component.split(".")
-                folder = Registry.load(profile).path(key)
+                folder = Profile.load(profile).path(key)
             model = ARModel.from_backbone(folder, DTYPES[a.backbone_dtype], **ar)
         else:
+            # transformers is heavy: loaded only on the paths that read HF folders
             from transformers import LlamaConfig
 
             llama = LlamaConfig(vocab_size=len(self.text_tokenizer), hidden_size=a.hidden_size, intermediate_size=a.intermediate_size or 4 * a.hidden_size,
@@ -263,24 +253,18 @@ class ARStage(Stage):
         if o.references and rng.random() < o.references_p:
             refs = pick_references(n_shots, o.references, rng, episode.get("clips"))
             if o.restyle_p and rng.random() < o.restyle_p:
-                from moviedreamer.train.stages.ar_restyle import draw_restyle
-
                 restyle = draw_restyle(self.story(episode), rng)
         hide = bool(refs) and bool(o.history_hide_p) and bool(rng.random() < o.history_hide_p)
         return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs, "restyle": restyle, "hide_history": hide}
 
     @cached_property
     def restyler(self):
-        from moviedreamer.train.stages.ar_restyle import Restyler
-
         return Restyler(lambda i: self.index.path(i, ".yaml"), self.tokens)
 
     def sequences(self, episode: dict, flip: bool = False, reverse: bool = False, faces: dict | None = None, refs=None, restyle=None,
                   hide_history: bool = False) -> list:
         """restyle: (character id, clothes colour) re-renders the keyframes and references with that look;
         hide_history: the sequences' earlier keyframe tokens are hidden from later shots (the model's forward)."""
-        from moviedreamer.ar.embed import build_sequence, encode_script
-
         o = self.opts
         sheet, scripts = encode_script(self.story(episode), self.text_tokenizer, self.descriptor, faces=faces or {}, flip=flip and o.hflip_swap_words)
         from_clips = o.references_from == "clips"
@@ -303,16 +287,12 @@ class ARStage(Stage):
         return {"parts": samples, "token_mask": self.opts.token_mask}
 
     def loss(self, model, batch):
-        from moviedreamer.ar.gmm import gmm_loss
-
         raw, targets = model(batch)
         module = getattr(model, "module", model)  # the DeepSpeed engine wraps the ARModel
         o = self.opts
         return gmm_loss(module.head.params(raw), targets, o.nll_weight, o.l1_weight, o.l2_weight)
 
     def export(self, model, out_dir: Path, stream) -> dict:
-        from moviedreamer.ar.gmm import gmm_loss
-
         model.float().eval().save_pretrained(out_dir, torch.float16 if self.opts.export_dtype == "float16" else None)
         figures = {"params": sum(p.numel() for p in model.parameters()), "token_dim": model.config.token_dim,
                    "window_shots": model.config.window_shots}

@@ -2,8 +2,7 @@
 
 Few-shot personalization inserts ~10 encoded frames of a story after the character sheet. When those frames always
 agree with the descriptions (as plain toy-world episodes do), the model learns nothing from them that the text did
-not already say, and a user's references of a character in new clothes change nothing (docs/ar.md measured exactly
-that). So in a fraction of the sequences that get references (`options.restyle_p`), one character of the episode is
+not already say, and a user's references of a character in new clothes change nothing (docs/ar.md). So in a fraction of the sequences that get references (`options.restyle_p`), one character of the episode is
 re-rendered with clothes of another colour in every keyframe and every reference frame, while its written
 description keeps the old colour: the only way to predict its new look is to read it from the references.
 
@@ -18,14 +17,17 @@ import dataclasses
 import numpy as np
 import torch
 
+from moviedreamer.ar.tokens import encode_frames
 from moviedreamer.errors import UserError
+from moviedreamer.script import load_story
+from moviedreamer.toyworld.render import render_frame
+from moviedreamer.toyworld.story import read_story_params
+from moviedreamer.toyworld.world import CHARACTER_BY_ID, COLOURS
 
 
 def draw_restyle(story, rng) -> tuple[str, str] | None:
     """(character id, new clothes colour): a catalogue character that appears in the episode, a colour it does not
     wear; None when no shot shows one."""
-    from moviedreamer.toyworld.world import CHARACTER_BY_ID, COLOURS
-
     ids = sorted({c for _, _, _, shot in story.shots() for c in shot.characters if c in CHARACTER_BY_ID})
     if not ids:
         return None
@@ -42,9 +44,6 @@ class Restyler:
         self._params: dict = {}
 
     def shot_params(self, episode: dict) -> tuple[list, int]:
-        from moviedreamer.script import load_story
-        from moviedreamer.toyworld.story import read_story_params
-
         ep = episode["meta"]["id"]
         if ep not in self._params:
             path = self.yaml_path(episode["index"])
@@ -58,9 +57,6 @@ class Restyler:
 
     def frames(self, episode: dict, restyle: tuple[str, str], picks: list[tuple[int, int]]) -> torch.Tensor:
         """uint8 [N, H, W, 3]: frame t of shot s for each (s, t) in picks, the character in its new clothes."""
-        from moviedreamer.toyworld.render import render_frame
-        from moviedreamer.toyworld.world import CHARACTER_BY_ID
-
         cid, colour = restyle
         looks = {cid: dataclasses.replace(CHARACTER_BY_ID[cid], clothes_colour=colour)} if cid in CHARACTER_BY_ID else {}
         params, fps = self.shot_params(episode)
@@ -70,8 +66,6 @@ class Restyler:
         return torch.from_numpy(np.stack([render_frame(params[s], t, fps, (w, h), looks=looks).image for s, t in picks]))
 
     def keyframe_tokens(self, episode: dict, restyle: tuple[str, str], flip: bool = False) -> torch.Tensor:
-        from moviedreamer.ar.tokens import encode_frames
-
         picks = [(s, 0) for s in range(len(episode["keyframes"]))]  # a keyframe is its shot's first frame
         self.tokens.encoded += len(picks)
         return encode_frames(self.tokens.tokenizer, self.frames(episode, restyle, picks), flip)
@@ -81,7 +75,5 @@ class Restyler:
         """Like TokenSource.frames, from the restyled renders."""
         if not from_clips:
             return keyframe_tokens[torch.tensor([s for s, _ in picks], dtype=torch.long)]
-        from moviedreamer.ar.tokens import encode_frames
-
         self.tokens.encoded += len(picks)
         return encode_frames(self.tokens.tokenizer, self.frames(episode, restyle, picks), flip)

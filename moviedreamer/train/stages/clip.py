@@ -33,10 +33,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from moviedreamer.encoders.clip_vision import load_vision_encoder, resize_center_crop
+from moviedreamer.encoders.longclip import ClipBPE, load_descriptor_encoder
+from moviedreamer.encoders.openclip_folder import OPENAI_MEAN, OPENAI_STD, build_clip, save_open_clip_folder, toy_clip_config
+from moviedreamer.encoders.vocab import toy_world_bpe_ids
 from moviedreamer.errors import UserError
+from moviedreamer.toyworld.grammar import shot_descriptor
+from moviedreamer.toyworld.story import random_render
 from moviedreamer.train.harness import Stage
-
-FPS = 8
 
 
 class ClipModelArgs(BaseModel):
@@ -84,20 +88,14 @@ class ClipStage(Stage):
             raise UserError(f"model: image_size {self.args.image_size} must be a multiple of patch_size {self.args.patch_size}")
         if self.args.text_width % self.args.text_heads:
             raise UserError(f"model: text_width {self.args.text_width} must be divisible by text_heads {self.args.text_heads}")
-        from moviedreamer.encoders.longclip import ClipBPE
-
         self.tokenizer = ClipBPE(self.args.context_length)
 
     # -- model
     @property
     def model_cfg(self) -> dict:
-        from moviedreamer.encoders.openclip_folder import toy_clip_config
-
         return toy_clip_config(**self.args.model_dump())
 
     def build_model(self):
-        from moviedreamer.encoders.openclip_folder import build_clip
-
         # a [1] logit scale: DeepSpeed's initial broadcast cannot view a 0-dim parameter as bytes (restored at export)
         return ClipTrainer(build_clip({**self.model_cfg, "nonscalar_logit_scale": True}), self.opts.max_logit_scale)
 
@@ -148,16 +146,12 @@ class ClipStage(Stage):
 
     # -- export
     def export(self, model, out_dir: Path, stream) -> dict:
-        from moviedreamer.encoders.openclip_folder import save_open_clip_folder
-
         clip = model.clip.float().eval()
         clip.logit_scale = torch.nn.Parameter(clip.logit_scale.detach().reshape(()))  # open_clip's usual scalar
         if self.opts.export_dtype == "float16":
             clip = clip.half()
         vocab = None
         if self.opts.export_vocab == "toy-world":
-            from moviedreamer.encoders.vocab import toy_world_bpe_ids
-
             vocab = toy_world_bpe_ids()
         save_open_clip_folder(clip, self.model_cfg, out_dir, vocab_ids=vocab)
         size = sum(f.stat().st_size for f in Path(out_dir).iterdir())
@@ -178,6 +172,7 @@ class ClipTrainer(torch.nn.Module):
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """open_clip `CLIP.encode_text`, run on the first L positions only (L = ids.shape[1] ≤ context)."""
+        # open_clip is heavy: loaded only when a CLIP model is built or read
         from open_clip.transformer import text_global_pool
 
         m, n = self.clip, ids.shape[1]
@@ -195,37 +190,6 @@ class ClipTrainer(torch.nn.Module):
 # ----------------------------------------------------------------------------------------------- toy-world pairs
 
 
-def random_render(rng: np.random.Generator, size: int = 128):
-    """(frame, shot params): a random shot of the toy world, rendered at a random frame."""
-    from moviedreamer.toyworld.render import render_frame
-    from moviedreamer.toyworld.story import random_shot
-    from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
-
-    scene = str(rng.choice(SCENE_IDS))
-    duration = float(rng.integers(3, 7))
-    params = random_shot(rng, scene, CHARACTER_IDS, duration, layout_seed=int(rng.integers(2**31)))
-    frame = int(rng.integers(0, int(duration * FPS)))
-    return render_frame(params, frame, FPS, (size, size)), params
-
-
-def shot_descriptor(params, rng: np.random.Generator, description_prob: float = 0.0, partial_prob: float = 0.0) -> str:
-    """The shot's descriptor as a script writes it: "{setting}. {action}. {camera}" (what the CLIP score encodes)."""
-    from moviedreamer.toyworld.grammar import describe_character, write_action, write_camera, write_setting
-    from moviedreamer.toyworld.world import CHARACTER_BY_ID
-
-    chars = [CHARACTER_BY_ID[c] for c in params.characters]
-    by_description = rng.random() < description_prob
-    names = [describe_character(c) for c in chars] if by_description else [c.name for c in chars]
-    parts = [write_setting(params.scene, rng), write_action(params, names, rng), write_camera(params, rng)]
-    if rng.random() < partial_prob:
-        options = parts + [describe_character(chars[int(rng.integers(len(chars)))])]
-        keep = rng.random(len(options)) < 0.5
-        if not keep.any():
-            keep[int(rng.integers(len(options)))] = True
-        parts = [p for p, k in zip(options, keep) if k]
-    return ". ".join(parts)
-
-
 def render_pair(rng, size=128, description_prob=0.0, partial_prob=0.0) -> tuple[np.ndarray, str]:
     frame, params = random_render(rng, size)
     return frame.image, shot_descriptor(params, rng, description_prob, partial_prob)
@@ -236,14 +200,10 @@ def render_pair(rng, size=128, description_prob=0.0, partial_prob=0.0) -> tuple[
 
 def preprocess(images_uint8_hwc: torch.Tensor, image_size: int) -> torch.Tensor:
     """uint8 [B, H, W, 3] → float [B, 3, S, S] in [0, 1]: `VisionEncoder.preprocess` without the normalisation."""
-    from moviedreamer.encoders.clip_vision import resize_center_crop
-
     return resize_center_crop(images_uint8_hwc.permute(0, 3, 1, 2).float() / 255.0, image_size)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    from moviedreamer.encoders.openclip_folder import OPENAI_MEAN, OPENAI_STD
-
     mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -298,9 +258,6 @@ def clip_retrieval(descriptor, vision=None, n: int = 1000, group: int = 100, see
     """Zero-shot retrieval on n held-out renders: each shot descriptor ranks the `group` images of its group.
     `descriptor`/`vision`: encoders (moviedreamer.encoders), or `descriptor` = an open_clip folder path."""
     if vision is None:
-        from moviedreamer.encoders.clip_vision import load_vision_encoder
-        from moviedreamer.encoders.longclip import load_descriptor_encoder
-
         path = Path(descriptor)
         descriptor, vision = load_descriptor_encoder(path), load_vision_encoder(path)
     images, texts = retrieval_pairs(n, seed)

@@ -19,7 +19,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from moviedreamer.encoders.arcface import INPUT_SIZE, AdditiveAngularMarginLoss, ToyArcFaceNet, export_onnx
+from moviedreamer.encoders.evaluate import fresh_frames
+from moviedreamer.encoders.toy_detector import INPUT_MEAN, INPUT_STD, ToyFaceDetector, box_landmarks, detector_loss, export_detector_onnx, targets
 from moviedreamer.errors import UserError
+from moviedreamer.toyworld.world import CHARACTER_IDS
+from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
 
 DETECTOR_FILE, RECOGNIZER_FILE = "det_toy.onnx", "rec_toy_arcface.onnx"
@@ -55,11 +60,7 @@ class FacesStage(Stage):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.args, self.opts = self.parse_sections(FacesModelArgs, FacesOptions)
-        from moviedreamer.train.data import ShardIndex
-
         if self.opts.source == "render":
-            from moviedreamer.toyworld.world import CHARACTER_IDS
-
             self.keys = ()  # the episode only seeds what is rendered
             self.identities = list(CHARACTER_IDS)
             return
@@ -72,8 +73,6 @@ class FacesStage(Stage):
 
     def samples(self, episode: dict, rng) -> list:
         if self.opts.source == "render":
-            from moviedreamer.encoders.evaluate import fresh_frames
-
             # seeds below 40M: evaluation renders (encoders/evaluate.py) use 50M and up
             frames = fresh_frames(self.opts.frames_per_episode, int(rng.integers(40_000_000)))
             return [(torch.from_numpy(f.image), [(self.identities.index(c), b) for c, b in f.face_boxes.items() if c in f.visible])
@@ -85,10 +84,8 @@ class FacesStage(Stage):
         return [out[i] for i in rng.permutation(len(out))]
 
     def collate(self, samples: list, device, dtype):
+        # insightface is heavy: loaded only when a face pack is read
         from insightface.utils import face_align
-
-        from moviedreamer.encoders.arcface import INPUT_SIZE
-        from moviedreamer.encoders.toy_detector import INPUT_MEAN, INPUT_STD, box_landmarks, targets
 
         frames = torch.stack([f for f, _ in samples]).permute(0, 3, 1, 2).float()
         soft = torch.rand(len(frames)) < self.opts.soften
@@ -117,15 +114,10 @@ class FacesStage(Stage):
     def loss(self, model, batch):
         det_in, det_targets, rec_in, ids = batch
         det_out, arc = model(det_in, rec_in, ids)
-        from moviedreamer.encoders.toy_detector import detector_loss
-
         det, metrics = detector_loss(det_out.float(), *det_targets)
         return det + arc, {**metrics, "arcface": arc.item(), "crops": float(len(ids))}
 
     def export(self, model, out_dir: Path, stream) -> dict:
-        from moviedreamer.encoders.arcface import export_onnx
-        from moviedreamer.encoders.toy_detector import export_detector_onnx
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         export_detector_onnx(model.detector, out_dir / DETECTOR_FILE, self.opts.det_size)
@@ -152,9 +144,6 @@ def soften(frames: torch.Tensor) -> torch.Tensor:
 class FacesTrainer(torch.nn.Module):
     def __init__(self, args: FacesModelArgs, num_identities: int):
         super().__init__()
-        from moviedreamer.encoders.arcface import AdditiveAngularMarginLoss, ToyArcFaceNet
-        from moviedreamer.encoders.toy_detector import ToyFaceDetector
-
         self.detector = ToyFaceDetector(args.detector_width)
         self.recognizer = ToyArcFaceNet(args.embed_dim, args.recognizer_width)
         self.margin = AdditiveAngularMarginLoss(args.embed_dim, num_identities, args.scale, args.margin)

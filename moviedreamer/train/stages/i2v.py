@@ -4,7 +4,7 @@ Samples. One window of `frames` consecutive frames per shot: with probability `f
 the keyframe (segment 1), otherwise anywhere in the clip (segment n of a long shot). The concatenated latent is the
 window's FIRST frame; cross-attention is ALWAYS on the shot's keyframe's CLIP embedding (+ the shot's
 "{action}. {camera}" descriptor, written with the phrases of the episode's script as the pipeline writes it, and
-with `model.descriptor_words` its per-word states too; video/shot_text.py) - exactly the situation of anchored
+with `model.descriptor_words` its per-word states too; video/conditioning.py) - exactly the situation of anchored
 extension at inference. With `min_frames`,
 each micro batch is cut to a random length in [min_frames, frames] (the last segment of a shot is shorter).
 
@@ -26,19 +26,27 @@ and image encoder then are the defaults) or continues an i2v folder of this stag
 from __future__ import annotations
 
 import copy
-
+import inspect
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from moviedreamer.encoders.clip_vision import load_vision_encoder
+from moviedreamer.encoders.longclip import load_descriptor_encoder
 from moviedreamer.errors import UserError
+from moviedreamer.pipeline.profile import Profile
+from moviedreamer.script.shot_text import script_shot_texts, swap_left_right
 from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
 from moviedreamer.train.stages.i2v_args import I2VModelArgs, I2VOptions
-from moviedreamer.tokenizer.render import swap_left_right
-from moviedreamer.video.shot_text import descriptor_inputs, script_shot_texts
+from moviedreamer.vae import load_vae
+from moviedreamer.video.conditioning import descriptor_inputs, encode_latents, motion_bucket
+from moviedreamer.video.model import SETTINGS_FILE, AnchoredI2V, I2VSettings, require_svd_folder, time_ids, v_target
+from moviedreamer.video.motion import flow_latents
+
 
 class I2VStage(Stage):
     name = "i2v"
@@ -53,8 +61,7 @@ class I2VStage(Stage):
             if path is not None and not Path(path).expanduser().exists():
                 raise UserError(f"model.{key}: expected {_WHAT[key]}, found no such path: {path}")
         if a.unet:
-            import inspect
-
+            # diffusers is heavy: loaded only when a model is built or read
             from diffusers import UNetSpatioTemporalConditionModel
 
             known = set(inspect.signature(UNetSpatioTemporalConditionModel.__init__).parameters) - {"self"}
@@ -66,16 +73,12 @@ class I2VStage(Stage):
             a.init_from = _component(a.init_from_component)[0]
         if a.descriptor_component is not None:
             a.descriptor_encoder, a.descriptor_format = _component(a.descriptor_component)
-        from moviedreamer.video.model import SETTINGS_FILE
-
         self.continues = a.init_from is not None and (Path(a.init_from).expanduser() / SETTINGS_FILE).is_file()
         if self.continues:
             if a.vision_encoder is None or (a.vae is None and not (Path(a.init_from).expanduser() / "vae").is_dir()):
                 raise UserError(f"model.init_from {a.init_from} is an i2v folder: also give model.vision_encoder and model.vae "
                                 "(the frozen encoders it was trained with)")
         elif a.init_from is not None:
-            from moviedreamer.video.model import require_svd_folder
-
             a.init_from = require_svd_folder(a.init_from)
         self.device = torch.device("cpu")
         self.flow_scale = None  # the model's flow_scale once built, when it has flow channels (video/motion.py)
@@ -85,8 +88,6 @@ class I2VStage(Stage):
 
     @cached_property
     def vae(self):
-        from moviedreamer.vae import load_vae
-
         vae = load_vae(self.args.vae or Path(self.args.init_from).expanduser() / "vae")
         down = 2 ** (len(vae.config.block_out_channels) - 1)
         if any(s % down for s in self.opts.size):
@@ -95,8 +96,6 @@ class I2VStage(Stage):
 
     @cached_property
     def vision(self):
-        from moviedreamer.encoders.clip_vision import load_vision_encoder
-
         path = self.args.vision_encoder or Path(self.args.init_from).expanduser() / "image_encoder"
         fmt = self.args.vision_format or (None if self.args.vision_encoder else "hf-clip-vision")
         enc = load_vision_encoder(path, fmt)
@@ -107,8 +106,6 @@ class I2VStage(Stage):
     def descriptor(self):
         if self.args.descriptor_encoder is None:
             return None
-        from moviedreamer.encoders.longclip import load_descriptor_encoder
-
         return load_descriptor_encoder(self.args.descriptor_encoder, self.args.descriptor_format)
 
     @cached_property
@@ -122,8 +119,6 @@ class I2VStage(Stage):
     # ------------------------------------------------------------------------------------------------ model
 
     def build_model(self):
-        from moviedreamer.video.model import AnchoredI2V, I2VSettings
-
         a, o = self.args, self.opts
         desc_dim = self.descriptor.embed_dim if self.descriptor is not None else 0
         if a.init_from is None:
@@ -188,8 +183,6 @@ class I2VStage(Stage):
         if length < 2:
             raise UserError(f"episode {episode['meta'].get('id')}: clips of {t_len} frame(s); the i2v stage needs at least 2")
         width = clips.shape[3]
-        from moviedreamer.video.conditioning import motion_bucket
-
         script = script_shot_texts(self.index.path(episode["index"], ".yaml"), self._template) if "index" in episode else None
         for s in range(n_shots):
             start = 0 if rng.random() < self.opts.first_window_prob else int(rng.integers(0, t_len - length + 1))
@@ -207,8 +200,6 @@ class I2VStage(Stage):
 
     @cached_property
     def _template(self) -> str:
-        from moviedreamer.video.model import I2VSettings
-
         return str(self.args.settings.get("descriptor_template", I2VSettings.descriptor_template))
 
     def _settings_value(self, key, default):
@@ -223,9 +214,6 @@ class I2VStage(Stage):
 
     @torch.no_grad()
     def collate(self, samples: list, device, dtype):
-        from moviedreamer.video.conditioning import encode_latents
-        from moviedreamer.video.model import time_ids
-
         o, b = self.opts, len(samples)
         length = min(s["frames"].shape[0] for s in samples)
         if o.min_frames is not None and o.min_frames < length:
@@ -259,8 +247,6 @@ class I2VStage(Stage):
         cond = cond * (~uncond).to(cond.dtype).view(-1, 1, 1, 1, 1)
         sigma = torch.exp(o.sigma_mean + o.sigma_std * torch.randn(b)).to(self.device)
         if self.flow_scale is not None:  # joint appearance-motion (VideoJAM): the flow channels after the latents
-            from moviedreamer.video.motion import flow_latents
-
             flow = flow_latents(torch.stack([torch.as_tensor(s["flow"]) for s in samples]), length, z.shape[-2:], self.flow_scale, flip)
             z = torch.cat([z, flow.to(z)], dim=2)
         noise = torch.randn(z.shape)
@@ -277,8 +263,6 @@ class I2VStage(Stage):
     # ------------------------------------------------------------------------------------------------ loss
 
     def loss(self, model, batch):
-        from moviedreamer.video.model import v_target
-
         v = model(batch["noisy"], batch["sigma"], batch["cond"], batch["image_embeds"], batch["descriptor"], batch["ids"], batch["uncond"])
         target = v_target(batch["clean"].float(), batch["noise"].float(), batch["sigma"].float())
         err = (v.float() - target).pow(2)
@@ -318,11 +302,9 @@ class I2VStage(Stage):
 
 def _component(ref: str) -> tuple[Path, str]:
     """PROFILE.KEY of checkpoints.yaml -> (path, format); a clear MissingComponentError when it is not there."""
-    from moviedreamer.registry import Registry
-
-    profile, key = ref.split(".")
-    registry = Registry.load(profile)
-    return registry.path(key), registry.component(key).format
+    name, key = ref.split(".")
+    profile = Profile.load(name)
+    return profile.path(key), profile.component(key).format
 
 
 _WHAT = {"init_from": "an SVD / SVD-XT diffusers folder (model_index.json, unet/, vae/, image_encoder/, scheduler/)",

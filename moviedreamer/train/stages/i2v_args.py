@@ -24,7 +24,7 @@ class I2VModelArgs(BaseModel):
     descriptor_format: str | None = None
     descriptor_component: str | None = Field(None, description="or the descriptor encoder named as PROFILE.KEY, e.g. paper.descriptor_encoder")
     descriptor_mode: Literal["token", "add"] = "token"
-    descriptor_words: int | None = Field(None, ge=0, description="also attend to the descriptor's first N per-word states (video/shot_text.py); "
+    descriptor_words: int | None = Field(None, ge=0, description="also attend to the descriptor's first N per-word states (video/conditioning.py descriptor_inputs); "
                                          "None: 0 for a fresh model, a continued one keeps its own; N on a folder without them adds them")
     unet: dict = Field(default_factory=dict, description="UNetSpatioTemporalConditionModel arguments (diffusers names) of a fresh model")
     settings: dict = Field(default_factory=dict, description=f"sampling defaults saved with the model: {', '.join(SETTINGS_KEYS)}")

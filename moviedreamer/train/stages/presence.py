@@ -14,12 +14,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from torchvision.transforms.functional import gaussian_blur
 
+from moviedreamer.encoders.longclip import embed_texts
+from moviedreamer.encoders.presence import PresenceConfig, PresenceProbe, frame_pixels, frame_views, save_presence
 from moviedreamer.errors import UserError
+from moviedreamer.pipeline.profile import Profile
+from moviedreamer.script.shot_text import load_episode_story as read_story
+from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
 
 
@@ -59,51 +64,37 @@ class PresenceStage(Stage):
         self._texts: dict[str, torch.Tensor] = {}  # description → embedding, every story seen so far
 
     @cached_property
-    def registry(self):
-        from moviedreamer.registry import Registry
-
-        return Registry.load(self.args.encoders)
+    def profile(self) -> Profile:
+        return Profile.load(self.args.encoders)
 
     @cached_property
     def vision(self):
-        from moviedreamer.encoders import vision_encoder_from_registry
-
-        enc = vision_encoder_from_registry(self.registry)
+        enc = self.profile.vision
         enc.model.requires_grad_(False)
         return enc
 
     @cached_property
     def descriptor(self):
-        from moviedreamer.encoders import descriptor_encoder_from_registry
-
-        return descriptor_encoder_from_registry(self.registry)
+        return self.profile.descriptor
 
     @cached_property
     def index(self):
-        from moviedreamer.train.data import ShardIndex
-
         return ShardIndex(self.cfg.data)
 
     @cached_property
     def config(self):
-        from moviedreamer.encoders.presence import PresenceConfig
-
         a = self.args
         patch_dim = int(self.vision.width) if a.backbone == "vision" else a.channels[-1]
         return PresenceConfig(patch_dim=patch_dim, look_dim=int(self.descriptor.embed_dim), width=a.width, heads=a.heads, layers=a.layers,
                               grid=a.grid, max_count=a.max_count, backbone=a.backbone, input_size=a.input_size, channels=tuple(a.channels))
 
     def build_model(self):
-        from moviedreamer.encoders.presence import PresenceProbe
-
         probe = PresenceProbe(self.config)
         probe.look_centre.copy_(self.look_centre())
         return probe
 
     def look_centre(self, episodes: int = 200) -> torch.Tensor:
         """The mean unit description of the characters of the first `episodes` training stories."""
-        from moviedreamer.tokenizer.render import read_story
-
         texts = []
         for i in range(min(episodes, len(self.index))):
             texts += [c.description for c in read_story(self.index.path(i, ".yaml")).characters if c.description]
@@ -115,15 +106,11 @@ class PresenceStage(Stage):
     def looks(self, texts: list[str]) -> torch.Tensor:
         todo = [t for t in dict.fromkeys(texts) if t not in self._texts]
         if todo:
-            from moviedreamer.tokenizer.render import embed_texts
-
             for t, e in zip(todo, embed_texts(self.descriptor, todo)):
                 self._texts[t] = e.float()
         return torch.stack([self._texts[t] for t in texts])
 
     def samples(self, episode: dict, rng) -> list:
-        from moviedreamer.tokenizer.render import read_story
-
         keyframes, clips = episode.get("keyframes"), episode.get("clips")
         if keyframes is None:
             raise UserError(f"episode {episode['meta'].get('id')}: the presence stage needs `keyframes` in the shards (docs/data_format.md)")
@@ -152,8 +139,6 @@ class PresenceStage(Stage):
         todo = [p for p in picks if (ep_id, *p) not in self._cache]
         fresh = {}
         if todo:
-            from moviedreamer.encoders.presence import frame_pixels, frame_views
-
             frames = torch.stack([(keyframes[s] if t == 0 else clips[s, t]).flip(1) if f else (keyframes[s] if t == 0 else clips[s, t])
                                   for s, t, f in todo]).numpy()
             c = self.config
@@ -179,8 +164,6 @@ class PresenceStage(Stage):
         to = dict(device=device, dtype=dtype)
         tokens = torch.stack([s["tokens"] for s in samples])
         if self.config.backbone == "pixels" and self.opts.blur_prob > 0:
-            from torchvision.transforms.functional import gaussian_blur
-
             tokens = tokens.float()
             for i in torch.nonzero(torch.rand(len(tokens)) < self.opts.blur_prob).flatten().tolist():
                 tokens[i] = gaussian_blur(tokens[i], [5, 5], [0.3 + 0.9 * float(torch.rand(()))])
@@ -201,8 +184,6 @@ class PresenceStage(Stage):
 
     # -- export
     def export(self, model, out_dir: Path, stream) -> dict:
-        from moviedreamer.encoders.presence import save_presence
-
         model = model.float().eval()
         samples = stream.take(self.opts.export_samples) if self.opts.export_samples else []
         figures = {"params": sum(p.numel() for p in model.parameters())}

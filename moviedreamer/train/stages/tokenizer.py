@@ -23,7 +23,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from moviedreamer.encoders.clip_vision import load_vision_encoder
+from moviedreamer.encoders.faces import load_face_pack
+from moviedreamer.encoders.longclip import embed_texts, load_descriptor_encoder
 from moviedreamer.errors import UserError
+from moviedreamer.pipeline.profile import Profile
+from moviedreamer.safeio import load_json
+from moviedreamer.script.shot_text import load_episode_story as read_story
+from moviedreamer.script.shot_text import story_shot_texts, swap_left_right
+from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer, TokenizerSettings, load_vae, vae_settings
+from moviedreamer.tokenizer.decoder import DecoderConfig, MaskRates, build_unet, draw_keep, load_unet_folder, pad_slots, time_ids
+from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
 from moviedreamer.train.stages.tokenizer_args import TokenizerModelArgs, TokenizerOptions
 from moviedreamer.train.stages.tokenizer_utils import load_matching, region_weight_map
@@ -54,10 +64,8 @@ class TokenizerStage(Stage):
     # ------------------------------------------------------------------------------------------------ frozen parts
 
     @cached_property
-    def registry(self):
-        from moviedreamer.registry import Registry
-
-        return Registry.load(self.args.encoders)
+    def profile(self) -> Profile:
+        return Profile.load(self.args.encoders)
 
     def part(self, key: str) -> tuple[Path, str | None]:
         path = getattr(self.args, key)
@@ -65,12 +73,10 @@ class TokenizerStage(Stage):
             return Path(path).expanduser(), {"vision_encoder": self.args.vision_format, "descriptor_encoder": self.args.descriptor_format}.get(key)
         if self.args.encoders is None:
             raise UserError(f"model.{key}: expected {PARTS[key]} (or model.encoders, a checkpoints profile), found neither")
-        return self.registry.path(key), self.registry.component(key).format
+        return self.profile.path(key), self.profile.component(key).format
 
     @cached_property
     def vision(self):
-        from moviedreamer.encoders.clip_vision import load_vision_encoder
-
         path, fmt = self.part("vision_encoder")
         enc = load_vision_encoder(path, fmt, self.opts.encoder_device or "cpu")
         enc.model.requires_grad_(False)
@@ -78,33 +84,23 @@ class TokenizerStage(Stage):
 
     @cached_property
     def vae(self):
-        from moviedreamer.tokenizer.autoencoder import load_vae
-
         return load_vae(self.part("vae")[0]).to(self.opts.encoder_device or "cpu")
 
     @cached_property
     def vae_info(self) -> dict:
-        from moviedreamer.tokenizer.autoencoder import vae_settings
-
         return vae_settings(self.vae, self.opts.resolution)
 
     @cached_property
     def descriptor(self):
-        from moviedreamer.encoders.longclip import load_descriptor_encoder
-
         path, fmt = self.part("descriptor_encoder")
         return load_descriptor_encoder(path, fmt, self.opts.encoder_device or "cpu")
 
     @cached_property
     def face_embedder(self):
-        from moviedreamer.encoders.faces import load_face_pack
-
         return load_face_pack(self.part("face_analysis")[0])
 
     @cached_property
     def index(self):
-        from moviedreamer.train.data import ShardIndex
-
         return ShardIndex(self.cfg.data)
 
     @cached_property
@@ -120,9 +116,6 @@ class TokenizerStage(Stage):
     # ------------------------------------------------------------------------------------------------ model
 
     def build_model(self):
-        from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer, TokenizerSettings
-        from moviedreamer.tokenizer.decoder import build_unet, load_unet_folder
-
         a, o = self.args, self.opts
         if a.init_from is not None:
             model = KeyframeTokenizer.from_pretrained(a.init_from).train().requires_grad_(True)
@@ -130,10 +123,8 @@ class TokenizerStage(Stage):
             if a.init_unet is not None or a.init_unet_component is not None:
                 folder = a.init_unet
                 if folder is None:
-                    from moviedreamer.registry import Registry
-
                     profile, key = a.init_unet_component.split(".")
-                    folder = Registry.load(profile).path(key)
+                    folder = Profile.load(profile).path(key)
                 unet = load_unet_folder(folder)
             else:
                 unet = build_unet(a.unet, self.vae_info["latent_channels"], o.resolution // self.vae_info["vae_downsample"], a.pooled_dim)
@@ -169,6 +160,7 @@ class TokenizerStage(Stage):
 
     @cached_property
     def noise(self):
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import DDPMScheduler
 
         return DDPMScheduler(**self.schedule, clip_sample=False)
@@ -176,8 +168,6 @@ class TokenizerStage(Stage):
     # ------------------------------------------------------------------------------------------------ data
 
     def story(self, episode: dict):
-        from moviedreamer.tokenizer.render import read_story
-
         return read_story(self.index.path(episode["index"], ".yaml"))
 
     def episode_faces(self, episode: dict) -> dict[str, list[tuple[int, torch.Tensor]]]:
@@ -225,8 +215,6 @@ class TokenizerStage(Stage):
         return [out.get(p) or self._cache[(ep_id, *p)] for p in picks]
 
     def samples(self, episode: dict, rng) -> list:
-        from moviedreamer.tokenizer.render import embed_texts, story_shot_texts, swap_left_right
-
         keyframes = episode.get("keyframes")
         if keyframes is None:
             raise UserError(f"episode {episode['meta'].get('id')}: the tokenizer stage needs `keyframes` in the shards (docs/data_format.md)")
@@ -264,8 +252,6 @@ class TokenizerStage(Stage):
         return out
 
     def collate(self, samples: list, device, dtype):
-        from moviedreamer.tokenizer.decoder import MaskRates, draw_keep, pad_slots, time_ids
-
         dec = self.decoder_config
         b = len(samples)
         z = torch.stack([s["latent"] for s in samples])
@@ -292,11 +278,7 @@ class TokenizerStage(Stage):
 
     @cached_property
     def decoder_config(self):
-        from moviedreamer.tokenizer.decoder import DecoderConfig
-
         if self.args.init_from is not None:
-            from moviedreamer.safeio import load_json
-
             return DecoderConfig.from_dict(load_json(Path(self.args.init_from) / "config.json")["decoder"])
         return DecoderConfig.from_dict({"token_dim": self.args.token_dim, "n_tokens": self.args.n_tokens, "descriptor_dim": self.descriptor.embed_dim,
                                         "face_dim": self.face_dim, **self.args.decoder})

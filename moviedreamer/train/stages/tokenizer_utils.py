@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from moviedreamer.errors import UserError
+from moviedreamer.safeio import load_safetensors
 
 
 def load_matching(model, folder: Path, exclude: list[str], zero: list[str] = ()) -> None:
@@ -16,8 +17,6 @@ def load_matching(model, folder: Path, exclude: list[str], zero: list[str] = ())
     of the model must exist there with the same shape (a UserError names the first that do not). Then the tensors under a
     `zero` prefix are set to 0: an added residual block whose output projection is zero leaves the loaded model's
     function unchanged at step 0 (a prefix that names no tensor is an error, not a silent no-op)."""
-    from moviedreamer.safeio import load_safetensors
-
     state = load_safetensors(Path(folder) / "model.safetensors")
     own = model.state_dict()
     keep = {k: v for k, v in own.items() if not any(k.startswith(p) for p in exclude)}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moviedreamer.errors import UserError
@@ -51,7 +52,7 @@ class VAEOptions(BaseModel):
     kl_weight: float = Field(1e-6, ge=0)
     scaling_factor: float | Literal["auto"] = "auto"
     scaling_frames: int = Field(256, ge=1, description="frames encoded at export to measure the latent scale")
-    channels_last: bool = Field(True, description="NHWC tensors: about 1.4x faster convolutions on CPU (oneDNN); single process, ZeRO 0")
+    channels_last: bool = Field(True, description="NHWC tensors: faster convolutions on CPU (oneDNN); single process, ZeRO 0")
 
     @model_validator(mode="after")
     def _crop_fits(self):
@@ -87,6 +88,7 @@ class VAEStage(Stage):
             engine.module.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
 
     def make_vae(self):
+        # diffusers is heavy: loaded only when a model is built or read
         from diffusers import AutoencoderKL
 
         a = self.args
@@ -124,8 +126,6 @@ class VAEStage(Stage):
 
     def to_input(self, frames, device="cpu", dtype=None):
         """uint8 [B, H, W, 3] → float [B, 3, R, R] in [-1, 1] at the training resolution."""
-        import torch.nn.functional as F
-
         x = frames.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         r = self.opts.resolution
         if x.shape[-2:] != (r, r):

@@ -1,0 +1,44 @@
+"""`moviedreamer generate-movie STORY.yaml`: the whole film from a story script."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HELP = "make a movie from a story script (mp4 + storyboard + manifest)"
+DESCRIPTION = (
+    "Plan keyframes for every shot (autoregressive model), render them (diffusion decoder), animate each shot "
+    "(anchored image-to-video) and write movie.mp4, storyboard.png, shots/ and manifest.json to the output folder."
+)
+
+# Components the pipeline loads, in the order the stages use them.
+PIPELINE_COMPONENTS = ["text_tokenizer", "descriptor_encoder", "vision_encoder", "face_analysis", "vae", "keyframe_tokenizer", "ar", "i2v"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("story", type=Path, metavar="STORY.yaml", help="the story script")
+    p.add_argument("-o", "--output", type=Path, help="output folder (default: out/<story name>)")
+    p.add_argument("--profile", help="model profile: a name in checkpoints.yaml or a profile .yaml (default: toy)")
+    p.add_argument("--seed", type=int, help="override the story's seed")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--shots", metavar="A:B", help="only shots A..B-1 (movie order, 0-based)")
+    p.add_argument("--keyframes-only", action="store_true", help="plan and render keyframes and the storyboard, no clips")
+    p.add_argument("--keyframe-candidates", type=int, metavar="K",
+                   help="decode up to K keyframes per shot and keep the one whose faces best match its characters "
+                        "(default: the profile's keyframe tokenizer setting, toy: 8; 1 = off)")
+    p.add_argument("--fresh", action="store_true", help="ignore state left in the output folder and start over")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    # the pipeline (torch, diffusers, transformers) loads only after the story and the profile are checked
+    from moviedreamer.pipeline.movie import generate_from_args
+    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.script.load import load_story
+
+    loaded = load_story(args.story)  # a ScriptError exits 2 before anything is written
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    profile = Profile.load(args.profile)
+    profile.require(PIPELINE_COMPONENTS)
+    return generate_from_args(args, loaded, profile)
