@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HELP = "score a movie against its story: consistency, CLIP score, flicker, motion, judge fidelity → metrics.json + report.html"
+HELP = "score a movie against its story: action, frame distance and decay (toy referee), consistency, CLIP score, flicker, judge → metrics.json + report.html"
 
 
 def add_arguments(p) -> None:
@@ -20,16 +20,24 @@ def run(args) -> int:
     from moviedreamer.eval.run import evaluate
 
     inputs = [args.movie] + args.compare
-    evaluations = {}
+    evaluations, strips = {}, {}
     for path in inputs:
         name = path.name if path.name not in evaluations else str(path)
-        evaluations[name] = evaluate(path, args.story, args.profile).to_json()
+        ev = evaluate(path, args.story, args.profile)
+        evaluations[name], strips[name] = ev.to_json(), ev.strips
     out = args.output or (args.movie / "eval" if args.movie.is_dir() else args.movie.with_suffix(".eval"))
-    report = write_report(out, evaluations)
+    report = write_report(out, evaluations, strips)
     for name, e in evaluations.items():
         m = e["metrics"]
         judge = "n/a" if not m.get("judge") else f"{m['judge']['scene_and_characters']:.3f}"
         clip = "n/a" if m.get("clip_score") is None else f"{m['clip_score']:.2f}"
-        print(f"{name}: flicker {m['flicker']:.4f}, motion {m['motion_px_per_frame']:.3f} px/frame, judge {judge}, CLIP score {clip}")
+        ref = m.get("referee")
+        refs = "n/a" if not ref else (f"action {ref['action_accuracy']:.3f}, direction {_fmt(ref['direction_accuracy'])}, camera {ref['camera_move_accuracy']:.3f}, "
+                                      f"frame distance {ref['frame_distance']:.4f} (floor {_fmt(ref['frame_distance_floor'])}), decay {ref['decay']:.2f}")
+        print(f"{name}: flicker {m['flicker']:.4f}, motion {m['motion_px_per_frame']:.3f} px/frame (diagnostic), judge {judge}, CLIP score {clip}; referee: {refs}")
     print(f"wrote {out / 'metrics.json'} and {report}")
     return 0
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"

@@ -6,6 +6,7 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 COLOURS = [(66, 133, 244), (234, 67, 53), (52, 168, 83), (251, 188, 5)]
@@ -41,8 +42,28 @@ def bar_chart(path: Path, title: str, labels: list[str], series: dict[str, list[
     return path
 
 
-def write_report(out_dir: Path, evaluations: dict[str, dict]) -> Path:
-    """evaluations: name → Evaluation.to_json(); writes metrics.json, charts and report.html into out_dir."""
+def strip_sheet(path: Path, strips: list[list[np.ndarray]], labels: list[str]) -> Path:
+    """One row per shot: its first, middle and last frame side by side, the shot's label on the left."""
+    font = ImageFont.load_default()
+    h, w = strips[0][0].shape[:2]
+    label_w, pad = 220, 4
+    sheet = Image.new("RGB", (label_w + 3 * (w + pad), len(strips) * (h + pad) + 16), "white")
+    d = ImageDraw.Draw(sheet)
+    for j, name in enumerate(("first", "middle", "last")):
+        d.text((label_w + j * (w + pad), 2), name, fill="black", font=font)
+    for i, (frames, label) in enumerate(zip(strips, labels)):
+        y = 16 + i * (h + pad)
+        for j, frame in enumerate(frames):
+            sheet.paste(Image.fromarray(frame), (label_w + j * (w + pad), y))
+        for k, line in enumerate(label.split("\n")[:4]):
+            d.text((4, y + 4 + 12 * k), line, fill="black", font=font)
+    sheet.save(path)
+    return path
+
+
+def write_report(out_dir: Path, evaluations: dict[str, dict], strips: dict[str, list] | None = None) -> Path:
+    """evaluations: name → Evaluation.to_json(); writes metrics.json, charts and report.html into out_dir. `strips`:
+    name → per shot the first / middle / last frame, drawn as one sheet per movie."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(evaluations, indent=1))
     names = list(evaluations)
@@ -61,6 +82,11 @@ def write_report(out_dir: Path, evaluations: dict[str, dict]) -> Path:
         for kind in ("st", "lt"):
             charts.append(bar_chart(out_dir / f"consistency_{kind}.png", f"face consistency {kind.upper()} per character (cosine)", chars,
                                     {k: [e["metrics"]["consistency"][c][kind] for c in chars] for k, e in evaluations.items()}, vmax=1.0))
+    sheets = []
+    for k, per_shot in (strips or {}).items():
+        if per_shot and all(per_shot):
+            labels = [_shot_label(s) for s in evaluations[k]["per_shot"]]
+            sheets.append((k, strip_sheet(out_dir / f"strips_{len(sheets)}.png", per_shot, labels)))
     notes = sorted({note for e in evaluations.values() for note in e["notes"]})
     movies = ", ".join(f"{k}: {e['movie']}" for k, e in evaluations.items())
     body = [f"<h1>MovieDreamer evaluation</h1><p>{html.escape(movies)}</p>",
@@ -69,6 +95,8 @@ def write_report(out_dir: Path, evaluations: dict[str, dict]) -> Path:
         body.append(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in values) + "</tr>")
     body.append("</table>")
     body += [f'<p><img src="{c.name}" alt="{c.stem}"></p>' for c in charts]
+    for name, sheet in sheets:
+        body.append(f"<h2>Frames of {html.escape(name)}: first / middle / last of each shot</h2><p><img src=\"{sheet.name}\" alt=\"strips\"></p>")
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     body.append("<p>Formulas: docs/eval.md.</p>")
@@ -88,10 +116,25 @@ def _summary_rows(evaluations):
             ("judge: scene", [get(evaluations[k], "judge", "scene") for k in names]),
             ("judge: characters", [get(evaluations[k], "judge", "characters") for k in names]),
             ("judge: scene + characters", [get(evaluations[k], "judge", "scene_and_characters") for k in names]),
-            ("CLIP score", [get(evaluations[k], "clip_score") for k in names])]
+            ("CLIP score", [get(evaluations[k], "clip_score") for k in names]),
+            ("referee: action accuracy", [get(evaluations[k], "referee", "action_accuracy") for k in names]),
+            ("referee: direction accuracy", [get(evaluations[k], "referee", "direction_accuracy") for k in names]),
+            ("referee: camera move accuracy", [get(evaluations[k], "referee", "camera_move_accuracy") for k in names]),
+            ("referee: frame distance to the truth", [get(evaluations[k], "referee", "frame_distance") for k in names]),
+            ("referee: its floor (truth through the VAE)", [get(evaluations[k], "referee", "frame_distance_floor") for k in names]),
+            ("referee: decay (last / first quarter)", [get(evaluations[k], "referee", "decay") for k in names])]
     for kind in ("st", "lt", "ref"):
         rows.append((f"face consistency {kind.upper()} (mean over characters)", [_mean_consistency(evaluations[k], kind) for k in names]))
     return rows
+
+
+def _shot_label(row: dict) -> str:
+    ref = row.get("referee")
+    if not ref:
+        return f"shot {row['index']}"
+    truth, judged = ref["truth"], ref["judged"]
+    say = lambda d: f"{d['action']}{' ' + d['direction'] if d.get('direction') else ''}, {d['move']}"  # noqa: E731
+    return f"shot {row['index']}\nscript: {say(truth)}\njudged: {say(judged)}\ndistance {ref['frame_distance']:.3g}, decay {ref['decay']:.2f}"
 
 
 def _mean_consistency(e, kind):

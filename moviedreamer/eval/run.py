@@ -11,6 +11,7 @@ import numpy as np
 
 from moviedreamer import metrics
 from moviedreamer.errors import UserError
+from moviedreamer.eval.referee import Referee
 from moviedreamer.media import read_frames
 from moviedreamer.pipeline.profile import Profile
 from moviedreamer.script import load_story
@@ -35,6 +36,7 @@ class Evaluation:
     metrics: dict = field(default_factory=dict)
     per_shot: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    strips: list = field(default_factory=list)  # per shot: first / middle / last frame (for the report)
 
     def to_json(self) -> dict:
         return {"movie": self.movie, "metrics": self.metrics, "per_shot": self.per_shot, "notes": self.notes}
@@ -58,7 +60,8 @@ def story_for(path: Path, story: Path | None):
     return load_story(story)
 
 
-def stream_shots(movie: Path, timeline) -> list[ShotFrames]:
+def stream_shots(movie: Path, timeline, referee: Referee | None = None, params=None, fps: int = 8) -> list[ShotFrames]:
+    """One shot in memory at a time; the referee (with the shots' toy-world parameters) sees each whole clip."""
     frames_iter, out = read_frames(movie), []
     for shot in timeline:
         frames = []
@@ -71,6 +74,8 @@ def stream_shots(movie: Path, timeline) -> list[ShotFrames]:
         clip = np.stack(frames)
         stride = max(1, (len(clip) - 1) // MAX_MOTION_PAIRS)
         out.append(ShotFrames(shot.index, clip[0], metrics.flicker_score(clip), metrics.motion_magnitude(clip, stride)))
+        if referee is not None:
+            referee.add_shot(shot.index, params[shot.index], clip, fps)
     return out
 
 
@@ -78,18 +83,40 @@ def evaluate(path: Path, story_path: Path | None = None, profile: str | None = N
     loaded = story_for(path, story_path)
     timeline = build_timeline(loaded.story)
     movie = find_movie(path)
-    shots = stream_shots(movie, timeline)
+    models = Profile.load(profile)
     ev = Evaluation(str(movie))
+    referee, params = make_referee(ev, loaded, models)
+    shots = stream_shots(movie, timeline, referee, params, loaded.story.fps)
     motion = [s.motion for s in shots]
     ev.metrics["flicker"] = float(np.mean([s.flicker for s in shots]))
     ev.metrics["motion_px_per_frame"] = float(np.mean(motion))
     ev.metrics["dynamic_degree"] = metrics.dynamic_degree(motion)
     ev.per_shot = [{"index": s.index, "flicker": round(s.flicker, 5), "motion": round(s.motion, 4)} for s in shots]
     keyframes = np.stack([s.keyframe for s in shots])
-    models = Profile.load(profile)
+    if referee is not None:
+        ev.metrics["referee"], rows = referee.summary()
+        for row, ref in zip(ev.per_shot, rows):
+            row["referee"] = {k: v for k, v in ref.items() if k != "index"}
+        ev.strips = [s.strip for s in referee.shots]
     judge_keyframes(ev, loaded, keyframes, models)
     _faces_and_clip(ev, loaded, keyframes, timeline, models)
     return ev
+
+
+def make_referee(ev: Evaluation, loaded, models: Profile) -> tuple[Referee | None, list | None]:
+    """The video referee for stories in the toy vocabulary with a profile that has an action judge, else None."""
+    try:
+        params = read_story_params(loaded)
+        referee = Referee(models.action_judge, models.vision, models.vae if models.has("vae") else None)
+    except UserError as e:
+        ev.metrics["referee"] = None
+        ev.notes.append(f"referee (action, frame distance, decay): not applicable ({first_line(e)})")
+        return None, None
+    return referee, params
+
+
+def first_line(e: Exception) -> str:
+    return str(e).splitlines()[0]
 
 
 def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray, models: Profile) -> None:

@@ -32,6 +32,7 @@ from moviedreamer.rerank import IdentityScorer, LookCheck, SegmentScorer
 from moviedreamer.script.shot_text import story_shot_texts
 from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer
 from moviedreamer.tokenizer.render import KeyframeCondition, TokenizerRenderer
+from moviedreamer.toyworld.action_judge import load_action_judge
 from moviedreamer.toyworld.judge import load_judge
 from moviedreamer.vae import load_vae
 from moviedreamer.video.conditioning import ClipCondition
@@ -169,6 +170,12 @@ class Profile:
         if weight <= 0 or self.presence_probe is None:
             return None
         return PresenceCheck(self.presence_probe, self.vision, weight, floor)
+
+    @cached_property
+    def action_judge(self):
+        """The toy world's action judge for clips (component `action_judge`; the package's own when the profile names
+        none)."""
+        return load_action_judge(self.path("action_judge") if "action_judge" in self.registry.components else None)
 
     @cached_property
     def judge(self):

@@ -1,0 +1,124 @@
+"""The video referee on held-out toy shots, side by side: the ground truth, the committed clip model's clips, and
+the slideshow baseline (the keyframe repeated for the shot's length), plus pure noise as a floor check.
+
+Each held-out shot is a random toy-world shot (fresh seeds); its keyframe is the truth's first frame, so the figures
+measure the clip stage alone. The truth must score high on every figure, the slideshow near chance on the action
+figures (a still clip is stand + static), the noise worst.
+
+    .venv/bin/python bench/bench_referee.py --shots 128 --frames 16 --cache runs/referee-clips.npz
+    .venv/bin/python bench/bench_referee.py --shots 8 --frames 16          # a quick look
+
+Generated clips are cached (`--cache`): a rerun scores them again without sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moviedreamer.eval.referee import Referee, strip_frames, truth_clip
+from moviedreamer.eval.report import strip_sheet
+from moviedreamer.pipeline.profile import Profile, clip_renderer
+from moviedreamer.toyworld.grammar import write_action, write_camera
+from moviedreamer.toyworld.story import random_shot
+from moviedreamer.toyworld.world import CHARACTER_BY_ID, CHARACTER_IDS, SCENE_IDS
+from moviedreamer.video.conditioning import ClipCondition
+
+SEED = 81_000_000  # far from every training stream
+
+
+def heldout_shots(n: int, seed: int = SEED):
+    rng = np.random.default_rng(seed)
+    return [random_shot(rng, str(rng.choice(SCENE_IDS)), CHARACTER_IDS, 4.0, int(rng.integers(2**31))) for _ in range(n)]
+
+
+def generate(profile: Profile, shots, frames: int, fps: int, size: int, seed: int) -> np.ndarray:
+    renderer = clip_renderer(profile)
+    out = np.zeros((len(shots), frames, size, size, 3), np.uint8)
+    t0 = time.perf_counter()
+    for i, p in enumerate(shots):
+        key = truth_clip(p, 1, fps, (size, size))[0]
+        cond = ClipCondition(text=describe(p))
+        for j, frame in enumerate(renderer.render(key, frames, cond, seed + i, fps)):
+            out[i, j] = frame
+        if (i + 1) % 8 == 0:
+            print(f"  generated {i + 1}/{len(shots)} clips, {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def describe(p) -> str:
+    """The shot's action and camera as the story's script writes them (the clip model reads "{action}. {camera}")."""
+    rng = np.random.default_rng(0)
+    names = [CHARACTER_BY_ID[c].name for c in p.characters]
+    return f"{write_action(p, names, rng)}. {write_camera(p, rng)}"
+
+
+def score(profile: Profile, shots, clips: np.ndarray, fps: int, with_floor: bool) -> dict:
+    referee = Referee(profile.action_judge, profile.vision, profile.vae if with_floor else None, keep_strips=False)
+    for i, (p, clip) in enumerate(zip(shots, clips)):
+        referee.add_shot(i, p, clip, fps)
+    summary, rows = referee.summary()
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shots", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--cache", type=Path, help="an .npz of generated clips: read when it matches, else written")
+    ap.add_argument("--strips", type=Path, help="save a PNG strip sheet (first / middle / last) of truth, generated and slideshow")
+    ap.add_argument("--json", type=Path, help="write the table as JSON too")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    profile = Profile.load("toy")
+    shots = heldout_shots(args.shots, args.seed)
+    truth = np.stack([truth_clip(p, args.frames, args.fps, (args.size, args.size)) for p in shots])
+    slideshow = np.repeat(truth[:, :1], args.frames, axis=1)
+    noise = np.random.default_rng(1).integers(0, 256, truth.shape, dtype=np.uint8)
+    generated = None
+    if args.cache and args.cache.is_file():
+        data = np.load(args.cache)
+        if data["clips"].shape == truth.shape and int(data["seed"]) == args.seed:
+            generated = data["clips"]
+            print(f"generated clips read from {args.cache}")
+    if generated is None:
+        t0 = time.perf_counter()
+        generated = generate(profile, shots, args.frames, args.fps, args.size, args.seed)
+        print(f"generated {len(shots)} clips in {time.perf_counter() - t0:.0f} s")
+        if args.cache:
+            args.cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.cache, clips=generated, seed=args.seed)
+    rows = {}
+    for name, clips, floor in (("ground truth", truth, True), ("generated (committed I2V)", generated, False),
+                               ("slideshow (keyframe repeated)", slideshow, False), ("noise", noise, False)):
+        rows[name] = score(profile, shots, clips, args.fps, floor)
+    keys = ["action_accuracy", "direction_accuracy", "camera_move_accuracy", "frame_distance", "frame_distance_first_quarter",
+            "frame_distance_last_quarter", "decay"]
+    print(f"\n{args.shots} held-out toy shots, {args.frames} frames at {args.fps} fps, {args.size}x{args.size}; "
+          f"frame-distance floor (truth through the VAE): {rows['ground truth']['frame_distance_floor']:.4f}")
+    print("| figure | " + " | ".join(rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for k in keys:
+        print(f"| {k} | " + " | ".join("n/a" if r.get(k) is None else f"{r[k]:.3f}" for r in rows.values()) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"shots": args.shots, "frames": args.frames, "rows": rows}, indent=1))
+    if args.strips:
+        n = min(12, len(shots))
+        sheets = [strip_frames(c) for i in range(n) for c in (truth[i], generated[i], slideshow[i])]
+        labels = [f"shot {i}: {shots[i].action} {shots[i].direction or ''} {shots[i].move}\n{kind}" for i in range(n)
+                  for kind in ("truth", "generated", "slideshow")]
+        strip_sheet(args.strips, sheets, labels)
+        print(f"wrote {args.strips}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
