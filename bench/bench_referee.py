@@ -5,8 +5,8 @@ Each held-out shot is a random toy-world shot (fresh seeds); its keyframe is the
 measure the clip stage alone. The truth must score high on every figure, the slideshow near chance on the action
 figures (a still clip is stand + static), the noise worst.
 
-    .venv/bin/python bench/bench_referee.py --shots 128 --frames 16 --cache runs/referee-clips.npz
-    .venv/bin/python bench/bench_referee.py --shots 8 --frames 16          # a quick look
+    .venv/bin/python bench/bench_referee.py --shots 128 --frames 15 --cache runs/referee-clips.npz
+    .venv/bin/python bench/bench_referee.py --shots 8 --frames 15          # a quick look
 
 Generated clips are cached (`--cache`): a rerun scores them again without sampling.
 """
@@ -37,18 +37,37 @@ def heldout_shots(n: int, seed: int = SEED):
     return [random_shot(rng, str(rng.choice(SCENE_IDS)), CHARACTER_IDS, 4.0, int(rng.integers(2**31))) for _ in range(n)]
 
 
-def generate(profile: Profile, shots, frames: int, fps: int, size: int, seed: int) -> np.ndarray:
+def generate(profile: Profile, shots, frames: int, fps: int, size: int, seed: int, cache: Path | None = None) -> np.ndarray:
+    """The clip model's clip of every shot from its truth keyframe; with `cache`, saved every 8 clips and resumed."""
     renderer = clip_renderer(profile)
     out = np.zeros((len(shots), frames, size, size, 3), np.uint8)
+    done = 0
+    if cache is not None and cache.is_file():
+        data = np.load(cache)
+        if int(data["seed"]) == seed and data["clips"].shape[1:] == out.shape[1:]:
+            done = min(int(data["done"]), len(shots))
+            out[:done] = data["clips"][:done]
+            print(f"resuming after {done} clips from {cache}")
     t0 = time.perf_counter()
     for i, p in enumerate(shots):
+        if i < done:
+            continue
         key = truth_clip(p, 1, fps, (size, size))[0]
         cond = ClipCondition(text=describe(p))
         for j, frame in enumerate(renderer.render(key, frames, cond, seed + i, fps)):
             out[i, j] = frame
         if (i + 1) % 8 == 0:
             print(f"  generated {i + 1}/{len(shots)} clips, {time.perf_counter() - t0:.0f} s", flush=True)
+            if cache is not None:
+                save_cache(cache, out[: i + 1], seed, i + 1)
     return out
+
+
+def save_cache(path: Path, clips: np.ndarray, seed: int, done: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial.npz")
+    np.savez_compressed(tmp, clips=clips, seed=seed, done=done)
+    tmp.replace(path)
 
 
 def describe(p) -> str:
@@ -69,33 +88,31 @@ def score(profile: Profile, shots, clips: np.ndarray, fps: int, with_floor: bool
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shots", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--frames", type=int, default=15, help="frames per shot (15 at 8 fps: two segments of the toy I2V)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--fps", type=int, default=8)
     ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--cache", type=Path, help="an .npz of generated clips: read when it matches, else written")
+    ap.add_argument("--cache", type=Path, help="an .npz of generated clips: resumed when it matches, written every 8 clips")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cached-only", action="store_true", help="score only the clips already in --cache (no sampling)")
     ap.add_argument("--strips", type=Path, help="save a PNG strip sheet (first / middle / last) of truth, generated and slideshow")
     ap.add_argument("--json", type=Path, help="write the table as JSON too")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     profile = Profile.load("toy")
+    if args.cached_only:
+        data = np.load(args.cache)
+        args.shots = int(data["done"])
+        print(f"scoring the {args.shots} clips in {args.cache}")
     shots = heldout_shots(args.shots, args.seed)
     truth = np.stack([truth_clip(p, args.frames, args.fps, (args.size, args.size)) for p in shots])
     slideshow = np.repeat(truth[:, :1], args.frames, axis=1)
     noise = np.random.default_rng(1).integers(0, 256, truth.shape, dtype=np.uint8)
-    generated = None
-    if args.cache and args.cache.is_file():
-        data = np.load(args.cache)
-        if data["clips"].shape == truth.shape and int(data["seed"]) == args.seed:
-            generated = data["clips"]
-            print(f"generated clips read from {args.cache}")
-    if generated is None:
-        t0 = time.perf_counter()
-        generated = generate(profile, shots, args.frames, args.fps, args.size, args.seed)
-        print(f"generated {len(shots)} clips in {time.perf_counter() - t0:.0f} s")
-        if args.cache:
-            args.cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(args.cache, clips=generated, seed=args.seed)
+    t0 = time.perf_counter()
+    generated = generate(profile, shots, args.frames, args.fps, args.size, args.seed, args.cache)
+    print(f"clips ready in {time.perf_counter() - t0:.0f} s")
+    if args.cache:
+        save_cache(args.cache, generated, args.seed, len(shots))
     rows = {}
     for name, clips, floor in (("ground truth", truth, True), ("generated (committed I2V)", generated, False),
                                ("slideshow (keyframe repeated)", slideshow, False), ("noise", noise, False)):

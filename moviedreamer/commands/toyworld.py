@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HELP = "the procedural toy world: write stories, render ground truth, make datasets, judge frames"
+HELP = "the procedural toy world: write stories, render ground truth, make datasets, judge frames and clips"
 
 
 def add_arguments(p) -> None:
@@ -43,9 +43,26 @@ def add_arguments(p) -> None:
     e.add_argument("--samples", type=int, default=2000)
     e.add_argument("--seed", type=int, default=10_000_000)
 
+    ta = sub.add_parser("train-action-judge", help="train the action judge (action, direction, camera move of a clip) on freshly rendered clips; resumable")
+    ta.add_argument("--steps", type=int, default=6000)
+    ta.add_argument("--batch", type=int, default=32)
+    ta.add_argument("--seed", type=int, default=0)
+    ta.add_argument("--threads", type=int, default=1)
+    ta.add_argument("-o", "--output", type=Path, required=True, help="run folder: checkpoint/ (resumed when present), train.log, the exported judge")
+
+    ea = sub.add_parser("eval-action-judge", help="measure the action judge on fresh rendered clips (seeds never used in training)")
+    ea.add_argument("--samples", type=int, default=2000)
+    ea.add_argument("--seed", type=int, default=None, help="default: the judge's held-out evaluation seed")
+    ea.add_argument("--mode", choices=["clip", "slideshow", "keyframe"], default="clip",
+                    help="clip: the clips as rendered; slideshow / keyframe: a still frame repeated (the baseline a referee must fail)")
+    ea.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std added to the frames (0-1 scale)")
+    ea.add_argument("--blur", action="store_true", help="blur the frames (a half-resolution round trip)")
+    ea.add_argument("--judge", type=Path, default=None, help="an action judge folder (default: the toy profile's)")
+
 
 def run(args) -> int:
-    return {"story": _story, "truth": _truth, "dataset": _dataset, "judge": _judge, "train-judge": _train_judge, "eval-judge": _eval_judge}[args.toy_command](args)
+    return {"story": _story, "truth": _truth, "dataset": _dataset, "judge": _judge, "train-judge": _train_judge, "eval-judge": _eval_judge,
+            "train-action-judge": _train_action_judge, "eval-action-judge": _eval_action_judge}[args.toy_command](args)
 
 
 def _story(args) -> int:
@@ -111,4 +128,20 @@ def _eval_judge(args) -> int:
 
     scores = evaluate_judge(load_judge(), args.samples, args.seed)
     print(" ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    return 0
+
+
+def _train_action_judge(args) -> int:
+    from moviedreamer.train.fit_action_judge import train_action_judge
+
+    train_action_judge(args.output, steps=args.steps, batch=args.batch, seed=args.seed, threads=args.threads)
+    return 0
+
+
+def _eval_action_judge(args) -> int:
+    from moviedreamer.toyworld.action_judge import EVAL_SEED, evaluate_action_judge, load_action_judge
+
+    seed = EVAL_SEED if args.seed is None else args.seed
+    scores = evaluate_action_judge(load_action_judge(args.judge), args.samples, seed, mode=args.mode, noise=args.noise, blur=args.blur)
+    print(" ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)))
     return 0
