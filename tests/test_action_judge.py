@@ -8,8 +8,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from moviedreamer.toyworld.action_judge import (DEFAULT_DIR, ActionJudge, load_action_judge, predict_clip, predict_clips, sample_clips,
-                                                save_action_judge, to_tensor)
+from moviedreamer.toyworld.action_judge import (
+    DEFAULT_DIR,
+    ActionJudge,
+    load_action_judge,
+    predict_clip,
+    predict_clips,
+    sample_clips,
+    save_action_judge,
+    to_tensor,
+)
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.world import ShotParams
 
@@ -56,7 +64,7 @@ def test_a_few_steps_lower_the_loss():
 def test_training_checkpoints_and_resumes(tmp_path):
     from moviedreamer.train.fit_action_judge import train_action_judge
 
-    kw = dict(batch=4, log_every=1, width=8, fresh_per_step=4, buffer_size=16, ckpt_every=1, eval_every=0, eval_samples=8)
+    kw = {"batch": 4, "log_every": 1, "width": 8, "fresh_per_step": 4, "buffer_size": 16, "ckpt_every": 1, "eval_every": 0, "eval_samples": 8}
     train_action_judge(tmp_path, steps=2, **kw)
     assert (tmp_path / "checkpoint" / "state.pt").is_file() and (tmp_path / "model.safetensors").is_file()
     info = train_action_judge(tmp_path, steps=3, **kw)

@@ -28,7 +28,13 @@ from moviedreamer.errors import MissingComponentError
 from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
 from moviedreamer.toyworld.render import _facing, render_frame
 from moviedreamer.toyworld.story import random_shot
-from moviedreamer.toyworld.world import ACTIONS, CHARACTER_IDS, DIRECTED_ACTIONS, MOVES, SCENE_IDS
+from moviedreamer.toyworld.world import (
+    ACTIONS,
+    CHARACTER_IDS,
+    DIRECTED_ACTIONS,
+    MOVES,
+    SCENE_IDS,
+)
 
 FPS = 8
 RENDER_SIZE = 128  # the pipeline's clip resolution; the model reads it downsampled to `input_size`
@@ -44,7 +50,7 @@ def _cbr(cin: int, cout: int, stride: int, dims: int = 2) -> list[nn.Module]:
 
 
 class ActionJudge(nn.Module):
-    def __init__(self, width: int = 32, input_size: int = 64, hidden: int = 192, stem: str = "fold", look: int = 32):
+    def __init__(self, width: int = 32, input_size: int = 64, hidden: int = 192, stem: str = "half", look: int = 0):
         super().__init__()
         if stem not in ("fold", "half"):
             raise ValueError(f"stem: expected fold or half, found {stem!r}")
@@ -123,7 +129,7 @@ def load_action_judge(path: str | Path | None = None) -> ActionJudge:
         raise MissingComponentError(f"the toy action judge is missing: expected config.json + model.safetensors in {path}; "
                                     "make it with: python -m moviedreamer.train.fit_action_judge --out DIR")
     config = load_json(path / "config.json")
-    model = ActionJudge(config["width"], config["input_size"], config["hidden"], config.get("stem", "fold"), config.get("look", 0))
+    model = ActionJudge(config["width"], config["input_size"], config["hidden"], config.get("stem", "half"), config.get("look", 0))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path / "model.safetensors").items()})
     return model.eval()
 
@@ -208,7 +214,6 @@ def predict_clip(model: ActionJudge, frames: np.ndarray) -> dict:
 def degrade(x: torch.Tensor, noise: float, blur: bool, gen: torch.Generator) -> torch.Tensor:
     """float [B, T, 3, H, W]: a blur (half-resolution round trip) and Gaussian noise of std `noise`."""
     if blur:
-        b, t = x.shape[:2]
         y = x.flatten(0, 1)
         y = F.interpolate(F.interpolate(y, scale_factor=0.5, mode="bilinear", antialias=True), size=y.shape[-2:], mode="bilinear")
         x = y.reshape(x.shape)
@@ -223,7 +228,8 @@ def evaluate_action_judge(model: ActionJudge, samples: int = 2000, seed: int = E
     """Accuracies on `samples` fresh rendered clips (the seed is far from training seeds): action, direction
     (over walk/run clips), move, with confusion matrices (rows: truth, columns: prediction).
     mode "clip": the clips as rendered; "slideshow": each clip's first frame repeated; "keyframe": the shot's
-    first frame repeated (what a keyframe-only generator shows). For stills, `true_action_non_stand` is the
+    first frame repeated (what a keyframe-only generator shows); "opening": the shot's first frames (where a
+    sit or a turn happens: what the video referee reads). For stills, `true_action_non_stand` is the
     share of non-stand clips read as their shot's action, and `stand_static` the share read as stand + static."""
     model.eval()
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
@@ -239,8 +245,10 @@ def evaluate_action_judge(model: ActionJudge, samples: int = 2000, seed: int = E
         elif mode == "keyframe":
             first = np.stack([render_frame(s, 0, FPS, clips.shape[2:4][::-1]).image for s in lab["shots"]])
             clips = np.repeat(first[:, None], clips.shape[1], axis=1)
+        elif mode == "opening":
+            clips = np.stack([[render_frame(s, j, FPS, clips.shape[2:4][::-1]).image for j in range(clips.shape[1])] for s in lab["shots"]])
         elif mode != "clip":
-            raise ValueError(f"mode: expected clip, slideshow or keyframe, found {mode!r}")
+            raise ValueError(f"mode: expected clip, opening, slideshow or keyframe, found {mode!r}")
         out = model(degrade(to_tensor(clips), noise, blur, gen))
         pa, pd, pm = (out[k].argmax(-1).numpy() for k in ("action", "direction", "move"))
         np.add.at(conf_a, (lab["action"], pa), 1)

@@ -23,7 +23,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from moviedreamer.toyworld.action_judge import ActionJudge, evaluate_action_judge, load_action_judge, sample_clips, save_action_judge
+from moviedreamer.toyworld.action_judge import (
+    ActionJudge,
+    evaluate_action_judge,
+    load_action_judge,
+    sample_clips,
+    save_action_judge,
+)
 
 CLIP_FRAMES = 16
 VAL_SEED = 60_000_000  # the in-training check; the final figures use action_judge.EVAL_SEED
@@ -47,10 +53,10 @@ class _FreshClips(torch.utils.data.IterableDataset):
             yield x, torch.from_numpy(np.stack([lab["action"], lab["direction"], lab["move"], lab["facing"]], 1))
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, gen: torch.Generator, noise: float = 0.06) -> torch.Tensor:
     """x: float [B, T, 3, H, W] in [0, 1]: colour jitter per clip, flicker per frame, blur, noise."""
     b, t = x.shape[:2]
-    r = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    r = lambda *shape: torch.rand(*shape, generator=gen)
     x = x * (1 + 0.12 * (r(b, 1, 3, 1, 1) - 0.5)) + 0.05 * (r(b, 1, 1, 1, 1) - 0.5)
     x = x + 0.02 * (r(b, t, 1, 1, 1) - 0.5) * (r(b, 1, 1, 1, 1) < 0.3)
     u = r(b)
@@ -64,7 +70,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         y = x[half].flatten(0, 1)
         y = F.interpolate(F.interpolate(y, scale_factor=0.5, mode="bilinear", antialias=True), size=y.shape[-2:], mode="bilinear")
         x[half] = y.reshape(len(half), *x.shape[1:])
-    sigma = 0.12 * r(b, 1, 1, 1, 1) * (r(b, 1, 1, 1, 1) < 0.5)
+    sigma = noise * r(b, 1, 1, 1, 1) * (r(b, 1, 1, 1, 1) < 0.5)
     return (x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1)
 
 
@@ -82,9 +88,9 @@ def _log(path: Path, record: dict) -> None:
 
 
 def train_action_judge(out_dir: str | Path, steps: int = 6000, batch: int = 32, seed: int = 0, lr: float = 2e-3, log_every: int = 50,
-                       threads: int = 1, resume: bool = True, width: int = 32, fresh_per_step: int = 12, buffer_size: int = 1200,
-                       ckpt_every: int = 250, eval_every: int = 1000, eval_samples: int = 2000, stem: str = "fold",
-                       init: str | Path | None = None, look: int = 32) -> dict:
+                       threads: int = 1, resume: bool = True, width: int = 32, fresh_per_step: int = 12, buffer_size: int | None = None,
+                       ckpt_every: int = 250, eval_every: int = 1000, eval_samples: int = 2000, stem: str = "half",
+                       init: str | Path | None = None, look: int = 0) -> dict:
     """Train (or resume) into out_dir; the final weights go to out_dir (config.json + model.safetensors)."""
     torch.set_num_threads(threads)
     out = Path(out_dir)
@@ -103,16 +109,18 @@ def train_action_judge(out_dir: str | Path, steps: int = 6000, batch: int = 32, 
         step, seconds = int(state["step"]), float(state["seconds"])
         _log(log, {"resumed_at": step, "train_seconds": round(seconds)})
     size = model.read_size
+    buffer_size = buffer_size or (2400 if size <= 64 else 1200)  # about 0.5 / 0.9 GB of uint8 clips
+    noise = 0.06 if size <= 64 else 0.12  # the same noise at 128 px is about half as strong once downsampled
     loader = torch.utils.data.DataLoader(_FreshClips(seed, step, fresh_per_step, size), batch_size=None, num_workers=1, prefetch_factor=4,
                                          persistent_workers=False)
-    chunks = iter(loader)
+    source = {"chunks": iter(loader)}  # dropped at the end, which stops the render worker
     buf_x = torch.zeros(buffer_size, CLIP_FRAMES, 3, size, size, dtype=torch.uint8)
     buf_y = torch.zeros(buffer_size, 4, dtype=torch.long)
     filled, head = 0, 0
 
     def take_chunk():
         nonlocal filled, head
-        x, y = next(chunks)
+        x, y = next(source["chunks"])
         idx = (head + torch.arange(len(x))) % buffer_size
         buf_x[idx], buf_y[idx] = x, y
         head, filled = int(idx[-1] + 1) % buffer_size, min(buffer_size, filled + len(x))
@@ -132,7 +140,7 @@ def train_action_judge(out_dir: str | Path, steps: int = 6000, batch: int = 32, 
         frames = offs[:, None] + torch.arange(t_len)[None]
         x = buf_x[pick[:, None], frames].float() / 255
         y = buf_y[pick]
-        pred = model(augment(x, gen))
+        pred = model(augment(x, gen, noise))
         losses = [F.cross_entropy(pred["action"], y[:, 0]), F.cross_entropy(pred["move"], y[:, 2])]
         if "facing" in pred:
             losses.append(F.cross_entropy(pred["facing"], y[:, 3]))
@@ -166,7 +174,8 @@ def train_action_judge(out_dir: str | Path, steps: int = 6000, batch: int = 32, 
             _log(log, {"step": step, "val_300": {k: round(scores[k], 4) for k in ("action", "direction", "move")}, "per_action": scores["per_action"]})
             model.train()
     seconds += time.time() - t0
-    del chunks, loader
+    source.clear()
+    del loader
     scores = evaluate_action_judge(model, eval_samples)
     info = {"train_steps": step, "batch": batch, "seed": seed, "lr": lr, "threads": threads, "render_worker_processes": 1,
             "train_minutes": round(seconds / 60, 1), f"eval_{eval_samples}_fresh": {k: round(scores[k], 4) for k in ("action", "direction", "move")},
@@ -210,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument("--stem", choices=["fold", "half"], default="fold", help="fold: frames at full resolution (default); half: at the input size")
-    p.add_argument("--look", type=int, default=32, help="width of the last-frame appearance branch (0: none)")
+    p.add_argument("--stem", choices=["fold", "half"], default="half", help="half: frames at the input size (default, the committed judge); fold: at full resolution")
+    p.add_argument("--look", type=int, default=0, help="width of a last-frame appearance branch with a facing head (0: none, the committed judge)")
     p.add_argument("--init", help="start from the weights in this folder (config.json + model.safetensors)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
     a = p.parse_args(argv)
