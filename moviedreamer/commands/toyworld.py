@@ -53,7 +53,7 @@ def add_arguments(p) -> None:
     ea = sub.add_parser("eval-action-judge", help="measure the action judge on fresh rendered clips (seeds never used in training)")
     ea.add_argument("--samples", type=int, default=2000)
     ea.add_argument("--seed", type=int, default=None, help="default: the judge's held-out evaluation seed")
-    ea.add_argument("--mode", choices=["clip", "slideshow", "keyframe"], default="clip",
+    ea.add_argument("--mode", choices=["clip", "opening", "slideshow", "keyframe"], default="clip",
                     help="clip: the clips as rendered; slideshow / keyframe: a still frame repeated (the baseline a referee must fail)")
     ea.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std added to the frames (0-1 scale)")
     ea.add_argument("--blur", action="store_true", help="blur the frames (a half-resolution round trip)")

@@ -7,7 +7,7 @@ A checkpoint every `ckpt_every` steps (out_dir/checkpoint/state.pt) makes a kill
 `init` starts from saved weights; from a "half"-stem judge into a "fold"-stem one, the stem is grown so
 that the new model first computes what the old one did (its frame weights spread over the folded pixels).
 
-    python -m moviedreamer.train.fit_action_judge --out DIR --steps 6000
+    python -m moviedreamer.train.fit_action_judge --out DIR --steps 3000
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _log(path: Path, record: dict) -> None:
         f.write(line + "\n")
 
 
-def train_action_judge(out_dir: str | Path, steps: int = 6000, batch: int = 32, seed: int = 0, lr: float = 2e-3, log_every: int = 50,
+def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, seed: int = 0, lr: float = 2e-3, log_every: int = 50,
                        threads: int = 1, resume: bool = True, width: int = 32, fresh_per_step: int = 12, buffer_size: int | None = None,
                        ckpt_every: int = 250, eval_every: int = 1000, eval_samples: int = 2000, stem: str = "half",
                        init: str | Path | None = None, look: int = 0) -> dict:
@@ -211,7 +211,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, seconds: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m moviedreamer.train.fit_action_judge", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="run folder: checkpoint/, train.log and the final config.json + model.safetensors")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-3)
