@@ -14,6 +14,7 @@ from moviedreamer.errors import MissingComponentError, UserError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS_FILE = REPO_ROOT / "checkpoints.yaml"
 PROFILE_ENV = "MOVIEDREAMER_PROFILE"
+VOCABULARIES = ("free", "toy")  # the words a profile's models read: any text, or the toy world's (stories are checked)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ class Component:
 class Registry:
     """A loaded profile. `Registry.load()` picks the profile from the argument, then $MOVIEDREAMER_PROFILE, then the default."""
 
-    def __init__(self, name: str, components: dict[str, Component], description: str = ""):
+    def __init__(self, name: str, components: dict[str, Component], description: str = "", vocabulary: str = "free"):
         self.name, self.components, self.description = name, components, description
+        self.vocabulary = vocabulary  # "toy": its models know only the toy world's words; "free": any text
 
     @classmethod
     def load(cls, profile: str | None = None, checkpoints_file: Path = CHECKPOINTS_FILE) -> "Registry":
@@ -98,7 +100,10 @@ class Registry:
                 raise UserError(f"{where}.components.{key}: expected {{path: ..., format: one of {', '.join(FORMATS)}}}, found {spec!r}")
             path = Path(os.path.expanduser(_expand_vars(str(spec["path"]))))
             components[key] = Component(key, path if path.is_absolute() else root / path, spec["format"], spec.get("made_by", "see docs"), name)
-        return cls(name, components, entry.get("description", ""))
+        vocabulary = entry.get("vocabulary", "free")
+        if vocabulary not in VOCABULARIES:
+            raise UserError(f"{where}.vocabulary: expected one of {', '.join(VOCABULARIES)}, found {vocabulary!r}")
+        return cls(name, components, entry.get("description", ""), vocabulary)
 
     def component(self, key: str) -> Component:
         if key not in self.components:

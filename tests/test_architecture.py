@@ -24,15 +24,16 @@ FLOORS = [
     {"testing"},
     {"commands", "(cli)"},  # cli.py, __main__.py
 ]
-TOP_LEVEL_ENTRY = {"cli", "__main__"}
+TOP_LEVEL_ENTRY = {"cli", "__main__"}  # and the package's own __init__: the public Python API, imported lazily
 REGISTRY_READERS = {"moviedreamer.pipeline.profile"}  # besides the top floors (commands, testing)
 
 
 def unit_of(module: str, package: Path = PACKAGE) -> str:
-    """'moviedreamer.encoders.faces' → 'encoders'; top-level modules → '(ground)' or '(cli)'."""
+    """'moviedreamer.encoders.faces' → 'encoders'; top-level modules → '(ground)' or '(cli)'; the package's __init__
+    ('moviedreamer', the Python API that hands out MovieDreamerPipeline and load_story) → '(cli)', the top floor."""
     parts = module.split(".")
     if len(parts) == 1:
-        return "(ground)"
+        return "(cli)"
     if (package / parts[1]).is_dir():
         return parts[1]
     return "(cli)" if parts[1] in TOP_LEVEL_ENTRY else "(ground)"

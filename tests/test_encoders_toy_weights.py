@@ -1,9 +1,14 @@
 """The committed toy encoder weights, loaded through the registry like any profile, on fresh renders."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from moviedreamer.registry import Registry
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +94,20 @@ def test_train_faces_stage_exports_a_pack_insightface_loads(tmp_path):
     assert pack.finder is not None and pack.embed_dim == 16
     emb = pack.embed_crops([np.zeros((32, 32, 3), np.uint8)])
     assert emb.shape == (1, 16) and np.isfinite(emb.numpy()).all()
+
+
+def test_a_tight_face_crop_is_found_as_a_reference(toy):
+    """stories/toy/refs/zed_face.png is a face filling the picture: larger than any face in a frame, it must still
+    be found (in a margin) and embed as the face rendered in a shot."""
+    import torch.nn.functional as F
+
+    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.toyworld.render import render_frame
+    from moviedreamer.toyworld.world import ShotParams
+
+    faces = Profile(toy).faces
+    ref = torch.as_tensor(faces.embed_reference(REPO / "stories/toy/refs/zed_face.png"))
+    frame = render_frame(ShotParams("room", ("zed",), "stand", None, "close", "static", 3.0, 1), 0).image
+    shot = torch.as_tensor(faces.detect_and_embed(frame)[0].embedding)
+    other = torch.as_tensor(faces.embed_reference(REPO / "stories/toy/refs/max_face.png"))
+    assert F.cosine_similarity(ref, shot, dim=0) > 0.8 > F.cosine_similarity(other, shot, dim=0)

@@ -82,3 +82,31 @@ def test_eval_errors_are_clear(tmp_path, run_cli, repo):
     assert code == 2 and "expected a movie" in err
     code, _, err = run_cli("eval", tmp_path, "--story", repo / "stories/toy/market_day.yaml")
     assert code == 2 and "movie.mp4" in err
+
+
+def test_eval_on_a_missing_folder_says_it_is_missing(tmp_path, run_cli):
+    code, _, err = run_cli("eval", tmp_path / "no_such_run")
+    assert code == 2 and "no such file or folder" in err and "--story" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_says_na_for_empty_face_charts_and_keeps_notes_whole(tmp_path):
+    import html
+
+    from moviedreamer.errors import Problem, ScriptError
+    from moviedreamer.eval.report import write_report
+    from moviedreamer.eval.run import first_line
+
+    long = "expected a setting the toy world can draw (beach, forest, city, night, snow, room …), found 'a harbour at dawn under a stormy sky'"
+    error = ScriptError([Problem("story.yaml", 12, 14, "scenes[0].setting", long), Problem("story.yaml", 20, 3, "scenes[1].setting", "x"),
+                         Problem("story.yaml", 30, 3, "scenes[2].setting", "y")])
+    note = f"judge: not applicable ({first_line(error)})"
+    assert long in note and note.endswith("(and 2 more problems))")  # the whole first problem, never cut inside a word
+    solo_once = {"st": None, "lt": None, "ref": 0.9, "appearances": 1}
+    ev = {"movie": "m.mp4", "metrics": {"flicker": 0.99, "motion_px_per_frame": 0.5, "consistency": {"mia": solo_once}},
+          "per_shot": [{"index": 0, "flicker": 0.99, "motion": 0.5}], "notes": [note]}
+    write_report(tmp_path, {"m.mp4": ev})
+    page = (tmp_path / "report.html").read_text()
+    for kind in ("ST", "LT"):
+        assert f"<b>face consistency {kind} per character (cosine)</b>: n/a (" in page
+    assert not (tmp_path / "consistency_st.png").exists() and not (tmp_path / "consistency_lt.png").exists()
+    assert html.escape(note) in page

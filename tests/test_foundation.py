@@ -35,7 +35,7 @@ def test_there_are_toy_and_paper_stories():
 
 @pytest.mark.parametrize("path", STORIES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_stories_validate(path, run_cli):
-    code, out, err = run_cli("validate", path)
+    code, out, err = run_cli("validate", path, "--profile", path.parent.name)  # each names its profile (`profile:`)
     assert code == 0, err
     assert "ok" in out
 
@@ -79,14 +79,14 @@ def test_generate_movie_missing_components_is_clear(tmp_path, run_cli):
         ["text_tokenizer", "descriptor_encoder", "vision_encoder", "face_analysis", "vae", "keyframe_tokenizer", "ar", "i2v"])
     )
     out_dir = tmp_path / "movie"
-    code, _, err = run_cli("generate-movie", REPO / "stories/paper/ocean_liner.yaml", "--profile", profile, "-o", out_dir)
+    code, _, err = run_cli("generate-movie", REPO / "stories/paper/ocean_liner.yaml", "--profile", profile, "--force", "-o", out_dir)
     assert code == 2 and "components.vae" in err and "Traceback" not in err
     assert not out_dir.exists()
 
 
 def test_validate_is_fast_and_torch_free():
     """`validate` must not pay for importing torch (a 2,000-shot story validates in well under 2 s)."""
-    code = "import sys; from moviedreamer.cli import main; main(['validate', '-q', sys.argv[1]]); print('torch' in sys.modules)"
+    code = "import sys; from moviedreamer.cli import main; main(['validate', '-q', '--profile', 'paper', sys.argv[1]]); print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code, str(REPO / "stories/paper/ocean_liner.yaml")], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
 

@@ -10,7 +10,7 @@ from moviedreamer.media import read_frames
 
 
 def test_toy_profile_is_complete():
-    from moviedreamer.commands.generate import PIPELINE_COMPONENTS
+    from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS
     from moviedreamer.registry import Registry
 
     Registry.load("toy").require(PIPELINE_COMPONENTS)  # raises with the missing components' make commands

@@ -200,7 +200,7 @@ def test_the_movie_pipeline_renders_its_clips_with_it(tmp_path):
     renderer = I2VClipRenderer(tiny_sampler(descriptor=False), fingerprint="i2v-test")
     ends = []
     render = renderer.render
-    renderer.render = lambda key, n, cond, seed, fps, end_frame=None: (ends.append(end_frame is not None), render(key, n, cond, seed, fps, end_frame))[1]
+    renderer.render = lambda key, n, cond, seed, fps, end_frame=None, **kw: (ends.append(end_frame is not None), render(key, n, cond, seed, fps, end_frame, **kw))[1]
     components = pipeline_standins.components()
     components.clips = renderer
     MovieDreamerPipeline(components)(load_story(story), tmp_path / "out", quiet=True)
@@ -371,3 +371,38 @@ def test_segment_scorer_prefers_frames_that_keep_the_keyframe_faces():
     assert ref.shape[0] == 1
     assert scorer.score(a, ref) > scorer.score(b, ref) + 0.2 and scorer.score(a, ref) > 0.8
     assert scorer.score(a, torch.zeros(0, 1)) < 0.6  # no face in the keyframe: faces in the frames are intruders
+
+
+class Meter:
+    """A video.work.WorkMeter that records what the sampler reports."""
+
+    def __init__(self):
+        self.steps, self.segments = [], []
+
+    def advance(self, units):
+        self.steps.append(units)
+
+    def segment_done(self, tried):
+        self.segments.append(tried)
+
+
+def test_sampler_reports_the_work_it_planned(sampler):
+    """Progress is counted in denoising work (video/work.py): every step reports its units, every segment how many
+    candidates it drew, and the plan's cost per candidate is what the steps add up to."""
+    s = sampler.settings
+    key = image(4)
+    n_frames = s.num_frames + (s.num_frames - s.overlap) + 1  # three segments, the last one short
+    sampler.scorer = BrightestSegment()
+    try:
+        guided = {"candidates": 3, "guidance_min": 2.0, "guidance_max": 2.0, "guidance_segments": 1}
+        plan = sampler.work(n_frames, **guided)
+        assert [w.tries for w in plan] == [3, 1, 1] and plan[0].cost == pytest.approx(2 * s.steps)  # guided: two UNet rows
+        assert plan[1].cost == pytest.approx(s.steps) and plan[2].cost < plan[1].cost  # the last segment is shorter
+        for accept, tried in ((1.0, [3, 1, 1]), (0.0, [1, 1, 1])):
+            meter = Meter()
+            list(sampler.frames(key, n_frames, None, seed=3, progress=meter, accept=accept, **guided))
+            assert meter.segments == tried and len(meter.steps) == s.steps * sum(tried)
+            assert sum(meter.steps) == pytest.approx(sum(w.cost * t for w, t in zip(plan, tried)))
+    finally:
+        sampler.scorer = None
+    assert [w.tries for w in sampler.work(n_frames, candidates=3)] == [1, 1, 1]  # no scorer: one sample per segment

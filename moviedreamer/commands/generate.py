@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from moviedreamer.commands import preflight
 
 HELP = "make a movie from a story script (mp4 + storyboard + manifest)"
 DESCRIPTION = (
     "Plan keyframes for every shot (autoregressive model), render them (diffusion decoder), animate each shot "
     "(anchored image-to-video) and write movie.mp4, storyboard.png, shots/ and manifest.json to the output folder."
 )
-
-# Components the pipeline loads, in the order the stages use them.
-PIPELINE_COMPONENTS = ["text_tokenizer", "descriptor_encoder", "vision_encoder", "face_analysis", "vae", "keyframe_tokenizer", "ar", "i2v"]
 
 
 def add_arguments(p) -> None:
@@ -25,20 +23,37 @@ def add_arguments(p) -> None:
     p.add_argument("--keyframes-only", action="store_true", help="plan and render keyframes and the storyboard, no clips")
     p.add_argument("--keyframe-candidates", type=int, metavar="K",
                    help="decode up to K keyframes per shot and keep the one whose faces best match its characters "
-                        "(default: the profile's keyframe tokenizer setting, toy: 8; 1 = off)")
+                        f"(default: the profile's keyframe tokenizer setting, {_profile_candidates()}; 1 = off)")
     p.add_argument("--fresh", action="store_true", help="ignore state left in the output folder and start over")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    preflight.add_arguments(p)  # --strict, --force
 
 
 def run(args) -> int:
-    # the pipeline (torch, diffusers, transformers) loads only after the story and the profile are checked
-    from moviedreamer.pipeline.movie import generate_from_args
-    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.registry import Registry
     from moviedreamer.script.load import load_story
 
     loaded = load_story(args.story)  # a ScriptError exits 2 before anything is written
-    for warning in loaded.warnings:
-        print(warning, file=sys.stderr)
+    # another profile's story is refused, words the profile cannot draw are warned about (errors with --strict)
+    preflight.print_warnings(preflight.check_story(loaded, Registry.load(args.profile), args.strict, args.force), 40, str(args.story))
+    # the pipeline (torch, diffusers, transformers) loads only after the story and the profile are checked
+    from moviedreamer.pipeline.movie import generate_from_args
+    from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile
+
     profile = Profile.load(args.profile)
     profile.require(PIPELINE_COMPONENTS)
     return generate_from_args(args, loaded, profile)
+
+
+def _profile_candidates() -> str:
+    """The default profile's keyframe candidates, read from its keyframe tokenizer's config.json (no model loads)."""
+    import json
+
+    from moviedreamer.registry import Registry
+
+    try:
+        registry = Registry.load(None)
+        config = json.loads((registry.path("keyframe_tokenizer") / "config.json").read_text(encoding="utf-8"))
+        return f"{int(config['decoder']['candidates'])} with the default profile '{registry.name}'"
+    except Exception:  # a missing or unreadable profile: --help must still work
+        return "see the profile's keyframe_tokenizer/config.json, decoder.candidates"

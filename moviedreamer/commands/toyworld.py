@@ -50,6 +50,9 @@ def add_arguments(p) -> None:
     ta.add_argument("--threads", type=int, default=1)
     ta.add_argument("-o", "--output", type=Path, required=True, help="run folder: checkpoint/ (resumed when present), train.log, the exported judge")
 
+    v = sub.add_parser("vocabulary", help="every word the toy profile knows, grouped (places, actions, camera, character attributes)")
+    v.add_argument("--json", action="store_true", help="print it as JSON")
+
     ea = sub.add_parser("eval-action-judge", help="measure the action judge on fresh rendered clips (seeds never used in training)")
     ea.add_argument("--samples", type=int, default=2000)
     ea.add_argument("--seed", type=int, default=None, help="default: the judge's held-out evaluation seed")
@@ -62,7 +65,16 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     return {"story": _story, "truth": _truth, "dataset": _dataset, "judge": _judge, "train-judge": _train_judge, "eval-judge": _eval_judge,
-            "train-action-judge": _train_action_judge, "eval-action-judge": _eval_action_judge}[args.toy_command](args)
+            "train-action-judge": _train_action_judge, "eval-action-judge": _eval_action_judge, "vocabulary": _vocabulary}[args.toy_command](args)
+
+
+def _vocabulary(args) -> int:
+    import json
+
+    from moviedreamer.toyworld.vocabulary import format_vocabulary, vocabulary
+
+    print(json.dumps(vocabulary(), indent=2) if args.json else format_vocabulary())
+    return 0
 
 
 def _story(args) -> int:

@@ -14,17 +14,19 @@ import numpy as np
 from moviedreamer.encoders.toy_detector import box_landmarks
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.story import random_shot
-from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
+from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS, face_key, random_cast
 
 FRESH_SEED = 50_000_000  # training data uses story seeds < 2**32 drawn from small ranges; renders here use their own
 
 
-def fresh_frames(n: int, seed: int = FRESH_SEED, size: int = 128):
-    """n random toy frames (random shot, random time) with their truth."""
+def fresh_frames(n: int, seed: int = FRESH_SEED, size: int = 128, composed: float = 0.0):
+    """n random toy frames (random shot, random time) with their truth; a `composed` share of the shots casts random
+    compositional characters (three drawn per shot), the rest the catalogue."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        shot = random_shot(rng, str(rng.choice(SCENE_IDS)), list(CHARACTER_IDS), layout_seed=int(rng.integers(1 << 30)))
+        cast = random_cast(rng, 3) if composed > 0 and rng.random() < composed else list(CHARACTER_IDS)
+        shot = random_shot(rng, str(rng.choice(SCENE_IDS)), cast, layout_seed=int(rng.integers(1 << 30)))
         out.append(render_frame(shot, int(rng.integers(0, 32)), 8, (size, size)))
     return out
 
@@ -37,14 +39,15 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def face_figures(embedder, frames: int = 500, seed: int = FRESH_SEED, min_face: int = 16, far: float = 1e-3) -> dict:
-    """{"recall", "faces", "false_per_frame", "tar", "far", "threshold", "genuine_pairs", "impostor_pairs"}."""
+def face_figures(embedder, frames: int = 500, seed: int = FRESH_SEED, min_face: int = 16, far: float = 1e-3, composed: float = 0.0) -> dict:
+    """{"recall", "faces", "false_per_frame", "tar", "far", "threshold", "genuine_pairs", "impostor_pairs"}. A genuine
+    pair is two crops of one face (world.face_key: characters who differ only in clothes or hat show one face)."""
     # insightface is heavy: loaded only when a face pack is read
     from insightface.utils import face_align
 
     found = total = false = 0
     crops, ids = [], []
-    for fr in fresh_frames(frames, seed):
+    for fr in fresh_frames(frames, seed, composed=composed):
         dets = embedder.finder.find_faces(fr.image) if embedder.finder is not None else []
         truth = [(cid, b) for cid, b in fr.face_boxes.items() if cid in fr.visible and min(b[2] - b[0], b[3] - b[1]) >= min_face]
         for cid, box in truth:
@@ -54,7 +57,7 @@ def face_figures(embedder, frames: int = 500, seed: int = FRESH_SEED, min_face: 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 crops.append(face_align.norm_crop(bgr, landmark=box_landmarks(box), image_size=112)[:, :, ::-1].copy())
-            ids.append(cid)
+            ids.append(face_key(cid))
         all_truth = list(fr.face_boxes.values())
         false += sum(not any(iou(d.bbox, b) >= 0.3 for b in all_truth) for d in dets)
     emb = embedder.recognizer.embed_crops(crops).numpy() if crops else np.zeros((0, 1))

@@ -178,6 +178,12 @@ class FaceEmbedder:
         else:
             dets = sorted(self.finder.find_faces(rgb), key=lambda d: d.area, reverse=True)
             if not dets:
+                # a tight crop of a face (a face filling the picture) is larger than any face the detector saw in a
+                # frame: look again with the picture set in a margin of its own border colours
+                m = max(rgb.shape[:2]) // 2
+                rgb = np.pad(rgb, ((m, m), (m, m), (0, 0)), mode="edge")
+                dets = sorted(self.finder.find_faces(rgb), key=lambda d: d.area, reverse=True)
+            if not dets:
                 raise UserError(f"{path}: no face found in this image: use a picture where the character's face is clearly visible")
             big = [d for d in dets if d.size >= self.min_face_px]
             if not big:

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from moviedreamer.errors import CheckpointError
-from moviedreamer.toyworld import grammar, world
+from moviedreamer.toyworld import grammar, looks, world
 from moviedreamer.toyworld.grammar import shot_descriptor
 from moviedreamer.toyworld.story import generate_story, random_shot
 
@@ -82,13 +82,14 @@ def toy_world_bpe_ids(stories: int = 10, descriptors: int = 2000, extra_texts: l
 
     texts = list(extra_texts) + [str(d) for d in range(10)]
     for seed in range(stories):
-        texts += _strings(yaml.safe_load(yaml.safe_dump(generate_story(minutes=2, seed=seed))))
+        texts += _strings(yaml.safe_load(yaml.safe_dump(generate_story(minutes=2, seed=seed, composed=seed % 2 == 1))))
     texts.append("episode")  # `toyworld dataset` titles its stories "episode N"
     rng = np.random.default_rng(0)
     for _ in range(descriptors):  # the CLIP stage's texts (random_render without rendering)
-        params = random_shot(rng, str(rng.choice(world.SCENE_IDS)), world.CHARACTER_IDS, 4.0)
+        cast = world.random_cast(rng, 3) if rng.random() < 0.5 else world.CHARACTER_IDS
+        params = random_shot(rng, str(rng.choice(world.SCENE_IDS)), cast, 4.0)
         texts.append(shot_descriptor(params, rng, description_prob=0.5, partial_prob=0.5))
-    for module in (grammar, world):
+    for module in (grammar, world, looks):
         texts += [w for v in vars(module).values() for w in _strings(v)]
     texts += [grammar.describe_character(c) for c in world.CHARACTERS]
     tok = SimpleTokenizer()

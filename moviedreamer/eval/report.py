@@ -12,8 +12,15 @@ from PIL import Image, ImageDraw, ImageFont
 COLOURS = [(66, 133, 244), (234, 67, 53), (52, 168, 83), (251, 188, 5)]
 
 
+NO_DATA = "n/a"
+
+
+def has_data(series: dict[str, list[float | None]]) -> bool:
+    return any(v is not None for vs in series.values() for v in vs)
+
+
 def bar_chart(path: Path, title: str, labels: list[str], series: dict[str, list[float | None]], vmax: float | None = None) -> Path:
-    """Grouped bars: one group per label, one bar per series (None = no bar)."""
+    """Grouped bars: one group per label, one bar per series; a group with no value at all says "n/a"."""
     font = ImageFont.load_default()
     values = [v for vs in series.values() for v in vs if v is not None]
     vmax = vmax or (max(values) if values else 1.0) or 1.0
@@ -33,11 +40,13 @@ def bar_chart(path: Path, title: str, labels: list[str], series: dict[str, list[
                 continue
             bh = int(h * max(0.0, min(v / vmax, 1.0)))
             d.rectangle([x0 + si * bar_w, top + h - bh, x0 + si * bar_w + bar_w - 2, top + h], fill=COLOURS[si % len(COLOURS)])
+        if all(vs[gi] is None for vs in series.values()):
+            d.text((x0, top + h - 14), NO_DATA, fill="grey", font=font)
         if len(labels) <= 40:
             d.text((x0, top + h + 4), label[:6], fill="black", font=font)
     for si, name in enumerate(series):
         d.rectangle([left + si * 150, top + h + 26, left + si * 150 + 10, top + h + 36], fill=COLOURS[si % len(COLOURS)])
-        d.text((left + si * 150 + 14, top + h + 25), name[:22], fill="black", font=font)
+        d.text((left + si * 150 + 14, top + h + 25), name if len(name) <= 22 else name[:21] + "…", fill="black", font=font)
     img.save(path)
     return path
 
@@ -77,11 +86,18 @@ def write_report(out_dir: Path, evaluations: dict[str, dict], strips: dict[str, 
     if all(e["metrics"].get("judge") for e in evaluations.values()):
         charts.append(bar_chart(out_dir / "judge.png", "judge: shot matches the script (1) or not (0)", shots,
                                 {k: [float(s["judge"]["correct"]) for s in e["per_shot"]] for k, e in evaluations.items()}, vmax=1.0))
-    if all(e["metrics"].get("consistency") for e in evaluations.values()):
-        chars = list(first["metrics"]["consistency"])
-        for kind in ("st", "lt"):
-            charts.append(bar_chart(out_dir / f"consistency_{kind}.png", f"face consistency {kind.upper()} per character (cosine)", chars,
-                                    {k: [e["metrics"]["consistency"][c][kind] for c in chars] for k, e in evaluations.items()}, vmax=1.0))
+    empty = []  # (chart title, why): charts with no value at all, said as "n/a" instead of drawn as empty axes
+    chars = list(first["metrics"].get("consistency") or {})
+    for kind in ("st", "lt"):
+        title = f"face consistency {kind.upper()} per character (cosine)"
+        series = {k: [((e["metrics"].get("consistency") or {}).get(c) or {}).get(kind) for c in chars] for k, e in evaluations.items()}
+        (out_dir / f"consistency_{kind}.png").unlink(missing_ok=True)
+        if has_data(series):
+            charts.append(bar_chart(out_dir / f"consistency_{kind}.png", title, chars, series, vmax=1.0))
+        elif not all(e["metrics"].get("consistency") for e in evaluations.values()):
+            empty.append((title, "the face encoder was unavailable: see the notes"))
+        else:
+            empty.append((title, "no character was seen alone with a detected face in two or more shots"))
     sheets = []
     for k, per_shot in (strips or {}).items():
         if per_shot and all(per_shot):
@@ -95,6 +111,7 @@ def write_report(out_dir: Path, evaluations: dict[str, dict], strips: dict[str, 
         body.append(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in values) + "</tr>")
     body.append("</table>")
     body += [f'<p><img src="{c.name}" alt="{c.stem}"></p>' for c in charts]
+    body += [f"<p><b>{html.escape(title)}</b>: {NO_DATA} ({html.escape(why)})</p>" for title, why in empty]
     for name, sheet in sheets:
         body.append(f"<h2>Frames of {html.escape(name)}: first / middle / last of each shot</h2><p><img src=\"{sheet.name}\" alt=\"strips\"></p>")
     if notes:

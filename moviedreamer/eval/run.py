@@ -49,7 +49,7 @@ def find_movie(path: Path) -> Path:
         raise UserError(f"{path}: expected a generate-movie folder with movie.mp4, found none")
     if path.is_file():
         return path
-    raise UserError(f"{path}: expected a movie (.mp4) or a generate-movie folder, found nothing there")
+    raise UserError(f"{path}: no such file or folder (expected a movie (.mp4) or a generate-movie output folder)")
 
 
 def story_for(path: Path, story: Path | None):
@@ -80,9 +80,9 @@ def stream_shots(movie: Path, timeline, referee: Referee | None = None, params=N
 
 
 def evaluate(path: Path, story_path: Path | None = None, profile: str | None = None) -> Evaluation:
+    movie = find_movie(path)  # a missing folder is said as such, before the story is looked for
     loaded = story_for(path, story_path)
     timeline = build_timeline(loaded.story)
-    movie = find_movie(path)
     models = Profile.load(profile)
     ev = Evaluation(str(movie))
     referee, params = make_referee(ev, loaded, models)
@@ -116,7 +116,10 @@ def make_referee(ev: Evaluation, loaded, models: Profile) -> tuple[Referee | Non
 
 
 def first_line(e: Exception) -> str:
-    return str(e).splitlines()[0]
+    """The first line of an error, whole, and how many more there are (a note is never cut inside a word)."""
+    lines = str(e).splitlines() or [type(e).__name__]
+    more = len(lines) - 1
+    return lines[0] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
 def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray, models: Profile) -> None:
@@ -126,7 +129,7 @@ def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray, models: Profi
         judge = models.judge
     except UserError as e:
         ev.metrics["judge"] = None
-        ev.notes.append(f"judge: not applicable ({str(e).splitlines()[0][:160]})")
+        ev.notes.append(f"judge: not applicable ({first_line(e)})")
         return
     size = tuple(loaded.story.resolution)
     truths = [{"scene": p.scene, "characters": render_frame(p, 0, loaded.story.fps, size).visible} for p in params]
@@ -161,7 +164,7 @@ def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, models: Profile
         ev.metrics["consistency"] = per_char
     except UserError as e:
         ev.metrics["consistency"] = None
-        ev.notes.append(f"consistency: unavailable ({str(e).splitlines()[0][:160]})")
+        ev.notes.append(f"consistency: unavailable ({first_line(e)})")
     try:
         descriptor, vision = models.descriptor, models.vision
         if not models.shares_descriptor_space():
@@ -172,5 +175,5 @@ def _faces_and_clip(ev: Evaluation, loaded, keyframes, timeline, models: Profile
         ev.metrics["clip_score"] = metrics.clip_score(text_emb, image_emb)
     except UserError as e:
         ev.metrics["clip_score"] = None
-        ev.notes.append(f"clip score: unavailable ({str(e).splitlines()[0][:160]})")
+        ev.notes.append(f"clip score: unavailable ({first_line(e)})")
 

@@ -51,9 +51,14 @@ class KeyframeRenderer(Protocol):
 
 
 class ClipRenderer(Protocol):
+    """Renders a shot's clip from its keyframe, frames streamed. A renderer that also has `work(n_frames)` (the plan of
+    its denoising work, video/work.py) takes a `progress` meter in `render` and the clip stage's progress bar counts
+    that work; one without it is counted in frames."""
+
     fingerprint: str
 
-    def render(self, keyframe: np.ndarray, n_frames: int, condition, seed: int, fps: int, end_frame: np.ndarray | None = None) -> Iterator[np.ndarray]: ...
+    def render(self, keyframe: np.ndarray, n_frames: int, condition, seed: int, fps: int, end_frame: np.ndarray | None = None,
+               progress=None) -> Iterator[np.ndarray]: ...
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""MovieDreamerPipeline: story → planned keyframe tokens → keyframes → clips → movie folder.
+"""MovieDreamerPipeline: story → planned keyframe tokens → keyframes → clips → movie folder. The CLI
+(`generate-movie`, through `generate_from_args`) and the Python API (`from moviedreamer import MovieDreamerPipeline`)
+both run it.
 
 Resume model: every unit (plan, keyframe, clip) is stored under a key that hashes everything it depends on
 (see state.py). Planning always replays from the first shot — it is cheap next to rendering — and cached
@@ -12,8 +14,9 @@ from __future__ import annotations
 import io
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -23,48 +26,111 @@ from moviedreamer.errors import UserError
 from moviedreamer.media import ClipWriter, concat_clips
 from moviedreamer.pipeline.components import Components
 from moviedreamer.pipeline.dist import Ranks
+from moviedreamer.pipeline.inputs import as_loaded_story, profile_reference
 from moviedreamer.pipeline.keys import compute_keys
-from moviedreamer.pipeline.profile import Profile, load_components
+from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile, load_components
+from moviedreamer.pipeline.progress import ClipProgress, ClipWorkBar
+from moviedreamer.pipeline.result import MovieResult, RunReport
 from moviedreamer.pipeline.state import OutputLock, UnitStore
 from moviedreamer.pipeline.writer import write_json_atomic, write_storyboard
 from moviedreamer.safeio import load_safetensors, save_safetensors
 from moviedreamer.script.timeline import build_timeline
+from moviedreamer.video.work import SegmentWork
 
 STORYBOARD_TILES = 48  # tiles per storyboard page: memory stays flat for hour-long movies
 
 
-@dataclass
-class RunReport:
-    out_dir: Path
-    rendered: dict[str, list[int]] = field(default_factory=lambda: {"plan": [], "keyframe": [], "clip": []})
-    reused: dict[str, int] = field(default_factory=lambda: {"plan": 0, "keyframe": 0, "clip": 0})
-    seconds: dict[tuple[str, int], float] = field(default_factory=dict)  # (unit kind, shot) → render time
-
-
 class MovieDreamerPipeline:
+    """Story → movie folder: plans every shot's keyframe tokens (AR model), renders the keyframes (diffusion decoder)
+    and each shot's clip (anchored image-to-video), then writes `movie.mp4`, `storyboard.png`, `shots/` and
+    `manifest.json`. Every unit is kept under a content key in `OUT/state/`, so a call on a folder that holds an
+    earlier run re-renders only what changed (docs/pipeline.md).
+
+    Args:
+        components: the stages (pipeline/components.py); `from_pretrained` builds them from a checkpoints profile.
+
+    Example:
+        ```python
+        from moviedreamer import MovieDreamerPipeline, load_story
+
+        pipe = MovieDreamerPipeline.from_pretrained("toy")
+        result = pipe(load_story("stories/toy/lost_kite.yaml"), "out/lost_kite", shots=(0, 1))
+        frames = result.frames(0)  # uint8 [frames, height, width, 3]
+        ```
+    """
+
     def __init__(self, components: Components):
         self.c = components
 
     @classmethod
-    def from_profile(cls, profile: str | None = None, device: str = "auto", keyframe_candidates: int | None = None) -> "MovieDreamerPipeline":
-        return cls(load_components(Profile.load(profile), device, keyframe_candidates))
+    def from_pretrained(cls, profile_name_or_folder: str | Path | None = None, device: str = "cpu", keyframe_candidates: int | None = None,
+                        clip_candidates: int | None = None) -> "MovieDreamerPipeline":
+        """Load every model of a checkpoints profile, each once (pipeline/profile.py).
 
-    def __call__(self, loaded, out_dir, shots: tuple[int, int] | None = None, keyframes_only: bool = False, fresh: bool = False, quiet: bool = False, seed: int | None = None) -> RunReport:
+        Args:
+            profile_name_or_folder: a profile name in checkpoints.yaml (`"toy"`, `"paper"`), the path of a profile .yaml,
+                or a folder holding `profile.yaml`; None: `MOVIEDREAMER_PROFILE` or checkpoints.yaml's default (toy).
+            device: `"cpu"`, `"cuda"`, `"cuda:N"` or `"auto"` (CUDA when there is one).
+            keyframe_candidates: keyframes decoded per shot at most, the best face match kept (None: the profile's
+                keyframe tokenizer setting; 1: no reranking).
+            clip_candidates: samples of a shot's first segment at most (None: the profile's i2v setting; 1: none).
+
+        Returns:
+            A `MovieDreamerPipeline`. A missing component or an unavailable device raises `UserError` (one line).
+        """
+        profile = Profile.load(profile_reference(profile_name_or_folder))
+        profile.require(PIPELINE_COMPONENTS)
+        for name, value in (("keyframe_candidates", keyframe_candidates), ("clip_candidates", clip_candidates)):
+            if value is not None and int(value) < 1:
+                raise UserError(f"{name}: expected a whole number >= 1, found {value}")
+        return cls(load_components(profile, device, keyframe_candidates, clip_candidates))
+
+    @classmethod
+    def from_profile(cls, profile: str | None = None, device: str = "auto", keyframe_candidates: int | None = None) -> "MovieDreamerPipeline":
+        """`from_pretrained` with the device picked automatically (kept for existing callers)."""
+        return cls.from_pretrained(profile, device, keyframe_candidates)
+
+    def __call__(self, story, out_dir: str | Path, shots: tuple[int, int] | None = None, keyframes_only: bool = False, fresh: bool = False,
+                 quiet: bool = False, seed: int | None = None, callback: Callable[[ClipProgress], None] | None = None,
+                 base_dir: str | Path | None = None) -> MovieResult:
+        """Make the movie of a story into `out_dir`.
+
+        Args:
+            story: a `LoadedStory` (`load_story(path)`), the path of a story .yaml, YAML text, or a `Story` object.
+            out_dir: the output folder; state left there by an earlier run is reused where it still applies.
+            shots: `(first, last)`: only shots first … last − 1 (movie order, 0-based); None: all.
+            keyframes_only: plan and render the keyframes and the storyboard, no clips and no movie.
+            fresh: ignore the state left in `out_dir` and start over.
+            quiet: no progress bars.
+            seed: overrides the story's seed.
+            callback: called with a `ClipProgress` (work done and expected in all, frames written) after every
+                denoising step and every frame of the clip stage.
+            base_dir: for a story given as text or as an object, the folder its file names are relative to
+                (default: the current folder).
+
+        Returns:
+            `MovieResult`: the paths of `movie.mp4`, the storyboard pages, `manifest.json`, each shot's keyframe and
+            clip, what was rendered or reused, and `frames(i)` / `keyframe(i)` / `iter_frames()` that read frames
+            back from disk when asked.
+        """
+        out_dir = Path(out_dir)
+        loaded, text = as_loaded_story(story, out_dir, base_dir)
         story = loaded.story if seed is None else loaded.story.model_copy(update={"seed": seed})
         self._story_path = getattr(loaded, "path", None) and Path(loaded.path).resolve()
-        out_dir = Path(out_dir)
+        timeline = build_timeline(story)
+        first, last = _select(shots, len(timeline))  # bad input is refused before anything is written
         ranks = Ranks.from_env()
         report = RunReport(out_dir)
         lock = OutputLock(out_dir) if ranks.is_main else None
         if lock:
             lock.__enter__()
         try:
+            if text is not None and ranks.is_main:
+                loaded.path.write_text(text, encoding="utf-8")
             if fresh and ranks.is_main and (out_dir / "state").exists():
                 shutil.rmtree(out_dir / "state")
             ranks.barrier()
             store = UnitStore(out_dir / "state")
-            timeline = build_timeline(story)
-            first, last = _select(shots, len(timeline))
             # a continuous last shot ends on the next shot's keyframe: plan and render that one too
             upto = last + 1 if last < len(timeline) and timeline[last - 1].shot.transition == "continuous" else last
             loaded = loaded if seed is None else replace(loaded, story=story)
@@ -77,11 +143,10 @@ class MovieDreamerPipeline:
             self._keyframes(store, timeline[first:upto], keys, encoded, story, report, ranks, quiet)
             ranks.barrier()
             if not keyframes_only:
-                self._clips(store, selected, timeline, keys, encoded, loaded, report, ranks, quiet)
+                self._clips(store, selected, timeline, keys, encoded, loaded, report, ranks, quiet, callback)
                 ranks.barrier()
-            if ranks.is_main:
-                self._assemble(store, out_dir, story, selected, keys, keyframes_only, report)
-            return report
+            pages = self._assemble(store, out_dir, story, selected, keys, keyframes_only, report) if ranks.is_main else []
+            return _result(report, store, keys, selected, story, keyframes_only, pages)
         finally:
             if lock:
                 lock.__exit__(None, None, None)
@@ -119,25 +184,32 @@ class MovieDreamerPipeline:
             report.rendered["keyframe"].append(shot.index)
             report.seconds[("keyframe", shot.index)] = time.perf_counter() - t0
 
-    def _clips(self, store, selected, timeline, keys, encoded, loaded, report, ranks, quiet):
+    def _clips(self, store, selected, timeline, keys, encoded, loaded, report, ranks, quiet, callback=None):
         story = loaded.story
         mine = [s for s in selected if ranks.owns(s.index)]
+        todo = [s for s in mine if not store.path("clips", s.index, keys.clip[s.index], ".mp4").is_file()]
+        report.reused["clip"] += len(mine) - len(todo)
         width, height = story.resolution
-        bar = _progress(None, "render clips", quiet or not ranks.is_main, total=sum(s.n_frames for s in mine) / story.fps, unit="movie-s")
-        for shot in mine:
+        # progress in denoising work (video/work.py); a renderer that does not plan its work is counted in frames
+        counts_work = hasattr(self.c.clips, "work")
+        plans = [(s.index, self.c.clips.work(s.n_frames) if counts_work else [SegmentWork(float(s.n_frames))]) for s in todo]
+        bar = ClipWorkBar(plans, sum(s.n_frames for s in todo), quiet or not ranks.is_main, callback)
+        for shot in todo:
             path = store.path("clips", shot.index, keys.clip[shot.index], ".mp4")
-            if path.is_file():
-                report.reused["clip"] += 1
-                bar.update(shot.n_frames / story.fps)
-                continue
             keyframe = _read_png(store.path("keyframes", shot.index, keys.keyframe[shot.index], ".png"))
             end = _end_frame(shot, timeline, store, keys, loaded)
             t0 = time.perf_counter()
             writer = ClipWriter(store.tmp_path(path), story.fps, width, height)
+            extra = {"progress": bar} if counts_work else {}
             try:
-                for frame in self.c.clips.render(keyframe, shot.n_frames, encoded.clip_conditions[shot.index], shot.seed, story.fps, end_frame=end):
+                for frame in self.c.clips.render(keyframe, shot.n_frames, encoded.clip_conditions[shot.index], shot.seed, story.fps, end_frame=end, **extra):
                     writer.write(frame)
-                    bar.update(1 / story.fps)
+                    if not counts_work:
+                        bar.advance(1.0)
+                    bar.frame()
+                if not counts_work:
+                    bar.segment_done(1)
+                bar.shot_done()
                 if writer.frames != shot.n_frames:
                     raise RuntimeError(f"shot {shot.index}: the clip renderer gave {writer.frames} frames, expected {shot.n_frames}")
                 store.commit(writer.close(), path)
@@ -158,6 +230,8 @@ class MovieDreamerPipeline:
             keep |= {kf, store.path("plan", shot.index, keys.plan[shot.index], ".safetensors")}
             entry = {"index": shot.index, "scene": shot.scene_id, "shot_in_scene": shot.shot_index, "seed": shot.seed, "start_frame": shot.start_frame, "frames": shot.n_frames, "keyframe": str(kf.relative_to(out_dir))}
             entry["seconds"] = {kind: round(report.seconds[(kind, shot.index)], 3) if (kind, shot.index) in report.seconds else "reused" for kind in ("plan", "keyframe", "clip")}
+            if keyframes_only:
+                entry["seconds"]["clip"] = "not rendered (keyframes only)"
             if not keyframes_only:
                 clip = store.path("clips", shot.index, keys.clip[shot.index], ".mp4")
                 keep.add(clip)
@@ -165,7 +239,7 @@ class MovieDreamerPipeline:
                 entry["clip"] = f"shots/shot-{shot.index:05d}.mp4"
             manifest_shots.append(entry)
             tiles.append(_read_png(kf))
-            labels.append(f"{shot.scene_index + 1}.{shot.shot_index + 1} {shot.shot.action}")
+            labels.append((f"{shot.scene_index + 1}.{shot.shot_index + 1} {shot.shot.action}", shot.shot.camera))
             if len(tiles) == STORYBOARD_TILES:
                 pages.append(_storyboard_page(out_dir, len(pages), tiles, labels, story.title))
                 tiles, labels = [], []
@@ -196,6 +270,7 @@ class MovieDreamerPipeline:
             },
             out_dir / "manifest.json",
         )
+        return pages
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -214,12 +289,28 @@ def parse_shots(spec: str | None, n: int) -> tuple[int, int] | None:
 
 
 def _select(shots, n):
-    return shots if shots else (0, n)
+    if not shots:
+        return 0, n
+    first, last = (int(x) for x in shots)
+    if not 0 <= first < last <= n:
+        raise UserError(f"shots: expected (first, last) with 0 ≤ first < last ≤ {n} (the story has {n} shots), found {tuple(shots)}")
+    return first, last
 
 
-def _progress(items, desc, quiet, total=None, unit="shot"):
-    return tqdm(items, desc=desc, total=total if items is None else None, unit=unit, disable=quiet, dynamic_ncols=True,
+def _progress(items, desc, quiet, unit="shot"):
+    return tqdm(items, desc=desc, unit=unit, disable=quiet, dynamic_ncols=True,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]")
+
+
+def _result(report, store, keys, selected, story, keyframes_only, pages) -> MovieResult:
+    out_dir = report.out_dir
+    return MovieResult(
+        out_dir, report.rendered, report.reused, report.seconds,
+        shot_indices=[s.index for s in selected],
+        keyframes=[store.path("keyframes", s.index, keys.keyframe[s.index], ".png") for s in selected],
+        clips=[] if keyframes_only else [out_dir / "shots" / f"shot-{s.index:05d}.mp4" for s in selected],
+        movie=None if keyframes_only else out_dir / "movie.mp4",
+        storyboard=list(pages), manifest=out_dir / "manifest.json", fps=story.fps)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -262,7 +353,7 @@ def generate_from_args(args, loaded, profile) -> int:
     candidates = getattr(args, "keyframe_candidates", None)
     if candidates is not None and candidates < 1:
         raise UserError(f"--keyframe-candidates: expected a whole number >= 1, found {candidates}")
-    pipeline = MovieDreamerPipeline(load_components(profile, args.device, candidates))
+    pipeline = MovieDreamerPipeline(load_components(profile, args.device, candidates))  # the profile was checked by the command
     t0 = time.perf_counter()
     report = pipeline(loaded, out_dir, shots=shots, keyframes_only=args.keyframes_only, fresh=args.fresh, quiet=args.quiet, seed=args.seed)
     seconds = sum(s.shot.duration for s in build_timeline(loaded.story)[slice(*(shots or (0, n_shots)))])

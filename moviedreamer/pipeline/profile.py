@@ -50,6 +50,8 @@ FORMATS = {
     "keyframe_tokenizer": ("moviedreamer",),
 }
 ENCODERS = [TEXT_TOKENIZER, DESCRIPTOR, VISION, FACES]
+# Components the generate path loads, in the order the stages use them.
+PIPELINE_COMPONENTS = [TEXT_TOKENIZER, DESCRIPTOR, VISION, FACES, "vae", "keyframe_tokenizer", "ar", "i2v"]
 
 
 def resolve_device(device: str | None) -> str:
@@ -260,13 +262,15 @@ def clip_renderer(profile: Profile, **overrides) -> I2VClipRenderer:
     return I2VClipRenderer(sampler, fingerprint_files(files, settings), **overrides)
 
 
-def load_components(profile: Profile | Registry, device: str | None = "auto", keyframe_candidates: int | None = None) -> Components:
-    """Everything `MovieDreamerPipeline` needs, from one profile: every model loaded once (checked up front by the CLI)."""
+def load_components(profile: Profile | Registry, device: str | None = "auto", keyframe_candidates: int | None = None,
+                    clip_candidates: int | None = None) -> Components:
+    """Everything `MovieDreamerPipeline` needs, from one profile: every model loaded once (checked up front by the CLI).
+    `keyframe_candidates` / `clip_candidates`: best-of-N overrides (None: the profile's settings)."""
     if isinstance(profile, Registry):
         profile = Profile(profile)
     profile.device = resolve_device(device)
     keyframe_tokenizer = profile.keyframe_tokenizer
-    clips = clip_renderer(profile)
+    clips = clip_renderer(profile, **({} if clip_candidates is None else {"candidates": int(clip_candidates)}))
     encoder = StoryEncoder(profile, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
     look_vision = profile.vision if profile.shares_descriptor_space() else None
     c = keyframe_tokenizer.decoder.config

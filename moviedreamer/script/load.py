@@ -21,6 +21,7 @@ class LoadedStory:
     path: Path
     base_dir: Path
     warnings: list[Problem] = field(default_factory=list)
+    located: Located | None = field(default=None, repr=False)  # where each value is in the file
 
     def resolve(self, rel: str) -> Path:
         """Absolute path of a file named in the story (already checked to be inside its folder)."""
@@ -37,7 +38,7 @@ def load_story(path: str | Path, check_files: bool = True) -> LoadedStory:
         problems += cross_check(story, located, path.parent, check_files)
     if any(p.severity == "error" for p in problems):
         raise ScriptError(problems)
-    return LoadedStory(story=story, path=path, base_dir=path.parent.resolve(), warnings=problems)
+    return LoadedStory(story=story, path=path, base_dir=path.parent.resolve(), warnings=problems, located=located)
 
 
 def parse_story(located: Located) -> tuple[Story | None, list[Problem]]:

@@ -25,6 +25,10 @@ Descriptor = Annotated[
         description="Free text, encoded by the descriptor encoder (LongCLIP: 248 tokens are used, the rest is cut).",
     ),
 ]
+ProfileName = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="A profile name, e.g. toy or paper.", examples=["toy"]),
+]
 RelPath = Annotated[
     str,
     Field(min_length=1, max_length=1024, description="A file path relative to the story's folder (must stay inside it)."),
@@ -87,6 +91,12 @@ class Story(_Model):
         examples=[[128, 128]],
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed: the same story and seed give the same movie.")
+    profile: ProfileName | None = Field(
+        default=None,
+        description="The model profile this story is written for (a name in checkpoints.yaml); running it on another "
+        "profile is refused unless --force is given.",
+        examples=["toy", "paper"],
+    )
     characters: list[Character] = Field(default_factory=list, max_length=256, description="The cast.")
     references: list[RelPath] = Field(
         default_factory=list, max_length=64, description="Optional reference frames that steer the look (few-shot personalization)."

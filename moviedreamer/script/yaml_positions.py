@@ -40,6 +40,7 @@ class Located:
     file: str
     values: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     keys: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    text: str = field(default="", repr=False)  # the file's text (scalar_positions.py finds words inside values)
 
     def where(self, path: tuple) -> tuple[int, int]:
         """Position of `path`, or of its nearest ancestor that exists (e.g. for a missing field)."""
@@ -117,7 +118,7 @@ def load_located(path: str | Path, display: str | None = None) -> Located:
         raise ScriptError([Problem(display, 1, 1, "", f"expected valid YAML, found: {e}")]) from None
     except RecursionError:
         raise ScriptError([Problem(display, 1, 1, "", f"expected at most {MAX_DEPTH} levels of nesting, found far more")]) from None
-    located = Located(data=None, file=display)
+    located = Located(data=None, file=display, text=text)
     if root is None:
         raise ScriptError([Problem(display, 1, 1, "", "expected a story (a mapping with title, scenes ...), found an empty file")])
     located.data = _Converter(located).convert(root, (), 0)

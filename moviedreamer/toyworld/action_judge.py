@@ -9,9 +9,9 @@ direction is where the characters go relative to the world. Training adds noise,
 cuts clips of random length at random offsets, so softer generated clips are read the same way.
 
 Still clips (one frame repeated, the "slideshow" baseline) are labelled with what a still clip truly shows
-in this world: nothing moves, so stand and a static camera; except for poses that the renderer itself holds
-still -- a character seated after the first second of "sit", or facing right after the first second of
-"turn" (a rendered sit or turn shot IS a still clip from then on, so no judge can tell them apart).
+in this world: nothing moves, so stand and a static camera; except for the one pose that the renderer itself
+holds still -- a character seated after the first second of "sit" (a rendered sit shot IS a still clip from then
+on, so no judge can tell them apart). A turning character looks around the whole shot, so a turn always moves.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from moviedreamer.toyworld.world import (
     DIRECTED_ACTIONS,
     MOVES,
     SCENE_IDS,
+    random_cast,
 )
 
 FPS = 8
@@ -136,28 +137,28 @@ def load_action_judge(path: str | Path | None = None) -> ActionJudge:
 
 def still_label(shot, frame: int) -> str:
     """The truth of a clip that repeats frame `frame` of `shot`: the action a rendered still clip with that
-    pose has (seated: sit; facing right, both feet down, standing: turn), else stand."""
-    t = frame / FPS
-    if shot.action in ("sit", "turn") and t >= 1.0:
-        return shot.action
-    if shot.action in DIRECTED_ACTIONS and shot.direction == "right" and frame % 2 == 0:
-        return "turn"  # legs level and no bob on even frames: the pose of a character who has turned right
+    pose has (seated: sit), else stand."""
+    if shot.action == "sit" and frame / FPS >= 1.0:
+        return "sit"
     return "stand"
 
 
-def sample_clips(rng: np.random.Generator, n: int, frames_range: tuple[int, int] = (8, 16), augment: bool = True, size: int = RENDER_SIZE):
+def sample_clips(rng: np.random.Generator, n: int, frames_range: tuple[int, int] = (8, 16), augment: bool = True, size: int = RENDER_SIZE,
+                 composed: float = 0.0):
     """n freshly rendered clips of one random length T in frames_range (inclusive), each from a random shot
     (scene, 1-3 characters, framing, move, layout, 3-6 s at 8 fps) at a random start offset.
     Returns (uint8 [n, T, size, size, 3], labels): labels has int arrays "action", "direction" (-1 where the
     clip has none), "move", "still" (1 for a repeated frame), "facing" (FACINGS index of the last frame's
     characters), and "shots", "start" (first frame index).
-    With augment, some clips start on the shot's first frame and some are one frame repeated (see still_label)."""
+    With augment, some clips start on the shot's first frame and some are one frame repeated (see still_label).
+    A `composed` share of the shots casts random compositional characters (the rest: the catalogue)."""
     t_len = int(rng.integers(frames_range[0], frames_range[1] + 1))
     clips = np.zeros((n, t_len, size, size, 3), np.uint8)
     lab = {k: np.zeros(n, np.int64) for k in ("action", "direction", "move", "still", "start", "facing")}
     shots = []
     for i in range(n):
-        shot = random_shot(rng, str(rng.choice(SCENE_IDS)), CHARACTER_IDS, float(rng.integers(3, 7)), int(rng.integers(2**31)))
+        cast = random_cast(rng, 3) if composed > 0 and rng.random() < composed else CHARACTER_IDS
+        shot = random_shot(rng, str(rng.choice(SCENE_IDS)), cast, float(rng.integers(3, 7)), int(rng.integers(2**31)))
         total = round(shot.duration * FPS)
         start = 0 if augment and rng.random() < 0.2 else int(rng.integers(0, total - t_len + 1))
         still = augment and rng.random() < 0.12
@@ -224,7 +225,7 @@ def degrade(x: torch.Tensor, noise: float, blur: bool, gen: torch.Generator) -> 
 
 @torch.no_grad()
 def evaluate_action_judge(model: ActionJudge, samples: int = 2000, seed: int = EVAL_SEED, mode: str = "clip", noise: float = 0.0,
-                          blur: bool = False, batch: int = 50, frames_range: tuple[int, int] = (8, 16)) -> dict:
+                          blur: bool = False, batch: int = 50, frames_range: tuple[int, int] = (8, 16), composed: float = 0.0) -> dict:
     """Accuracies on `samples` fresh rendered clips (the seed is far from training seeds): action, direction
     (over walk/run clips), move, with confusion matrices (rows: truth, columns: prediction).
     mode "clip": the clips as rendered; "slideshow": each clip's first frame repeated; "keyframe": the shot's
@@ -239,7 +240,7 @@ def evaluate_action_judge(model: ActionJudge, samples: int = 2000, seed: int = E
     done = 0
     while done < samples:
         n = min(batch, samples - done)
-        clips, lab = sample_clips(rng, n, frames_range, augment=False)
+        clips, lab = sample_clips(rng, n, frames_range, augment=False, composed=composed)
         if mode == "slideshow":
             clips = np.repeat(clips[:, :1], clips.shape[1], axis=1)
         elif mode == "keyframe":

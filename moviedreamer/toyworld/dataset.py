@@ -21,7 +21,7 @@ from moviedreamer.script.write import write_story
 from moviedreamer.script.write import write_story as write_yaml
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.story import generate_story, read_story_params
-from moviedreamer.toyworld.world import CHARACTER_IDS
+from moviedreamer.toyworld.world import CHARACTER_IDS, FACE_KEYS, face_key
 
 FORMAT = {"format": "moviedreamer-shards", "version": 1}
 EPISODE_SEED_STRIDE = 1_000_003  # episode e of a dataset with seed s is the story of seed s * stride + e
@@ -36,9 +36,12 @@ def face_crop(image: np.ndarray, box, size: int) -> np.ndarray:
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
 
 
-def render_episode(seed: int, shots: int, clip_frames: int, fps: int, size: int, face_size: int, min_face: int = 8):
-    """Render one episode; returns (tensors, script dict, per-shot metadata)."""
-    story = generate_story(shots * 4.5 / 60, seed, cast_size=4, fps=fps, resolution=(size, size), title=f"Episode {seed}")
+def render_episode(seed: int, shots: int, clip_frames: int, fps: int, size: int, face_size: int, min_face: int = 8, composed: bool = False,
+                   face_labels: str = "catalogue"):
+    """Render one episode; returns (tensors, script dict, per-shot metadata). With `composed`, the cast is random
+    compositional characters. Face labels index world.FACE_KEYS (face_labels="faces": one label per face, which any
+    character has) or CHARACTER_IDS ("catalogue")."""
+    story = generate_story(shots * 4.5 / 60, seed, cast_size=4, fps=fps, resolution=(size, size), title=f"Episode {seed}", composed=composed)
     tmp_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"moviedreamer-episode-{os.getpid()}-{seed}.yaml"
     try:
         write_story(story, tmp_path)
@@ -61,7 +64,7 @@ def render_episode(seed: int, shots: int, clip_frames: int, fps: int, size: int,
         for cid, box in first.face_boxes.items():
             if min(box[2] - box[0], box[3] - box[1]) >= min_face:
                 faces.append(face_crop(first.image, box, face_size))
-                face_id.append(CHARACTER_IDS.index(cid))
+                face_id.append(FACE_KEYS.index(face_key(cid)) if face_labels == "faces" else CHARACTER_IDS.index(cid))
                 face_shot.append(s)
         meta.append({"scene": p.scene, "characters": list(p.characters), "action": p.action, "direction": p.direction, "camera": p.framing, "move": p.move,
                      "boxes": first.boxes, "face_boxes": first.face_boxes})
@@ -88,8 +91,10 @@ def _trim(scenes, n):
 
 
 def write_dataset(out_dir: str | Path, episodes: int, seed: int = 0, shots: int = 8, clip_frames: int = 8, fps: int = 8, size: int = 128,
-                  face_size: int = 64, episodes_per_shard: int = 64, progress: bool = True) -> Path:
-    """Write `episodes` episodes as shards; resumable (existing complete episodes are kept)."""
+                  face_size: int = 64, episodes_per_shard: int = 64, progress: bool = True, composed: float = 0.0) -> Path:
+    """Write `episodes` episodes as shards; resumable (existing complete episodes are kept). A `composed` share of
+    the episodes (every k-th, deterministic) casts random compositional characters; with any, face labels are faces
+    (world.FACE_KEYS) for every episode."""
     if not 0 <= seed * EPISODE_SEED_STRIDE + episodes - 1 <= MAX_STORY_SEED:
         raise UserError(f"--seed {seed}: expected 0..{(MAX_STORY_SEED - episodes + 1) // EPISODE_SEED_STRIDE} for {episodes} episodes "
                         f"(episode seeds are seed x {EPISODE_SEED_STRIDE:,} + episode and must fit a story's 32-bit seed)")
@@ -100,7 +105,8 @@ def write_dataset(out_dir: str | Path, episodes: int, seed: int = 0, shots: int 
         ep_id, shard = f"ep-{e:06d}", f"shard-{e // episodes_per_shard:05d}"
         base = out / shard / ep_id
         if not (base.with_suffix(".json").exists() and base.with_suffix(".safetensors").exists()):
-            tensors, story, meta = render_episode(seed * EPISODE_SEED_STRIDE + e, shots, clip_frames, fps, size, face_size)
+            tensors, story, meta = render_episode(seed * EPISODE_SEED_STRIDE + e, shots, clip_frames, fps, size, face_size,
+                                                  composed=_is_composed(e, composed), face_labels="faces" if composed > 0 else "catalogue")
             save_safetensors(tensors, base.with_suffix(".safetensors"))
             write_yaml(story, base.with_suffix(".yaml"))
             _write_json(meta, base.with_suffix(".json"))  # written last: marks the episode complete
@@ -109,9 +115,14 @@ def write_dataset(out_dir: str | Path, episodes: int, seed: int = 0, shots: int 
             n_faces = f.get_slice("face_identity").get_shape()[0]
         entries.append({"id": ep_id, "shard": shard, "shots": len(meta), "faces": n_faces})
     index = {**FORMAT, "source": "toyworld", "resolution": [size, size], "fps": fps, "clip_frames": clip_frames, "face_size": face_size,
-             "identities": CHARACTER_IDS, "episodes_per_shard": episodes_per_shard, "seed": seed, "episodes": entries}
+             "identities": FACE_KEYS if composed > 0 else CHARACTER_IDS, "composed": composed, "episodes_per_shard": episodes_per_shard, "seed": seed, "episodes": entries}
     _write_json(index, out / "index.json")
     return out
+
+
+def _is_composed(episode: int, share: float) -> bool:
+    """Spread a share of composed episodes evenly (so a dataset's first episodes have both kinds)."""
+    return share > 0 and int((episode + 1) * share) > int(episode * share)
 
 
 def _write_json(data, path: Path) -> None:

@@ -8,7 +8,8 @@ import re
 import numpy as np
 
 from moviedreamer.errors import UserError
-from moviedreamer.toyworld.world import CHARACTER_BY_ID, SCENE_BY_ID, SCENES, Character, ShotParams
+from moviedreamer.toyworld.looks import describe_character, read_look  # noqa: F401  (describe_character: re-exported)
+from moviedreamer.toyworld.world import NAMES, SCENE_BY_ID, SCENES, ShotParams, character
 
 SETTING_TEMPLATES = {
     "beach": ["a sunny beach with blue sea and yellow sand", "the beach, with the sea behind", "a sandy beach by the sea"],
@@ -50,16 +51,6 @@ MOVE_WORDS = {
 }
 
 
-def describe_character(c: Character) -> str:
-    hat = "no hat" if c.hat == "none" else f"a {c.hat}"
-    mouth = {"smile": "a smiling mouth", "open": "an open mouth", "flat": "a flat mouth"}[c.mouth]
-    return f"a {c.kind} with {_a(c.head_colour)} {c.head_colour} face, {c.eyes} eyes, {mouth}, {_a(c.clothes_colour)} {c.clothes_colour} {c.clothes} and {hat}"
-
-
-def _a(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def write_setting(scene: str, rng: np.random.Generator) -> str:
     options = SETTING_TEMPLATES[scene]
     return options[int(rng.integers(len(options)))]
@@ -89,7 +80,7 @@ class PhraseError(UserError):
     """A descriptor the toy world cannot read; `field` says which one."""
 
     def __init__(self, field: str, text: str, why: str):
-        self.field, self.text = field, text
+        self.field, self.text, self.why = field, text, why
         super().__init__(f"{field}: cannot read {text!r} in the toy vocabulary: {why}")
 
 
@@ -135,18 +126,20 @@ def read_camera(text: str, field: str = "camera") -> tuple[str, str]:
     return framing[0], move[0] if move else "static"
 
 
-def read_character(description: str, char_id: str, field: str) -> str:
-    """The catalogue character a description names: by id if it is a toy-world id, checked against the text."""
-    if char_id in CHARACTER_BY_ID:
-        c = CHARACTER_BY_ID[char_id]
-        for attr in (c.head_colour, c.clothes_colour, c.clothes):
-            if attr not in description.lower():
-                raise PhraseError(field, description, f"'{char_id}' in the toy world has {attr!r} in its description: {describe_character(c)!r}")
-        return char_id
-    matches = [c.id for c in CHARACTER_BY_ID.values() if describe_character(c) == description.strip()]
-    if len(matches) == 1:
-        return matches[0]
-    raise PhraseError(field, description, f"no toy-world character with id '{char_id}' or this exact description (ids: {', '.join(CHARACTER_BY_ID)})")
+def read_character(description: str, char_id: str, field: str, names=()) -> str:
+    """The character a description draws (its id, see looks.py): the description decides, never the name (`names`,
+    the character's own id and name, may appear in it)."""
+    read = read_look(description, names=names)
+    if read.unknown:
+        word, near = read.unknown[0]
+        hint = f" (nearest known: {', '.join(near)})" if near else ""
+        raise PhraseError(field, description, f"the toy world cannot draw {word.text!r}{hint}; "
+                          f"{len(read.unknown)} unknown word(s): {', '.join(w.text for w, _ in read.unknown)}")
+    if read.conflicts:
+        raise PhraseError(field, description, f"it says two things about one attribute ({'; '.join(read.conflicts)})")
+    if not read.look:
+        raise PhraseError(field, description, "it names no attribute the toy world draws (see `moviedreamer toyworld vocabulary`)")
+    return read.id
 
 
 def known_scene(scene_id: str) -> bool:
@@ -155,9 +148,11 @@ def known_scene(scene_id: str) -> bool:
 
 def shot_descriptor(params, rng: np.random.Generator, description_prob: float = 0.0, partial_prob: float = 0.0) -> str:
     """The shot's descriptor as a script writes it: "{setting}. {action}. {camera}" (what the CLIP score encodes)."""
-    chars = [CHARACTER_BY_ID[c] for c in params.characters]
+    chars = [character(c) for c in params.characters]
     by_description = rng.random() < description_prob
-    names = [describe_character(c) for c in chars] if by_description else [c.name for c in chars]
+    # a composed character has no name of its own: a story gives it one, which says nothing of its look
+    names = [describe_character(c) for c in chars] if by_description else [
+        c.name if not c.id.startswith("look:") else str(NAMES[int(rng.integers(len(NAMES)))]) for c in chars]
     parts = [write_setting(params.scene, rng), write_action(params, names, rng), write_camera(params, rng)]
     if rng.random() < partial_prob:
         options = parts + [describe_character(chars[int(rng.integers(len(chars)))])]

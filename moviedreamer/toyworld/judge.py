@@ -81,11 +81,17 @@ def save_judge(model: Judge, out_dir: str | Path, extra: dict | None = None) -> 
     return out
 
 
-def load_judge(path: str | Path | None = None) -> Judge:
+def load_judge(path: str | Path | None = None):
+    """The frame judge in `path` (default: the toy profile's): the compositional LookJudge when its config says
+    "kind": "look", else the catalogue judge above. Both answer predict(frames) alike; LookJudge also takes a cast."""
     path = Path(path) if path else DEFAULT_DIR
     if not (path / "model.safetensors").is_file():
         raise MissingComponentError(f"the toy judge is missing: expected config.json + model.safetensors in {path}; make it with: moviedreamer toyworld train-judge")
     config = load_json(path / "config.json")
+    if config.get("kind") == "look":
+        from moviedreamer.toyworld.look_judge import load_look_judge
+
+        return load_look_judge(path)
     model = Judge(config["width"], config["n_scenes"], config["n_characters"], config["n_framings"])
     model.load_state_dict(load_safetensors(path / "model.safetensors"))
     return model.eval()

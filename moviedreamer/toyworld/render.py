@@ -14,11 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moviedreamer.toyworld.world import CHARACTER_BY_ID, COLOURS, SCENE_BY_ID, ShotParams
+from moviedreamer.toyworld.world import COLOURS, SCENE_BY_ID, ShotParams, character
 
 FEET_BELOW_HORIZON = 0.22  # characters stand this far below the horizon (world units; the world is 1 tall)
 VIEW_WIDTH = {"wide": 1.4, "medium": 0.75, "close": 0.34}
 SPEED = {"walk": 0.12, "run": 0.3}  # world units per second
+# a face turned this far (|facing| in [0, 1]) is drawn in profile: one eye, the mouth to one side. A sideways look
+# must be legible in a wide shot at clip resolution (a head is about 12 px there), or no referee can tell a
+# character who turned from one who stands
+PROFILE = 0.5
 
 
 @dataclass
@@ -135,7 +139,7 @@ def background(params: ShotParams) -> list[Prim]:
 
 
 def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: float, looks: dict | None = None) -> list[Prim]:
-    c = (looks or {}).get(cid) or CHARACTER_BY_ID[cid]
+    c = (looks or {}).get(cid) or character(cid)
     dx, dy = _offsets(params, t)
     x, y = x + dx, feet + dy
     head, cloth, skin = COLOURS[c.head_colour], COLOURS[c.clothes_colour], COLOURS[c.head_colour]
@@ -145,18 +149,22 @@ def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: floa
         Prim("rect", (x + 0.03, y - 0.05 + step), (0.018, 0.05), (60, 60, 70), cid),
     ]
     body_y = y - 0.17
+    facing = _facing(params, t)
+    profile = abs(facing) >= PROFILE
+    bw = 0.7 if profile else 1.0  # a body seen from the side is narrower
     if c.clothes == "dress":
-        prims.append(Prim("trapezoid", (x, body_y), (0.05, 0.09, 0.075), cloth, cid))
+        prims.append(Prim("trapezoid", (x, body_y), (0.05 * bw, 0.09 * bw, 0.075), cloth, cid))
     elif c.clothes == "coat":
-        prims.append(Prim("rect", (x, body_y + 0.01), (0.07, 0.085), cloth, cid))
+        prims.append(Prim("rect", (x, body_y + 0.01), (0.07 * bw, 0.085), cloth, cid))
     else:
-        prims.append(Prim("rect", (x, body_y), (0.06, 0.07), cloth, cid))
+        prims.append(Prim("rect", (x, body_y), (0.06 * bw, 0.07), cloth, cid))
     wave = 0.03 * math.sin(2 * math.pi * 1.5 * t) if params.action == "wave" else 0.0
-    prims.append(Prim("rect", (x - 0.08, body_y), (0.015, 0.055), skin, cid))
+    arm = 0.08 * bw + 0.02 * (1 - bw)
+    prims.append(Prim("rect", (x - arm, body_y), (0.015, 0.055), skin, cid))
     if params.action == "wave":
-        prims.append(Prim("rect", (x + 0.08, body_y - 0.1 + wave), (0.015, 0.055), skin, cid))
+        prims.append(Prim("rect", (x + arm, body_y - 0.1 + wave), (0.015, 0.055), skin, cid))
     else:
-        prims.append(Prim("rect", (x + 0.08, body_y), (0.015, 0.055), skin, cid))
+        prims.append(Prim("rect", (x + arm, body_y), (0.015, 0.055), skin, cid))
     hy = body_y - 0.15
     hs = {"round": ("ellipse", (0.07, 0.07)), "oval": ("ellipse", (0.058, 0.08)), "square": ("rect", (0.065, 0.065))}[c.head_shape]
     if c.kind == "cat":
@@ -164,12 +172,16 @@ def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: floa
     if c.kind == "robot":
         prims += [Prim("rect", (x, hy - 0.09), (0.005, 0.025), (60, 60, 70), cid), Prim("ellipse", (x, hy - 0.115), (0.012, 0.012), (230, 50, 50), cid)]
     prims.append(Prim(hs[0], (x, hy), hs[1], head, cid, "head"))
-    facing = _facing(params, t)
-    ex = x + 0.012 * facing
     eye = {"big black": ((0.016, 0.016), COLOURS["black"]), "small blue": ((0.01, 0.01), COLOURS["blue"]), "sleepy green": ((0.016, 0.007), COLOURS["green"])}[c.eyes]
-    prims += [Prim("ellipse", (ex - 0.026, hy - 0.012), eye[0], eye[1], cid), Prim("ellipse", (ex + 0.026, hy - 0.012), eye[0], eye[1], cid)]
+    if profile:  # in profile: one eye and the mouth towards the way the character looks
+        ex = x + 0.028 * math.copysign(1.0, facing)
+        one = Prim("ellipse", (ex + 0.004 * math.copysign(1.0, facing), hy - 0.012), eye[0], eye[1], cid)
+        prims += [one, one]  # the other eye hides behind it: frames keep one primitive list, so flow pairs them up
+    else:
+        ex = x + 0.012 * facing
+        prims += [Prim("ellipse", (ex - 0.026, hy - 0.012), eye[0], eye[1], cid), Prim("ellipse", (ex + 0.026, hy - 0.012), eye[0], eye[1], cid)]
     if c.mouth == "smile":
-        prims.append(Prim("smile", (ex, hy + 0.022), (0.03, 0.02), (120, 30, 30), cid))
+        prims.append(Prim("smile", (ex, hy + 0.022), (0.03 * bw, 0.02), (120, 30, 30), cid))
     elif c.mouth == "open":
         prims.append(Prim("ellipse", (ex, hy + 0.035), (0.014, 0.014), (120, 30, 30), cid))
     else:
@@ -191,7 +203,9 @@ def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: floa
 
 def _facing(params: ShotParams, t: float) -> float:
     if params.action == "turn":
-        return -math.cos(math.pi * min(1.0, t / 1.0))  # looks left, turns right over the first second
+        # looks around: left at the start, right after one second, left again after two ... so that every second of
+        # a turn shot shows the head turning (a pose held still would be a stand seen from the side)
+        return -math.cos(math.pi * t)
     if params.action in ("walk", "run"):
         return 1.0 if params.direction == "right" else -1.0
     return 0.0

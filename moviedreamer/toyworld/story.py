@@ -20,7 +20,22 @@ from moviedreamer.toyworld.grammar import (
     write_setting,
 )
 from moviedreamer.toyworld.render import render_frame
-from moviedreamer.toyworld.world import ACTIONS, CHARACTER_BY_ID, CHARACTER_IDS, CHARACTERS, DIRECTED_ACTIONS, FRAMINGS, MOVES, SCENE_IDS, ShotParams
+from moviedreamer.toyworld.world import (
+    ACTIONS,
+    CHARACTER_IDS,
+    CHARACTERS,
+    DIRECTED_ACTIONS,
+    FRAMINGS,
+    MOVES,
+    NAMES,
+    SCENE_IDS,
+    ShotParams,
+    character,
+    is_character,
+    look_id,
+    random_cast,
+    random_look,
+)
 
 LOOKALIKE_PAIRS = [("mia", "ada"), ("tom", "ben"), ("zed", "kit"), ("lea", "max")]
 
@@ -35,21 +50,29 @@ def random_shot(rng: np.random.Generator, scene: str, cast: list[str], duration:
     return ShotParams(scene, chars, action, direction, framing, str(rng.choice(MOVES)), duration, layout_seed)
 
 
-def random_render(rng: np.random.Generator, size: int = 128, fps: int = 8):
-    """(frame, shot params): a random shot of the toy world, rendered at a random frame."""
+def random_render(rng: np.random.Generator, size: int = 128, fps: int = 8, composed: float = 0.0):
+    """(frame, shot params): a random shot of the toy world, rendered at a random frame. With `composed` > 0, that
+    share of the shots casts random compositional characters (the rest: the catalogue)."""
     scene = str(rng.choice(SCENE_IDS))
     duration = float(rng.integers(3, 7))
-    params = random_shot(rng, scene, CHARACTER_IDS, duration, layout_seed=int(rng.integers(2**31)))
+    cast = random_cast(rng, 3) if composed > 0 and rng.random() < composed else CHARACTER_IDS
+    params = random_shot(rng, scene, cast, duration, layout_seed=int(rng.integers(2**31)))
     frame = int(rng.integers(0, int(duration * fps)))
     return render_frame(params, frame, fps, (size, size)), params
 
 
-def generate_story(minutes: float, seed: int, cast_size: int = 5, fps: int = 8, resolution=(128, 128), title: str | None = None) -> dict:
-    """A story of about `minutes` with recurring characters and scenes revisited far apart (3–6 s shots)."""
+def generate_story(minutes: float, seed: int, cast_size: int = 5, fps: int = 8, resolution=(128, 128), title: str | None = None,
+                   composed: bool = False) -> dict:
+    """A story of about `minutes` with recurring characters and scenes revisited far apart (3–6 s shots).
+    The cast holds a look-alike pair (same clothes and hat, different face): from the catalogue, or with
+    `composed`, random compositional characters with names drawn from NAMES."""
     rng = np.random.default_rng(seed)
-    pair = LOOKALIKE_PAIRS[int(rng.integers(len(LOOKALIKE_PAIRS)))]
-    others = [c.id for c in CHARACTERS if c.id not in pair]
-    cast = list(pair) + [str(c) for c in rng.choice(others, max(0, cast_size - 2), replace=False)]
+    if composed:
+        cast = composed_cast(rng, cast_size)
+    else:
+        pair = LOOKALIKE_PAIRS[int(rng.integers(len(LOOKALIKE_PAIRS)))]
+        others = [c.id for c in CHARACTERS if c.id not in pair]
+        cast = list(pair) + [str(c) for c in rng.choice(others, max(0, cast_size - 2), replace=False)]
     total, scenes, visits = 0.0, [], {}
     first_scene = str(rng.choice(SCENE_IDS))
     while total < minutes * 60:
@@ -69,14 +92,37 @@ def generate_story(minutes: float, seed: int, cast_size: int = 5, fps: int = 8, 
     return story_from_params(scenes, cast, seed, fps, resolution, title or f"Toy Tales {seed}", rng)
 
 
+def composed_cast(rng: np.random.Generator, n: int) -> list[str]:
+    """n random compositional characters, the first two look-alikes (same kind, clothes and hat; another face)."""
+    first = random_look(rng)
+    while True:
+        twin = {**first, **{k: v for k, v in random_look(rng).items() if k in ("head_colour", "head_shape", "eyes", "mouth")}}
+        if look_id(twin) != look_id(first):
+            break
+    cast = [look_id(first), look_id(twin)]
+    for cid in random_cast(rng, n + 2):
+        if len(cast) < n and cid not in cast:
+            cast.append(cid)
+    return cast[:n]
+
+
+def character_names(cast: list[str]) -> dict[str, str]:
+    """Story names: the catalogue's own, NAMES (in order, unused ones) for composed characters."""
+    taken = {character(c).name for c in cast if not c.startswith("look:")}
+    free = iter([n for n in NAMES if n not in taken] + [f"Toy{k}" for k in range(1000)])
+    return {c: character(c).name if not c.startswith("look:") else next(free) for c in cast}
+
+
 def story_from_params(scenes: list[dict], cast: list[str], seed: int, fps: int, resolution, title: str, rng: np.random.Generator) -> dict:
-    """scenes: [{"id", "place", "shots": [ShotParams], "cast"?}] → a story dict in the user-facing format."""
-    names = {cid: CHARACTER_BY_ID[cid].name for cid in cast}
+    """scenes: [{"id", "place", "shots": [ShotParams], "cast"?}] → a story dict in the user-facing format.
+    Composed characters get a short story id and a name (character_names); their description says their look."""
+    names = character_names(cast)
+    story_ids = {c: names[c].lower() if c.startswith("look:") else c for c in cast}
     out_scenes = []
     for sc in scenes:
         shots = []
         for p in sc["shots"]:
-            shots.append({"duration": p.duration, "characters": list(p.characters), "action": write_action(p, [names[c] for c in p.characters], rng), "camera": write_camera(p, rng)})
+            shots.append({"duration": p.duration, "characters": [story_ids[c] for c in p.characters], "action": write_action(p, [names[c] for c in p.characters], rng), "camera": write_camera(p, rng)})
         who = sc.get("cast") or sorted({c for p in sc["shots"] for c in p.characters})
         plot = f"{' and '.join(names[c] for c in who[:2])} spend some time here"
         out_scenes.append({"id": sc["id"], "setting": write_setting(sc["place"], rng), "plot": plot, "shots": shots})
@@ -86,7 +132,7 @@ def story_from_params(scenes: list[dict], cast: list[str], seed: int, fps: int, 
         "fps": fps,
         "resolution": list(resolution),
         "seed": int(seed),
-        "characters": [{"id": c, "name": names[c], "description": describe_character(CHARACTER_BY_ID[c])} for c in cast],
+        "characters": [{"id": story_ids[c], "name": names[c], "description": describe_character(character(c))} for c in cast],
         "scenes": out_scenes,
     }
 
@@ -100,7 +146,7 @@ def read_story_params(loaded) -> list[ShotParams]:
     catalogue: dict[str, str] = {}
     for ci, char in enumerate(story.characters):
         try:
-            catalogue[char.id] = read_character(char.description, char.id, f"characters[{ci}].description")
+            catalogue[char.id] = read_character(char.description, char.id, f"characters[{ci}].description", names=(char.id, char.name))
         except PhraseError as e:
             problems.append(located.problem(("characters", ci, "description"), str(e).split(": ", 1)[1]))
     out = []
@@ -115,7 +161,7 @@ def read_story_params(loaded) -> list[ShotParams]:
             problems.append(located.problem(path, str(e).split(": ", 1)[1]))
             continue
         chars = tuple(catalogue.get(c, c) for c in shot.characters)
-        if all(c in CHARACTER_BY_ID for c in chars):
+        if all(is_character(c) for c in chars):
             out.append(ShotParams(place, chars, action, direction, framing, move, shot.duration, shot_seed(story.seed, scene.id, ti)))
     if problems:
         raise ScriptError(_dedupe(problems))

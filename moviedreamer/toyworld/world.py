@@ -1,12 +1,15 @@
-"""The toy world's catalogue: characters, scenes, actions and camera set-ups, and the parameters of a shot.
+"""The toy world's vocabulary: characters, scenes, actions and camera set-ups, and the parameters of a shot.
 
-Characters come in look-alike pairs (same clothes and hat, different face), and several scenes share
-colours, so that telling them apart needs faces and details — consistency is a real test.
+A character is any combination of attributes (kind, head colour and shape, eyes, mouth, clothes and their colour,
+hat); the twelve catalogue characters are named presets of it. The catalogue comes in look-alike pairs (same
+clothes and hat, different face), and several scenes share colours, so that telling them apart needs faces and
+details — consistency is a real test.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 Colour = tuple[int, int, int]
 
@@ -45,8 +48,95 @@ CHARACTERS: list[Character] = [
     Character("bo", "Bo", "robot", "blue", "square", "big black", "smile", "orange", "coat", "none"),
     Character("una", "Una", "girl", "pink", "round", "sleepy green", "flat", "teal", "dress", "white hat"),
 ]
-CHARACTER_IDS = [c.id for c in CHARACTERS]
+CHARACTER_IDS = [c.id for c in CHARACTERS]  # the catalogue: named presets, kept so that old stories read the same
 CHARACTER_BY_ID = {c.id: c for c in CHARACTERS}
+
+# --- compositional characters ---------------------------------------------------------------------------------
+# Any combination of these attributes is a character the world draws: a description names attributes, not one of
+# the catalogue's people. A composed character's id spells its attributes, so the id alone renders it.
+KINDS = ("girl", "boy", "robot", "cat")
+HEAD_SHAPES = ("round", "square", "oval")
+EYES = ("big black", "small blue", "sleepy green")
+MOUTHS = ("smile", "open", "flat")
+CLOTHES = ("dress", "shirt", "coat")
+HAT_KINDS = ("hat", "cap", "crown")
+HATS = ("none",) + tuple(f"{c} {k}" for k in HAT_KINDS for c in COLOURS)
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "kind": KINDS, "head_colour": tuple(COLOURS), "head_shape": HEAD_SHAPES, "eyes": EYES, "mouth": MOUTHS,
+    "clothes_colour": tuple(COLOURS), "clothes": CLOTHES, "hat": HATS,
+}
+# what a description that leaves an attribute out gets (girl and boy are drawn alike)
+DEFAULT_LOOK = {"kind": "girl", "head_colour": "orange", "head_shape": "round", "eyes": "big black", "mouth": "smile",
+                "clothes_colour": "blue", "clothes": "shirt", "hat": "none"}
+COMPOSED_PREFIX = "look:"
+COLOURS_LIST = list(COLOURS)
+NAMES = ("Pip", "Rex", "Nia", "Oli", "Ana", "Leo", "Eve", "Kai", "Zoe", "Jin", "Lu", "Tess", "Rio", "Fay", "Gus", "Dot",
+         "Hal", "Isa", "Jo", "Kip", "Liv", "Moe", "Ned", "Ora", "Pia", "Quin", "Ray", "Sol", "Tam", "Vi", "Wes", "Yan")
+
+
+def look_id(look: dict[str, str]) -> str:
+    """The id of the character with these attributes: a catalogue id when one has exactly them (so stories written
+    for the catalogue, and models trained on it, keep their ids), else "look:" + the attributes in order."""
+    full = {**DEFAULT_LOOK, **look}
+    for key, value in full.items():
+        if value not in ATTRIBUTES[key]:
+            raise ValueError(f"{key}: expected one of {', '.join(ATTRIBUTES[key])}, found {value!r}")
+    for c in CHARACTERS:
+        if all(getattr(c, k) == v for k, v in full.items()):
+            return c.id
+    return COMPOSED_PREFIX + ".".join(full[k].replace(" ", "-") for k in ATTRIBUTES)
+
+
+@lru_cache(maxsize=4096)
+def character(cid: str) -> Character:
+    """The character an id stands for: a catalogue id or a composed "look:..." id (ValueError otherwise)."""
+    if cid in CHARACTER_BY_ID:
+        return CHARACTER_BY_ID[cid]
+    if not cid.startswith(COMPOSED_PREFIX):
+        raise ValueError(f"not a toy-world character id: {cid!r}")
+    values = [v.replace("-", " ") for v in cid[len(COMPOSED_PREFIX):].split(".")]
+    if len(values) != len(ATTRIBUTES) or any(v not in ATTRIBUTES[k] for k, v in zip(ATTRIBUTES, values)):
+        raise ValueError(f"not a toy-world character id: {cid!r}")
+    return Character(cid, cid, **dict(zip(ATTRIBUTES, values)))
+
+
+def is_character(cid: str) -> bool:
+    try:
+        character(cid)
+        return True
+    except ValueError:
+        return False
+
+
+# what a face shows (the face pack's identity): girls and boys are drawn alike; clothes and hats are not the face
+FACE_ATTRIBUTES = ("kind", "head_colour", "head_shape", "eyes", "mouth")
+FACE_KINDS = {"girl": "person", "boy": "person", "robot": "robot", "cat": "cat"}
+FACE_KEYS = [f"{k}.{hc}.{hs}.{e.replace(' ', '-')}.{m}" for k in ("person", "robot", "cat") for hc in COLOURS for hs in HEAD_SHAPES
+             for e in EYES for m in MOUTHS]
+
+
+def face_key(cid: str) -> str:
+    """The face a character shows (an entry of FACE_KEYS): characters with one face are one identity to a face pack."""
+    c = character(cid)
+    return f"{FACE_KINDS[c.kind]}.{c.head_colour}.{c.head_shape}.{c.eyes.replace(' ', '-')}.{c.mouth}"
+
+
+def random_look(rng) -> dict[str, str]:
+    """Uniform attributes; a third of the characters go without a hat (as in the catalogue)."""
+    look = {k: str(v[int(rng.integers(len(v)))]) for k, v in ATTRIBUTES.items() if k != "hat"}
+    look["hat"] = "none" if rng.random() < 1 / 3 else f"{COLOURS_LIST[int(rng.integers(len(COLOURS_LIST)))]} {HAT_KINDS[int(rng.integers(3))]}"
+    return look
+
+
+def random_cast(rng, n: int, catalogue_share: float = 0.0) -> list[str]:
+    """n distinct character ids: composed at random, each one a catalogue character with `catalogue_share`."""
+    out: list[str] = []
+    while len(out) < n:
+        cid = str(CHARACTER_IDS[int(rng.integers(len(CHARACTER_IDS)))]) if rng.random() < catalogue_share else look_id(random_look(rng))
+        if cid not in out:
+            out.append(cid)
+    return out
+
 
 
 @dataclass(frozen=True)
@@ -94,7 +184,7 @@ class ShotParams:
 
     def __post_init__(self):
         assert self.scene in SCENE_BY_ID, self.scene
-        assert all(c in CHARACTER_BY_ID for c in self.characters), self.characters
+        assert all(is_character(c) for c in self.characters), self.characters
         assert self.action in ACTIONS and self.framing in FRAMINGS and self.move in MOVES
         assert (self.direction in ("left", "right")) == (self.action in DIRECTED_ACTIONS)
 

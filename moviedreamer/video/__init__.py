@@ -6,6 +6,7 @@
     sampler.py       AnchoredSampler (segments anchored on the keyframe, overlap blending, end frame for the
                      first tau steps), I2VClipRenderer (the pipeline's ClipRenderer)
     candidates.py    SegmentPicker: best-of-N segments with a reranker (moviedreamer/rerank/)
+    work.py          a shot's denoising work per segment, for progress counted in work (pipeline/progress.py)
 
 Training: moviedreamer/train/stages/i2v.py (`moviedreamer train i2v`). Design and figures: docs/video.md.
 Submodules import torch and diffusers; importing this package is cheap.

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from moviedreamer.video.conditioning import (
     to_uint8,
 )
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
+from moviedreamer.video.work import SegmentWork, WorkMeter, shot_work, step_units
 
 
 def plan_segments(n_frames: int, seg_len: int, overlap: int) -> list[tuple[int, int]]:
@@ -147,10 +148,11 @@ class AnchoredSampler:
 
     @torch.no_grad()
     def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
-                       end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None) -> torch.Tensor:
+                       end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None,
+                       on_step: Callable[[], None] | None = None) -> torch.Tensor:
         """One segment. cond / end: unscaled, augmented latents [1, C, h, w]; tokens [1, N, D]; ids [1, 3];
-        known: scaled latents [K, C, h, w] its first K frames are tied to. Returns scaled latents [L, C, h, w]
-        as sampled (the caller cross-fades the known frames)."""
+        known: scaled latents [K, C, h, w] its first K frames are tied to; `on_step` is called after each denoising
+        step. Returns scaled latents [L, C, h, w] as sampled (the caller cross-fades the known frames)."""
         dev, dtype = self.device, self.model.dtype
         sched = self.scheduler
         sched.set_timesteps(s.steps, device=dev)
@@ -195,15 +197,27 @@ class AnchoredSampler:
             else:
                 out = self.model.unet_forward(x, concat, t, tokens, ids).float()
             lat = sched.step(out, t, lat).prev_sample
+            if on_step is not None:
+                on_step()
         return lat[0, :, :c]
 
     # ------------------------------------------------------------------------------------------------ shots
 
+    def work(self, n_frames: int, **overrides) -> list[SegmentWork]:
+        """The denoising work of a shot of `n_frames` frames, per segment (video/work.py): what `latents` reports to
+        its `progress` meter."""
+        s = self.with_settings(**overrides)
+        if self.scorer is None:
+            s = replace(s, candidates=1)
+        return shot_work(s, plan_segments(n_frames, s.num_frames, s.overlap))
+
     @torch.no_grad()
     def latents(self, keyframe, n_frames: int, condition=None, end_frame=None, seed: int = 0, fps: int | None = None,
-                anchor: str = "keyframe", record: list | None = None, **overrides) -> Iterator[torch.Tensor]:
+                anchor: str = "keyframe", record: list | None = None, progress: WorkMeter | None = None,
+                **overrides) -> Iterator[torch.Tensor]:
         """Yields the shot's latents segment by segment ([n_i, C, h, w] scaled, n_1 + n_2 + ... = n_frames), each
-        final once yielded. `record` (a list) receives a SegmentRecord per segment."""
+        final once yielded. `record` (a list) receives a SegmentRecord per segment; `progress` (a video.work.WorkMeter)
+        each denoising step's work and each segment's number of candidates drawn."""
         if anchor not in ("keyframe", "last-frame"):
             raise UserError(f"i2v: anchor must be 'keyframe' or 'last-frame', found {anchor!r}")
         cond = as_condition(condition)
@@ -248,12 +262,17 @@ class AnchoredSampler:
             last = n == len(plans) - 1
             seg_s = s if s.guides(n) else replace(s, guidance_min=1.0, guidance_max=1.0)
             known_now, end_now, tau_now = known, end_lat if last else None, s.tau if last else 0
+            units, tried = step_units(s, n, length), []
+            on_step = (lambda units=units: progress.advance(units)) if progress is not None else None
 
             def sample(k: int) -> torch.Tensor:  # candidate 0: the segment's own noise (the plain sample)
+                tried.append(k)
                 return self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
-                                           end=end_now, tau=tau_now, known=known_now).float().cpu()
+                                           end=end_now, tau=tau_now, known=known_now, on_step=on_step).float().cpu()
 
             raw = choose(n, sample)
+            if progress is not None:
+                progress.segment_done(len(tried))
             lat = raw.clone()
             if known is not None:
                 w = blend_weights(len(known)).view(-1, 1, 1, 1)
@@ -265,10 +284,10 @@ class AnchoredSampler:
             prev, prev_start = lat, start
 
     def frames(self, keyframe, n_frames: int, condition=None, end_frame=None, seed: int = 0, fps: int | None = None,
-               anchor: str = "keyframe", **overrides) -> Iterator[np.ndarray]:
+               anchor: str = "keyframe", progress: WorkMeter | None = None, **overrides) -> Iterator[np.ndarray]:
         """The shot's frames (uint8 [H, W, 3]), streamed: each segment is decoded in chunks as soon as it is final."""
         chunk = int(overrides.get("decode_chunk") or self.settings.decode_chunk)
-        for lat in self.latents(keyframe, n_frames, condition, end_frame, seed, fps, anchor, **overrides):
+        for lat in self.latents(keyframe, n_frames, condition, end_frame, seed, fps, anchor, progress=progress, **overrides):
             for i in range(0, len(lat), chunk):
                 yield from to_uint8(decode_latents(self.vae, lat[i : i + chunk], chunk))
 
@@ -283,8 +302,13 @@ class I2VClipRenderer:
         self.sampler, self.overrides = sampler, overrides
         self.fingerprint = fingerprint or "i2v-unfingerprinted"
 
-    def render(self, keyframe: np.ndarray, n_frames: int, condition, seed: int, fps: int, end_frame: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        yield from self.sampler.frames(keyframe, n_frames, condition, end_frame, seed, fps, **self.overrides)
+    def work(self, n_frames: int) -> list[SegmentWork]:
+        """The denoising work of a shot, per segment (video/work.py), for progress counted in work."""
+        return self.sampler.work(n_frames, **self.overrides)
+
+    def render(self, keyframe: np.ndarray, n_frames: int, condition, seed: int, fps: int, end_frame: np.ndarray | None = None,
+               progress: WorkMeter | None = None) -> Iterator[np.ndarray]:
+        yield from self.sampler.frames(keyframe, n_frames, condition, end_frame, seed, fps, progress=progress, **self.overrides)
 
 
 def folder_files(path: Path) -> list[Path]:

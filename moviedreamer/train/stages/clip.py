@@ -63,7 +63,8 @@ class ClipOptions(BaseModel):
     pairs_per_sample: int = Field(8, ge=1, description="pairs per harness sample: contrastive batch = micro batch x this")
     samples_per_episode: int = Field(8, ge=1, description="groups rendered per stream episode (the episode is only a seed)")
     render_size: int = Field(128, ge=32, description="frames are rendered at this square size, then preprocessed like the vision encoder")
-    description_prob: float = Field(0.15, ge=0, le=1, description="texts naming characters by their catalogue description")
+    description_prob: float = Field(0.15, ge=0, le=1, description="texts naming characters by their description")
+    composed: float = Field(0.0, ge=0, le=1, description="share of renders that cast random compositional characters (the rest: the catalogue)")
     partial_prob: float = Field(0.15, ge=0, le=1, description="texts keeping only some of setting / action / camera / a description")
     augment_prob: float = Field(0.3, ge=0, le=1, description="frames softened (blur, noise, light colour jitter) like generated keyframes")
     lr: float | None = Field(None, gt=0, description="this stage's learning rate (None: the DeepSpeed JSON's)")
@@ -113,7 +114,7 @@ class ClipStage(Stage):
     # -- data
     def samples(self, episode: dict, rng) -> list:
         o = self.opts
-        return [[render_pair(rng, o.render_size, o.description_prob, o.partial_prob) for _ in range(o.pairs_per_sample)]
+        return [[render_pair(rng, o.render_size, o.description_prob, o.partial_prob, o.composed) for _ in range(o.pairs_per_sample)]
                 for _ in range(o.samples_per_episode)]
 
     def collate(self, samples: list, device, dtype):
@@ -159,6 +160,9 @@ class ClipStage(Stage):
         if self.opts.eval_renders:
             r = clip_retrieval(out_dir, n=self.opts.eval_renders, group=self.opts.eval_group)
             figures.update({f"heldout_{k}": v for k, v in r.items()})
+            if self.opts.composed > 0:
+                r = clip_retrieval(out_dir, n=self.opts.eval_renders, group=self.opts.eval_group, composed=1.0)
+                figures.update({f"heldout_composed_{k}": v for k, v in r.items()})
         return figures
 
 
@@ -190,8 +194,8 @@ class ClipTrainer(torch.nn.Module):
 # ----------------------------------------------------------------------------------------------- toy-world pairs
 
 
-def render_pair(rng, size=128, description_prob=0.0, partial_prob=0.0) -> tuple[np.ndarray, str]:
-    frame, params = random_render(rng, size)
+def render_pair(rng, size=128, description_prob=0.0, partial_prob=0.0, composed=0.0) -> tuple[np.ndarray, str]:
+    frame, params = random_render(rng, size, composed=composed)
     return frame.image, shot_descriptor(params, rng, description_prob, partial_prob)
 
 
@@ -229,14 +233,17 @@ def heldout_rng(i: int, seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([HELDOUT, seed, i]))
 
 
-def retrieval_pairs(n: int, seed: int = 0, size: int = 128) -> tuple[np.ndarray, list[str]]:
-    """n held-out (frame, shot descriptor) pairs, never drawn in training: frames uint8 [n, size, size, 3]."""
+def retrieval_pairs(n: int, seed: int = 0, size: int = 128, composed: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """n held-out (frame, shot descriptor) pairs, never drawn in training: frames uint8 [n, size, size, 3]. With
+    `composed`, that share casts random compositional characters, and their texts describe them (a composed
+    character's name says nothing of its look)."""
     images, texts = [], []
     for i in range(n):
         rng = heldout_rng(i, seed)
-        frame, params = random_render(rng, size)
+        frame, params = random_render(rng, size, composed=composed)
         images.append(frame.image)
-        texts.append(shot_descriptor(params, rng))
+        described = any(c.startswith("look:") for c in params.characters)
+        texts.append(shot_descriptor(params, rng, description_prob=1.0 if described else 0.0))
     return np.stack(images), texts
 
 
@@ -254,13 +261,13 @@ def retrieval_top1(text_emb: torch.Tensor, image_emb: torch.Tensor, group: int =
     return {"t2i_top1": hits_t2i / max(n, 1), "i2t_top1": hits_i2t / max(n, 1), "queries": n, "group": group}
 
 
-def clip_retrieval(descriptor, vision=None, n: int = 1000, group: int = 100, seed: int = 0) -> dict:
+def clip_retrieval(descriptor, vision=None, n: int = 1000, group: int = 100, seed: int = 0, composed: float = 0.0) -> dict:
     """Zero-shot retrieval on n held-out renders: each shot descriptor ranks the `group` images of its group.
     `descriptor`/`vision`: encoders (moviedreamer.encoders), or `descriptor` = an open_clip folder path."""
     if vision is None:
         path = Path(descriptor)
         descriptor, vision = load_descriptor_encoder(path), load_vision_encoder(path)
-    images, texts = retrieval_pairs(n, seed)
+    images, texts = retrieval_pairs(n, seed, composed=composed)
     t_emb = descriptor.encode(texts).embeddings
     frames = torch.from_numpy(images).permute(0, 3, 1, 2)
     i_emb = torch.cat([vision.encode_image(frames[i : i + 250])[0] for i in range(0, n, 250)])

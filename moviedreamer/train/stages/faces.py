@@ -23,7 +23,7 @@ from moviedreamer.encoders.arcface import INPUT_SIZE, AdditiveAngularMarginLoss,
 from moviedreamer.encoders.evaluate import fresh_frames
 from moviedreamer.encoders.toy_detector import INPUT_MEAN, INPUT_STD, ToyFaceDetector, box_landmarks, detector_loss, export_detector_onnx, targets
 from moviedreamer.errors import UserError
-from moviedreamer.toyworld.world import CHARACTER_IDS
+from moviedreamer.toyworld.world import CHARACTER_IDS, FACE_KEYS, face_key
 from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
 
@@ -50,6 +50,8 @@ class FacesOptions(BaseModel):
     source: Literal["render", "shards"] = Field("render", description="render: fresh toy frames at random shot times, "
                                                 "seeded per episode (unlimited poses); shards: the keyframes and face boxes of the data")
     frames_per_episode: int = Field(16, ge=1, description="render: frames drawn per episode visit")
+    composed: float = Field(0.0, ge=0, le=1, description="render: share of shots that cast random compositional characters; "
+                            "with it, identities are the world's faces (world.FACE_KEYS), not the catalogue's people")
 
 
 class FacesStage(Stage):
@@ -62,7 +64,7 @@ class FacesStage(Stage):
         self.args, self.opts = self.parse_sections(FacesModelArgs, FacesOptions)
         if self.opts.source == "render":
             self.keys = ()  # the episode only seeds what is rendered
-            self.identities = list(CHARACTER_IDS)
+            self.identities = list(FACE_KEYS) if self.opts.composed > 0 else list(CHARACTER_IDS)
             return
         self.identities = list(ShardIndex(cfg.data).meta.get("identities", []))
         if not self.identities:
@@ -74,9 +76,9 @@ class FacesStage(Stage):
     def samples(self, episode: dict, rng) -> list:
         if self.opts.source == "render":
             # seeds below 40M: evaluation renders (encoders/evaluate.py) use 50M and up
-            frames = fresh_frames(self.opts.frames_per_episode, int(rng.integers(40_000_000)))
-            return [(torch.from_numpy(f.image), [(self.identities.index(c), b) for c, b in f.face_boxes.items() if c in f.visible])
-                    for f in frames]
+            frames = fresh_frames(self.opts.frames_per_episode, int(rng.integers(40_000_000)), composed=self.opts.composed)
+            label = (lambda c: self.identities.index(face_key(c))) if self.opts.composed > 0 else self.identities.index
+            return [(torch.from_numpy(f.image), [(label(c), b) for c, b in f.face_boxes.items() if c in f.visible]) for f in frames]
         out = []
         for frame, shot in zip(episode["keyframes"], episode["shots"]):
             faces = [(self.identities.index(cid), box) for cid, box in shot.get("face_boxes", {}).items() if cid in self.identities]

@@ -1,0 +1,57 @@
+"""How much denoising a clip takes, so that progress is counted in work done rather than in movie-seconds.
+
+The clip sampler's cost is its UNet passes: every segment of a shot runs `steps` denoising steps, each one UNet batch
+of the segment's frames (twice or three times as many rows in a guided segment), and a reranked segment may draw up
+to `candidates` samples. One unit of work is one denoising step of a full-length, unguided segment; a segment of L
+of `num_frames` frames, guided with R rows, costs `steps × R × L / num_frames` units per candidate. How many
+candidates a reranked segment really draws is known only when it is done (the first one that scores `accept` is
+kept), so a shot's work is a plan — `SegmentWork(cost, tries)` per segment — and the sampler reports what it did
+through a `WorkMeter`: each step's units as it finishes, and each segment's number of candidates drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SegmentWork:
+    """The denoising work of one segment of a shot.
+
+    Args:
+        cost: units of work of one candidate (1 = one step of a full-length unguided segment).
+        tries: candidates the segment draws at most (1: not reranked).
+    """
+
+    cost: float
+    tries: int = 1
+
+
+class WorkMeter(Protocol):
+    """What the clip sampler reports while it renders (pipeline/progress.py turns it into the progress bar)."""
+
+    def advance(self, units: float) -> None:
+        """`units` of work were just done (one denoising step)."""
+
+    def segment_done(self, tried: int) -> None:
+        """The current segment is final after drawing `tried` candidates."""
+
+
+def guidance_rows(settings, segment: int) -> int:
+    """UNet rows per step of a shot's segment `segment`: 1 unguided, 2 with classifier-free guidance, 3 with action
+    guidance too (video/sampler.py, `sample_segment`)."""
+    if not settings.guides(segment):
+        return 1
+    return 3 if settings.action_guidance is not None else 2
+
+
+def step_units(settings, segment: int, length: int) -> float:
+    """Units of work of one denoising step of a segment of `length` frames."""
+    return guidance_rows(settings, segment) * length / settings.num_frames
+
+
+def shot_work(settings, segments: list[tuple[int, int]]) -> list[SegmentWork]:
+    """The plan of a shot cut into `segments` ([(first frame, length)], video/sampler.py `plan_segments`)."""
+    return [SegmentWork(settings.steps * step_units(settings, n, length), settings.candidates if settings.reranks(n) else 1)
+            for n, (_, length) in enumerate(segments)]
