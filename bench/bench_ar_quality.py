@@ -85,9 +85,9 @@ def planned_keyframes(pipeline, loaded, out: Path) -> np.ndarray:
 
     from PIL import Image
 
-    pipeline(loaded, out, keyframes_only=True, quiet=True)
-    shots = json.loads((out / "manifest.json").read_text())["shots"]
-    return np.stack([np.asarray(Image.open(out / s["keyframe"]).convert("RGB")) for s in shots])
+    manifest = pipeline(loaded, out, keyframes_only=True, quiet=True).manifest  # a preview: OUT/preview/manifest.json
+    shots = json.loads(manifest.read_text())["shots"]
+    return np.stack([np.asarray(Image.open(manifest.parent / s["keyframe"]).convert("RGB")) for s in shots])
 
 
 def planned_tokens(out: Path) -> dict[int, torch.Tensor]:

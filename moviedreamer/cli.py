@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "schema": "moviedreamer.commands.schema",
     "checkpoints": "moviedreamer.commands.checkpoints",
     "generate-movie": "moviedreamer.commands.generate",
+    "clean": "moviedreamer.commands.clean",
     "train": "moviedreamer.commands.train",
     "toyworld": "moviedreamer.commands.toyworld",
     "eval": "moviedreamer.commands.eval",

@@ -8,11 +8,12 @@ finished but is not.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import av  # PyAV: FFmpeg's muxers and libx264, the only video I/O dependency
 import numpy as np
+
+from moviedreamer.durable import fsync_file, publish_file
 
 CRF = "18"  # visually lossless for the toy world's flat colours; shots are encoded once only
 PRESET = "veryfast"
@@ -45,13 +46,14 @@ class ClipWriter:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
-        fsync_file(self.tmp)
-        os.replace(self.tmp, self.path)
-        return self.path
+        return publish_file(self.tmp, self.path)
 
     def abort(self) -> None:
+        """Drop the unfinished file (closing may fail too, e.g. on a full disk: the first error is the one reported)."""
         try:
             self.container.close()
+        except Exception:
+            pass
         finally:
             self.tmp.unlink(missing_ok=True)
 
@@ -69,6 +71,16 @@ def concat_clips(clips: list[Path], out_path: str | Path) -> int:
     """Join per-shot mp4s (same codec settings) into one movie by remuxing packets; returns the frame count."""
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.stem + ".partial.mp4")
+    try:
+        frames = _remux(clips, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    publish_file(tmp, out_path)
+    return frames
+
+
+def _remux(clips: list[Path], tmp: Path) -> int:
     frames, offset = 0, 0
     with av.open(str(tmp), "w") as out:
         out_stream = None
@@ -88,8 +100,6 @@ def concat_clips(clips: list[Path], out_path: str | Path) -> int:
                     out.mux(packet)
                     frames += 1
                 offset = end
-    fsync_file(tmp)
-    os.replace(tmp, out_path)
     return frames
 
 
@@ -106,6 +116,27 @@ def frame_rate(path: str | Path, default: float = 8.0) -> float:
         return float(container.streams.video[0].average_rate or default)
 
 
-def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+def probe_video(path: str | Path, max_side: int = 4096, max_frames: int = 2) -> str | None:
+    """None when `path` is a video PyAV can open and decode (its first frames only, so the check is bounded in time
+    and memory whatever the file's length); else what is wrong, in a few words."""
+    try:
+        with av.open(str(path), "r", timeout=10.0) as container:
+            if not container.streams.video:
+                return "a file without a video stream"
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if max(width, height) > max_side:
+                return f"a video of {width}x{height} px (at most {max_side}x{max_side})"
+            decoded = 0
+            for _ in container.decode(stream):
+                decoded += 1
+                if decoded >= max_frames:
+                    break
+            if decoded == 0:
+                return "a video with no frame that decodes"
+    except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:
+        return f"a file that does not open as a video ({(str(e).strip().splitlines() or [type(e).__name__])[0]})"
+    return None
+
+
+__all__ = ["ClipWriter", "concat_clips", "frame_rate", "fsync_file", "probe_video", "read_frames"]

@@ -68,7 +68,8 @@ def _require_file(path: Path, what: str) -> None:
         raise CheckpointError(f"{path}: expected {what}, found an empty file")
 
 
-def _short(e: Exception) -> str:
+def _short(e: Exception, limit: int = 400) -> str:
+    """The error's first line; a longer one is cut at a space (a path or a name is never cut in the middle)."""
     text = str(e).strip().splitlines()
     first = text[0] if text else type(e).__name__
-    return first[:200]
+    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " …"

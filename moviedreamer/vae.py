@@ -11,10 +11,12 @@ from moviedreamer.errors import CheckpointError
 from moviedreamer.layout import channels_last_convs
 
 
-def load_vae(path: str | Path, temporal: bool = True):
+def load_vae(path: str | Path, temporal: bool = True, dtype: torch.dtype | None = None):
     """A diffusers VAE folder: AutoencoderKL (toy, SD/SDXL) or, when `temporal`, SVD's AutoencoderKLTemporalDecoder.
 
-    Frozen, in eval mode, with channels-last 2-D convolutions (faster on CPU, moviedreamer/layout.py)."""
+    Frozen, in eval mode, with channels-last 2-D convolutions (faster on CPU, moviedreamer/layout.py). `dtype`: its
+    weights once loaded (None: float32); float16 is refused by a VAE whose config says `force_upcast` (SDXL's overflows
+    in float16): it stays in float32."""
     # diffusers is heavy: loaded only when a model is built or read
     from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 
@@ -27,7 +29,9 @@ def load_vae(path: str | Path, temporal: bool = True):
     cls = AutoencoderKLTemporalDecoder if cls_name == "AutoencoderKLTemporalDecoder" else AutoencoderKL
     if cls is not AutoencoderKL and not temporal:
         raise CheckpointError(f"{path}: expected a diffusers AutoencoderKL (an image VAE), found {cls_name}")
-    return channels_last_convs(load_diffusers(cls, path, f"a diffusers {cls.__name__}").eval().requires_grad_(False))
+    if dtype == torch.float16 and read_json(path / "config.json").get("force_upcast"):
+        dtype = torch.float32
+    return channels_last_convs(load_diffusers(cls, path, f"a diffusers {cls.__name__}", dtype).eval().requires_grad_(False))
 
 
 def load_diffusers(cls, path: Path, what: str, dtype: torch.dtype | None = None):

@@ -105,12 +105,12 @@ def test_keyframes_only_manifest_says_clips_were_not_rendered(tmp_path):
 def test_storyboard_shows_camera_and_cuts_long_captions_with_an_ellipsis(tmp_path, monkeypatch):
     from PIL import ImageFont
 
-    from moviedreamer.pipeline import movie
+    from moviedreamer.pipeline import assemble
     from moviedreamer.pipeline.writer import tile_text
 
     drawn = []
-    real = movie.write_storyboard
-    monkeypatch.setattr(movie, "write_storyboard", lambda tiles, labels, *a, **k: drawn.extend(labels) or real(tiles, labels, *a, **k))
+    real = assemble.write_storyboard
+    monkeypatch.setattr(assemble, "write_storyboard", lambda tiles, labels, *a, **k: drawn.extend(labels) or real(tiles, labels, *a, **k))
     _pipe()(STORY, tmp_path / "out", keyframes_only=True, quiet=True)
     assert drawn == [("1.1 Mia runs to the right", "wide shot"), ("1.2 Mia waves", "close-up, slow zoom in")]
 

@@ -240,3 +240,21 @@ def test_memo_descriptor_encodes_each_text_once():
     b = memo.encode(["forest", "sky"]).embeddings
     assert seen == ["sea", "forest", "sky"] and a[:, 0].tolist() == [3, 6, 3] and b[:, 0].tolist() == [6, 3]
     assert memo.encode([]).embeddings.shape == (0, 4)
+
+
+def test_token_source_encodes_each_episode_once_into_its_disk_cache(tmp_path):
+    """The paper AR stage encodes the keyframe tokens the shards lack once, before training (configs/paper/ar.yaml
+    token_cache): later epochs, ranks and runs read them back from the cache without the tokenizer."""
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    episode = {"keyframes": frames, "meta": {"id": "ep-000007"}}
+    loads = []
+    src = TokenSource(lambda: loads.append(1) or QuadrantTokenizer(), cache_dir=tmp_path / "cache")
+    first = src.keyframes(episode), src.keyframes(episode, flip=True)
+    assert src.encoded == 6 and len(loads) == 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["ep-000007.hflip.safetensors", "ep-000007.safetensors"]
+    src.release()
+    assert src._tok is None
+    later = TokenSource(lambda: pytest.fail("the tokenizer must not load: the tokens are cached"), cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(later.keyframes(episode), first[0])
+    torch.testing.assert_close(later.keyframes(episode, flip=True), first[1])
+    assert later.encoded == 0

@@ -202,3 +202,31 @@ def test_history_hiding_leaves_later_shots_only_the_sheet_and_the_references(sta
         assert not any(stage.draw(episode, np.random.default_rng(s))["hide_history"] for s in range(10))  # only with references
     finally:
         stage.opts.references_p, stage.opts.history_hide_p = 0.5, 0.0
+
+
+def test_keyframe_tokens_the_shards_lack_are_encoded_once_before_the_model(work, tmp_path):
+    """configs/paper/ar.yaml: prepare-data writes no keyframe tokens; the stage encodes them once into OUT/keyframe_tokens
+    (its share of the episodes per rank), then releases the tokenizer before the model is built."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from moviedreamer.ar.tokens import TokenSource
+    from moviedreamer.testing.ar import QuadrantTokenizer
+    from moviedreamer.train.config import load_config
+    from moviedreamer.train.stages import load_stage
+
+    root, cfg = work
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    for shard in data.glob("shard-*/*.safetensors"):  # the shards as prepare-data writes them: no tokens
+        tensors = {k: v for k, v in load_file(str(shard)).items() if not k.startswith("keyframe_tokens")}
+        save_file(tensors, str(shard))
+    stage = load_stage("ar")(load_config(cfg, [f"data={data}", f"out={tmp_path / 'run'}"]))
+    tok = QuadrantTokenizer()
+    stage.tokens = TokenSource(lambda: tok, cache_dir=tmp_path / "run" / "keyframe_tokens" / "quadrant")
+    model = stage.build_model()
+    cached = sorted(p.name for p in stage.tokens.cache_dir.iterdir())
+    assert len(cached) == 2 * len(stage.index) and stage.tokens._tok is None  # plain + mirrored per episode; released
+    assert tok.calls == 2 * len(stage.index) and stage.tokens.encoded > 0
+    assert torch.isfinite(model.token_std).all()

@@ -63,8 +63,10 @@ def test_same_seed_same_keyframes_and_an_edit_changes_only_later_shots(tmp_path,
     story = _story(tmp_path)
     a = pipe(load_story(story), tmp_path / "a", keyframes_only=True, quiet=True)
     b = pipe(load_story(story), tmp_path / "b", keyframes_only=True, quiet=True)
-    pngs = lambda out: [(out / s["keyframe"]).read_bytes() for s in json.loads((out / "manifest.json").read_text())["shots"]]  # noqa: E731
-    assert pngs(a.out_dir) == pngs(b.out_dir) and len(set(pngs(a.out_dir))) == 3
+    # keyframes only is a preview: its manifest is in OUT/preview/, its paths relative to it
+    pngs = lambda r: [(r.manifest.parent / s["keyframe"]).read_bytes() for s in json.loads(r.manifest.read_text())["shots"]]  # noqa: E731
+    assert a.manifest == tmp_path / "a" / "preview" / "manifest.json"
+    assert pngs(a) == pngs(b) and len(set(pngs(a))) == 3
     edited = _story(tmp_path, action="Mia sits down")
     report = pipe(load_story(edited), tmp_path / "a", keyframes_only=True, quiet=True)
     assert sorted(report.rendered["keyframe"]) == [1, 2] and report.reused["keyframe"] == 1

@@ -80,13 +80,15 @@ def test_storyboard_and_manifest(tmp_path):
 def test_unit_keys_and_store(tmp_path):
     assert unit_key("a", 1, {"x": [1, 2]}) == unit_key("a", 1, {"x": [1, 2]}) != unit_key("a", 2, {"x": [1, 2]})
     store = UnitStore(tmp_path / "state")
-    final = store.path("plan", 3, "abc", ".bin")
-    assert not store.has("plan", 3, "abc", ".bin")
+    final = store.path("plan", 3, "abc", ".safetensors")
+    assert not store.has("plan", 3, "abc", ".safetensors")
     store.write_bytes(final, b"tokens")
-    assert store.has("plan", 3, "abc", ".bin") and final.read_bytes() == b"tokens"
-    stale = store.path("plan", 3, "old", ".bin")
+    assert store.has("plan", 3, "abc", ".safetensors") and final.read_bytes() == b"tokens" and store.committed == 1
+    stale = store.path("plan", 3, "old", ".safetensors")
     store.write_bytes(stale, b"x")
-    assert store.clean(keep={final}) == 1 and final.exists() and not stale.exists()
+    notes = final.parent / "notes.txt"  # not named as a unit: never removed
+    notes.write_text("mine")
+    assert store.clean(keep={final}) == 1 and final.exists() and not stale.exists() and notes.exists()
 
 
 def _hold_lock(out_dir, ready, release):
@@ -127,3 +129,32 @@ def test_lock_released_when_holder_is_killed(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_storyboard_draws_the_storys_letters(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from moviedreamer.pipeline import fonts
+
+    text = "Zoë läuft — Ωμέγα Жук ñ ç"
+    if not fonts.candidates():
+        pytest.skip("no TrueType font on this machine (the storyboard falls back to Pillow's own)")
+    font = fonts.storyboard_font(text)
+    assert all(fonts.has_glyph(font, ch) for ch in text if not ch.isspace())
+    frame = np.full((64, 64, 3), 40, np.uint8)
+    drawn = np.asarray(Image.open(write_storyboard([frame], [("ë ñ Ж Ω", "")], tmp_path / "a.png")))
+    boxes = np.asarray(Image.open(write_storyboard([frame], [("\U0010fffe \U0010fffe \U0010fffe \U0010fffe", "")], tmp_path / "b.png")))
+    assert drawn.shape == boxes.shape and not np.array_equal(drawn, boxes)  # letters, not the missing-glyph boxes
+    monkeypatch.setattr(fonts, "candidates", lambda: [])  # no font at all: Pillow's own, and still a storyboard
+    assert write_storyboard([frame], [("Zoë", "close-up")], tmp_path / "c.png").is_file()
+
+
+def test_quiet_silences_the_libraries_progress_bars(repo):
+    code = ("import sys\nfrom diffusers import UNetSpatioTemporalConditionModel as U\n"
+            f"path = {str(repo / 'moviedreamer' / 'weights' / 'toy' / 'i2v')!r}\n"
+            "U.from_pretrained(path, local_files_only=True)\nprint('=== quiet ===', file=sys.stderr, flush=True)\n"
+            "from moviedreamer.pipeline.quiet import quiet_libraries\nquiet_libraries()\nU.from_pretrained(path, local_files_only=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    loud, quiet = proc.stderr.split("=== quiet ===")
+    assert proc.returncode == 0 and "Loading checkpoint shards" in loud  # the toy i2v is sharded: diffusers draws a bar
+    assert "Loading checkpoint shards" not in quiet and "%|" not in quiet, quiet

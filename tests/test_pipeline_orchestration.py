@@ -77,7 +77,11 @@ def test_editing_a_shot_rerenders_only_what_depends_on_it(tmp_path):
     assert report.rendered["plan"] == [3, 4, 5]  # the AR history changes from the edited shot on
     assert sorted(report.rendered["keyframe"]) == [3, 4, 5] and sorted(report.rendered["clip"]) == [3, 4, 5]
     assert report.reused["clip"] == 3
-    assert len(list((out / "state" / "clips").glob("*.mp4"))) == 6  # stale units cleaned
+    assert len(list((out / "state" / "clips").glob("*.mp4"))) == 9  # the old units stay until asked for
+    from moviedreamer.pipeline.cleanup import clean_folder
+
+    assert len(clean_folder(out).removed) == 9  # the old plan, keyframe and clip of shots 3, 4, 5
+    assert len(list((out / "state" / "clips").glob("*.mp4"))) == 6 and _run(_story(tmp_path, edit=(3, "Mia jumps high")), out).rendered["clip"] == []
 
 
 def test_continuous_shot_ends_on_next_keyframe(tmp_path):
@@ -93,7 +97,8 @@ def test_shot_range_and_keyframes_only(tmp_path):
     report = _run(story, out, shots=parse_shots("2:4", 6), keyframes_only=True)
     assert sorted(report.rendered["keyframe"]) == [2, 3] and report.rendered["clip"] == []
     assert report.rendered["plan"] == [0, 1, 2, 3]  # the AR plan needs the history before the range
-    assert (out / "storyboard.png").is_file() and not (out / "movie.mp4").exists()
+    assert report.preview and report.storyboard == [out / "preview" / "storyboard.png"] and report.storyboard[0].is_file()
+    assert not (out / "movie.mp4").exists() and not (out / "preview" / "movie.mp4").exists()
     with pytest.raises(Exception, match="expected 0 ≤ A < B ≤ 6"):
         parse_shots("4:9", 6)
 

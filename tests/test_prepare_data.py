@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from moviedreamer.data.captions import NO_CAPTION, read_captions
 from moviedreamer.data.characters import cluster_faces, purity
@@ -181,6 +182,9 @@ def test_faces_become_characters_that_match_identities(toy_videos, tmp_path):
         k = ids.index(state["videos"][f"ep-{seed:06d}.mp4"]["episode"])
         ep = index.load(k)
         assert len(ep["faces"]) == len(ep["face_identity"]) == len(ep["face_shot"]) and ep["faces"].shape[1:] == (64, 64, 3)
+        # the AR stage reads the ArcFace embeddings from the shard (configs/paper/ar.yaml): one unit row per crop
+        assert ep["face_embeddings"].shape == (len(ep["faces"]), faces.embed_dim)
+        assert torch.allclose(ep["face_embeddings"].norm(dim=-1), torch.ones(len(ep["faces"])), atol=1e-4)
         assert all(index.meta["identities"][i].startswith(index.episodes[k]["id"] + "/") for i in ep["face_identity"].tolist())
         for m in index.load_json(k):
             shot = min(truth["shots"], key=lambda s: abs(s["start"] - m["frames"][0]))

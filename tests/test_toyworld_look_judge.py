@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from moviedreamer.toyworld.look_judge import ATTRIBUTE_SIZES, SLOTS, LookJudge, _assign, _cast_indices, load_look_judge, sample_batch, save_look_judge
+from moviedreamer.toyworld.look_judge import ATTRIBUTE_SIZES, JUDGED, SLOTS, drawn, LookJudge, _assign, _cast_indices, load_look_judge, sample_batch, save_look_judge
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.world import ATTRIBUTES, ShotParams, character, look_id
 
@@ -26,7 +26,7 @@ def test_the_cast_assignment_picks_the_most_likely_members():
     logp = {k: torch.full((SLOTS, n), -9.0) for k, n in ATTRIBUTE_SIZES.items()}
     for slot, cid in ((0, b), (1, c)):  # slot 0 shows b, slot 1 shows c
         for k in ATTRIBUTE_SIZES:
-            logp[k][slot, ATTRIBUTES[k].index(getattr(character(cid), k))] = 0.0
+            logp[k][slot, JUDGED[k].index(drawn(character(cid), k))] = 0.0
     assert _assign([0, 1], logp, cast, _cast_indices(cast)) == (b, c)
     assert _assign([], logp, cast, _cast_indices(cast)) == ()
 

@@ -116,8 +116,9 @@ def test_the_stage_starts_from_an_svd_folder_and_exports_its_vae(workdir, tmp_pa
     root, data = workdir
     svd = make_svd_folder(tmp_path / "stable-video-diffusion-img2vid-xt", image_size=32)
     raw = {"stage": "i2v", "data": str(data), "out": str(tmp_path / "out"), "deepspeed": str(root / "ds.json"), "steps": 1,
-           "model": {"init_from": str(svd), "descriptor_encoder": str(root / "text"), "export_vae": True, "settings": {"steps": 4, "tau": 2}},
-           "options": {"resolution": 32, "frames": 4, "export_samples": 2}}
+           "model": {"init_from": str(svd), "descriptor_encoder": str(root / "text"), "export_vae": True, "export_image_encoder": True,
+                     "settings": {"steps": 4, "tau": 2}},
+           "options": {"resolution": 32, "frames": 4, "export_samples": 2, "export_dtype": "bfloat16"}}
     stage = I2VStage(StageConfig.model_validate(raw))
     model = stage.build_model()
     assert model.conditioning.config.descriptor_mode == "token" and model.settings.steps == 4 and model.settings.num_frames == 5
@@ -134,7 +135,12 @@ def test_the_stage_starts_from_an_svd_folder_and_exports_its_vae(workdir, tmp_pa
     figures = stage.export(model, out, EpisodeStream(index, stage.samples, stage.keys, 0, 1, 5, 2))
     assert figures["vae_scaling_factor"] == pytest.approx(0.18215)
     assert type(load_vae(out / "vae")).__name__ == "AutoencoderKLTemporalDecoder"
-    assert AnchoredI2V.from_pretrained(out).settings.vae_scaling_factor == pytest.approx(0.18215)
+    again = AnchoredI2V.from_pretrained(out)  # bf16 files (configs/paper/i2v.yaml), float32 once loaded unless asked
+    assert again.settings.vae_scaling_factor == pytest.approx(0.18215) and again.dtype == torch.float32
+    assert AnchoredI2V.from_pretrained(out, torch.bfloat16).dtype == torch.bfloat16
+    # the anchor's encoder it was trained with (SVD's image_encoder/) goes with it, and its settings name it
+    assert (out / "image_encoder" / "model.safetensors").read_bytes() == (svd / "image_encoder" / "model.safetensors").read_bytes()
+    assert again.settings.image_encoder == {"path": "image_encoder", "format": "hf-clip-vision"}
 
 
 def test_the_end_frame_is_drawn_from_the_last_three_frames_noised_and_dropped_a_quarter_of_the_time(workdir):

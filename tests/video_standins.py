@@ -1,13 +1,12 @@
-"""Tiny random stand-ins for the video tests (no tests here): a VAE, a vision encoder, a UNet config, an SVD-XT
-diffusers folder in the real layout, and a sampler wired from them."""
+"""Tiny random stand-ins for the video tests (no tests here): a VAE, a vision encoder, a UNet config and a sampler wired
+from them; the SVD-XT diffusers folder in the real layout comes from moviedreamer/testing/formats.py."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
+
+from moviedreamer.testing.formats import make_svd_folder  # noqa: F401  (the video tests import it from here)
 
 TINY_UNET = dict(
     sample_size=8, in_channels=8, out_channels=4,
@@ -89,37 +88,3 @@ def image(seed: int, size: int = 16) -> np.ndarray:
     x = int(rng.integers(0, size // 2))
     img[size // 4 : size // 2, x : x + size // 4] = rng.integers(0, 256, 3)
     return img
-
-
-# ------------------------------------------------------------------------------------------------ SVD-XT folder
-
-
-def make_svd_folder(out: Path, seed: int = 0, image_size: int = 32) -> Path:
-    """A tiny Stable Video Diffusion (XT) diffusers pipeline folder in the real layout: model_index.json, unet/
-    (UNetSpatioTemporalConditionModel), vae/ (AutoencoderKLTemporalDecoder), image_encoder/
-    (CLIPVisionModelWithProjection), scheduler/ (EulerDiscreteScheduler, SVD-XT's settings), feature_extractor/."""
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(seed)
-    out.mkdir(parents=True, exist_ok=True)
-    unet = UNetSpatioTemporalConditionModel(**{**TINY_UNET, "sample_size": image_size // 2, "cross_attention_dim": 32, "num_frames": 5})
-    unet.save_pretrained(str(out / "unet"))
-    vae = AutoencoderKLTemporalDecoder(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2, latent_channels=4,
-                                       layers_per_block=1, sample_size=image_size, scaling_factor=0.18215)
-    # (AutoencoderKLTemporalDecoder's up blocks always use 32 groups; norm_num_groups is not an argument: keep 32-friendly sizes)
-    vae.save_pretrained(str(out / "vae"))
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=image_size,
-                           patch_size=8, projection_dim=32)
-    CLIPVisionModelWithProjection(cfg).save_pretrained(str(out / "image_encoder"))
-    EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                           prediction_type="v_prediction", interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.002,
-                           sigma_max=700.0, timestep_spacing="leading", timestep_type="continuous", steps_offset=1).save_pretrained(str(out / "scheduler"))
-    CLIPImageProcessor(crop_size={"height": image_size, "width": image_size}, size={"shortest_edge": image_size}, do_center_crop=True,
-                       image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711]).save_pretrained(str(out / "feature_extractor"))
-    index = {"_class_name": "StableVideoDiffusionPipeline", "_diffusers_version": "0.24.0.dev0",
-             "feature_extractor": ["transformers", "CLIPImageProcessor"], "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-             "scheduler": ["diffusers", "EulerDiscreteScheduler"], "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
-             "vae": ["diffusers", "AutoencoderKLTemporalDecoder"]}
-    (out / "model_index.json").write_text(json.dumps(index, indent=2))
-    return out

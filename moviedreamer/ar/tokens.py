@@ -2,7 +2,9 @@
 
 Training reads an episode's precomputed tokens when the shard has them (`keyframe_tokens` [S, n_tokens, d],
 optionally `keyframe_tokens_hflip` for mirrored keyframes); otherwise it encodes the frames with a frozen keyframe
-tokenizer that the caller loads (the training stage, through the profile). Inference encodes the script's
+tokenizer that the caller loads (the training stage, through the profile), once: with a `cache_dir` the tokens are
+written there (`EPISODE.safetensors`, `EPISODE.hflip.safetensors`, atomically) and read back by later epochs, ranks
+and runs, so the tokenizer can be released after one pass (`TokenSource.release`). Inference encodes the script's
 reference frames the same way.
 
 The tokenizer (moviedreamer/tokenizer/): `encode(images) -> [B, n_tokens, d]` on float RGB [B, 3, H, W] in [0, 1].
@@ -10,9 +12,13 @@ The tokenizer (moviedreamer/tokenizer/): `encode(images) -> [B, n_tokens, d]` on
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
+
 import torch
 
 from moviedreamer.errors import UserError
+from moviedreamer.safeio import load_safetensors, save_safetensors
 
 TOKENS_KEY, TOKENS_HFLIP_KEY = "keyframe_tokens", "keyframe_tokens_hflip"
 
@@ -32,10 +38,21 @@ def encode_frames(tokenizer, frames: torch.Tensor, flip: bool = False) -> torch.
 class TokenSource:
     """Keyframe tokens of an episode, precomputed or encoded on demand (the tokenizer loads on first need)."""
 
-    def __init__(self, loader=None, device: str = "cpu", tokenizer=None):
+    def __init__(self, loader=None, device: str = "cpu", tokenizer=None, cache_dir: str | Path | None = None):
         self._loader, self.device, self._tok = loader, device, tokenizer  # loader: () → the frozen keyframe tokenizer
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None  # encoded tokens on disk, per episode
         self.encoded = 0  # frames encoded by the tokenizer (tests read it)
         self._cache: dict = {}  # (episode id, flip) → encoded keyframe tokens: each episode is encoded once per run
+
+    def release(self) -> None:
+        """Drop the tokenizer (its GPU memory with it); a later miss loads it again through the loader."""
+        self._tok = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _disk(self, episode_id: str, flip: bool) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"{episode_id}{'.hflip' if flip else ''}.safetensors"
 
     @property
     def tokenizer(self):
@@ -53,8 +70,14 @@ class TokenSource:
             raise UserError(f"episode {episode.get('meta', {}).get('id', '?')}: expected '{TOKENS_KEY}' or 'keyframes' in the shard")
         key = (episode.get("meta", {}).get("id"), flip)
         if key[0] is None or key not in self._cache:
-            self.encoded += len(episode["keyframes"])
-            tokens = encode_frames(self.tokenizer, episode["keyframes"], flip)
+            disk = self._disk(*key) if key[0] is not None else None
+            if disk is not None and disk.is_file():
+                tokens = load_safetensors(disk)[TOKENS_KEY]
+            else:
+                self.encoded += len(episode["keyframes"])
+                tokens = encode_frames(self.tokenizer, episode["keyframes"], flip)
+                if disk is not None:
+                    save_safetensors({TOKENS_KEY: tokens.contiguous()}, disk)
             if key[0] is None:
                 return tokens
             self._cache[key] = tokens

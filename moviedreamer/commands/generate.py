@@ -19,30 +19,45 @@ def add_arguments(p) -> None:
     p.add_argument("--profile", help="model profile: a name in checkpoints.yaml or a profile .yaml (default: toy)")
     p.add_argument("--seed", type=int, help="override the story's seed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="what every model loads in (default auto: bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--shots", metavar="A:B", help="only shots A..B-1 (movie order, 0-based)")
     p.add_argument("--keyframes-only", action="store_true", help="plan and render keyframes and the storyboard, no clips")
     p.add_argument("--keyframe-candidates", type=int, metavar="K",
                    help="decode up to K keyframes per shot and keep the one whose faces best match its characters "
                         f"(default: the profile's keyframe tokenizer setting, {_profile_candidates()}; 1 = off)")
-    p.add_argument("--fresh", action="store_true", help="ignore state left in the output folder and start over")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--fresh", action="store_true", help="delete the units left in the output folder and start over")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (the model libraries' included)")
     preflight.add_arguments(p)  # --strict, --force
 
 
 def run(args) -> int:
+    from moviedreamer.errors import UserError
+    from moviedreamer.pipeline.outdir import OutputFolder, is_main_process
+    from moviedreamer.pipeline.shots import parse_shots
     from moviedreamer.registry import Registry
     from moviedreamer.script.load import load_story
+    from moviedreamer.script.timeline import build_timeline
 
     loaded = load_story(args.story)  # a ScriptError exits 2 before anything is written
     # another profile's story is refused, words the profile cannot draw are warned about (errors with --strict)
     preflight.print_warnings(preflight.check_story(loaded, Registry.load(args.profile), args.strict, args.force), 40, str(args.story))
-    # the pipeline (torch, diffusers, transformers) loads only after the story and the profile are checked
-    from moviedreamer.pipeline.movie import generate_from_args
-    from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile
+    parse_shots(args.shots, len(build_timeline(loaded.story)))
+    if args.keyframe_candidates is not None and args.keyframe_candidates < 1:
+        raise UserError(f"--keyframe-candidates: expected a whole number >= 1, found {args.keyframe_candidates}")
+    # the output folder (its owner, writability and lock) is checked and held before torch is even imported
+    output = OutputFolder(args.output or Path("out") / args.story.stem, main=is_main_process()).open()
+    try:
+        # the pipeline (torch, diffusers, transformers) loads only after the story, the profile and the folder are checked
+        from moviedreamer.pipeline.movie import generate_from_args
+        from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile
 
-    profile = Profile.load(args.profile)
-    profile.require(PIPELINE_COMPONENTS)
-    return generate_from_args(args, loaded, profile)
+        profile = Profile.load(args.profile)
+        profile.require(PIPELINE_COMPONENTS)
+    except BaseException:
+        output.close(error=True)
+        raise
+    return generate_from_args(args, loaded, profile, output=output)
 
 
 def _profile_candidates() -> str:

@@ -33,11 +33,12 @@ def add_arguments(p) -> None:
     j = sub.add_parser("judge", help="predict scene, characters and framing for images, a movie, or a movie folder")
     j.add_argument("inputs", nargs="+", type=Path, help="PNG/JPEG frames, .mp4 movies, or a generate-movie output folder")
 
-    tj = sub.add_parser("train-judge", help="train the judge on freshly rendered frames")
-    tj.add_argument("--steps", type=int, default=3000)
+    tj = sub.add_parser("train-judge", help="train the frame judge (scene, framing, each character's look) on freshly rendered frames; resumable")
+    tj.add_argument("--steps", type=int, default=4000)
     tj.add_argument("--batch", type=int, default=64)
     tj.add_argument("--seed", type=int, default=0)
-    tj.add_argument("-o", "--output", type=Path, default=None, help="default: the toy profile's judge folder")
+    tj.add_argument("--composed", type=float, default=0.75, help="share of shots that cast random compositional characters")
+    tj.add_argument("-o", "--output", type=Path, required=True, help="run folder: checkpoint.pt (resumed when present), train.log, export/ (the judge)")
 
     e = sub.add_parser("eval-judge", help="measure the judge on fresh renders (seeds never used in training)")
     e.add_argument("--samples", type=int, default=2000)
@@ -129,17 +130,25 @@ def _judge(args) -> int:
 
 
 def _train_judge(args) -> int:
-    from moviedreamer.train.fit_judge import train_judge
+    from moviedreamer.train.fit_look_judge import train_look_judge
 
-    train_judge(args.output, steps=args.steps, batch=args.batch, seed=args.seed)
+    train_look_judge(args.output, steps=args.steps, batch=args.batch, seed=args.seed, composed=args.composed)
     return 0
 
 
 def _eval_judge(args) -> int:
     from moviedreamer.toyworld.judge import evaluate_judge, load_judge
 
-    scores = evaluate_judge(load_judge(), args.samples, args.seed)
-    print(" ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    judge = load_judge()
+    if not getattr(judge, "reads_looks", False):
+        scores = evaluate_judge(judge, args.samples, args.seed)
+        print(" ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+        return 0
+    from moviedreamer.toyworld.look_judge import evaluate_look_judge
+
+    for name, share in (("composed characters", 1.0), ("catalogue characters", 0.0)):
+        scores = evaluate_look_judge(judge, args.samples, args.seed, composed=share)
+        print(f"{name}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     return 0
 
 

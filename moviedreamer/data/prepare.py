@@ -145,6 +145,8 @@ def _prepare_video(video: Path, base: Path, sidecar: Path | None, faces, o: Prep
         "face_identity": torch.from_numpy(labels.astype(np.int64) + identity_offset),
         "face_shot": torch.tensor(face_shot, dtype=torch.int64),
     }
+    if faces is not None:  # the ArcFace embeddings the clustering used, aligned with `faces`: the AR stage reads them
+        tensors["face_embeddings"] = torch.from_numpy(np.stack(embeddings) if embeddings else np.zeros((0, faces.embed_dim), np.float32))
     base.parent.mkdir(parents=True, exist_ok=True)
     save_safetensors(tensors, base.with_suffix(".safetensors"))
     tmp = base.with_name(base.name + ".yaml.partial")

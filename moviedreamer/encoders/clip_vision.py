@@ -45,11 +45,22 @@ class VisionEncoder:
         """Hash of the weights and settings, for the pipeline's resume keys."""
         return fingerprint_files(*self.source)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "VisionEncoder":
+        """Move (and/or cast) the tower; images are preprocessed in float32 and cast to its dtype on the way in."""
+        self.model.to(device=device, dtype=dtype)
+        if device is not None:
+            self.device = torch.device(device)
+        return self
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return (resize_center_crop(_as_float_images(images), self.image_size) - self.mean) / self.std
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.preprocess(images).to(self.device)
+        x = self.preprocess(images).to(self.device, self.dtype)
         with torch.no_grad():  # not inference_mode: the keyframe tokenizer trains on these tokens
             pooled, tokens = self._forward(x)
         return pooled.float(), tokens.float()
@@ -133,7 +144,8 @@ def load_hf_clip_vision(path: str | Path, device="cpu") -> HFClipVisionEncoder:
     return HFClipVisionEncoder(model, mean, std, device)
 
 
-def load_vision_encoder(path: str | Path, fmt: str | None = None, device="cpu") -> VisionEncoder:
+def load_vision_encoder(path: str | Path, fmt: str | None = None, device="cpu", dtype: torch.dtype | None = None) -> VisionEncoder:
+    """`dtype`: the tower's weights once loaded (None: as built, float32)."""
     path = Path(path)
     if fmt is None:
         fmt = _sniff(path)
@@ -144,7 +156,10 @@ def load_vision_encoder(path: str | Path, fmt: str | None = None, device="cpu") 
     if fmt not in loaders:
         raise UserError(f"{path}: vision encoder format '{fmt}' is not supported: expected open_clip-folder, open_clip-checkpoint or hf-clip-vision")
     encoder = loaders[fmt](path, device)
-    encoder.source = (source_files(path), f"vision:{fmt}:{encoder.image_size}:{encoder.mean.flatten().tolist()}:{encoder.std.flatten().tolist()}")
+    if dtype is not None:
+        encoder.to(dtype=dtype)
+    settings = f"vision:{fmt}:{encoder.image_size}:{encoder.mean.flatten().tolist()}:{encoder.std.flatten().tolist()}"
+    encoder.source = (source_files(path), settings + (f":{dtype}" if dtype not in (None, torch.float32) else ""))
     return encoder
 
 

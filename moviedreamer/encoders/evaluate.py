@@ -21,11 +21,13 @@ FRESH_SEED = 50_000_000  # training data uses story seeds < 2**32 drawn from sma
 
 def fresh_frames(n: int, seed: int = FRESH_SEED, size: int = 128, composed: float = 0.0):
     """n random toy frames (random shot, random time) with their truth; a `composed` share of the shots casts random
-    compositional characters (three drawn per shot), the rest the catalogue."""
+    compositional characters (three per shot from a pool of 24 drawn for the call, so that faces recur), the rest
+    the catalogue."""
     rng = np.random.default_rng(seed)
+    pool = random_cast(rng, 24) if composed > 0 else []
     out = []
     for _ in range(n):
-        cast = random_cast(rng, 3) if composed > 0 and rng.random() < composed else list(CHARACTER_IDS)
+        cast = [str(c) for c in rng.choice(pool, 3, replace=False)] if composed > 0 and rng.random() < composed else list(CHARACTER_IDS)
         shot = random_shot(rng, str(rng.choice(SCENE_IDS)), cast, layout_seed=int(rng.integers(1 << 30)))
         out.append(render_frame(shot, int(rng.integers(0, 32)), 8, (size, size)))
     return out

@@ -95,6 +95,19 @@ class DescriptorEncoder:
         """Hash of the weights and settings, for the pipeline's resume keys."""
         return fingerprint_files(*self.source)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "DescriptorEncoder":
+        """Move (and/or cast) the text model; embeddings come out as float32 on the CPU whatever it runs in."""
+        self.model.to(device=device, dtype=dtype)
+        if device is not None:
+            self.device = torch.device(device)
+            if getattr(self, "id_map", None) is not None:
+                self.id_map = self.id_map.to(self.device)
+        return self
+
     def encode(self, texts: list[str] | str, normalize: bool = False) -> EncodedText:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not all(isinstance(t, str) for t in texts):
@@ -274,15 +287,18 @@ def load_open_clip_text(path: str | Path, device="cpu", **kw) -> OpenClipDescrip
     return OpenClipDescriptorEncoder(load_text_tower(model_cfg, state, weights), device, id_map=id_map, **kw)
 
 
-def load_descriptor_encoder(path: str | Path, fmt: str | None = None, device="cpu", **kw) -> DescriptorEncoder:
-    """Pick the backend from the registry format, or from what the path holds when `fmt` is None."""
+def load_descriptor_encoder(path: str | Path, fmt: str | None = None, device="cpu", dtype: torch.dtype | None = None, **kw) -> DescriptorEncoder:
+    """Pick the backend from the registry format, or from what the path holds when `fmt` is None; `dtype`: the text
+    model's weights once loaded (None: as built, float32)."""
     path = Path(path)
     fmt = fmt or _sniff(path)
     loaders = {"open_clip-folder": load_open_clip_text, "longclip-pt": load_longclip_pt, "hf-clip-text": load_hf_clip_text, "hf-model": load_hf_clip_text}
     if fmt not in loaders:
         raise UserError(f"{path}: descriptor encoder format '{fmt}' is not supported: expected open_clip-folder, longclip-pt or hf-clip-text")
     encoder = loaders[fmt](path, device, **kw)
-    encoder.source = (source_files(path), f"descriptor:{fmt}:{encoder.context_length}")
+    if dtype is not None:
+        encoder.to(dtype=dtype)
+    encoder.source = (source_files(path), f"descriptor:{fmt}:{encoder.context_length}" + (f":{dtype}" if dtype not in (None, torch.float32) else ""))
     return encoder
 
 

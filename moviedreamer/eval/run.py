@@ -17,7 +17,9 @@ from moviedreamer.pipeline.profile import Profile
 from moviedreamer.script import load_story
 from moviedreamer.script.timeline import build_timeline
 from moviedreamer.toyworld.render import render_frame
+from moviedreamer.toyworld.look_judge import drawn, slot_order
 from moviedreamer.toyworld.story import read_story_params
+from moviedreamer.toyworld.world import character
 
 MAX_MOTION_PAIRS = 12  # flow pairs per shot (evenly spread): keeps hour-long movies cheap
 
@@ -132,11 +134,33 @@ def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray, models: Profi
         ev.notes.append(f"judge: not applicable ({first_line(e)})")
         return
     size = tuple(loaded.story.resolution)
-    truths = [{"scene": p.scene, "characters": render_frame(p, 0, loaded.story.fps, size).visible} for p in params]
-    preds = judge.predict(keyframes)
+    frames = [render_frame(p, 0, loaded.story.fps, size) for p in params]
+    truths = [{"scene": p.scene, "characters": f.visible, "order": slot_order(f)} for p, f in zip(params, frames)]
+    if getattr(judge, "reads_looks", False):  # the compositional judge: which of the story's characters, and how drawn
+        preds = judge.predict(keyframes, cast=sorted({c for p in params for c in p.characters}))
+    else:
+        preds = judge.predict(keyframes)
     ev.metrics["judge"] = metrics.judge_fidelity(preds, truths)
+    looks = look_fidelity(preds, truths)
+    if looks is not None:
+        ev.metrics["judge"]["look_attributes"] = looks
     for row, p, t in zip(ev.per_shot, preds, truths):
         row["judge"] = {"scene": p["scene"], "characters": list(p["characters"]), "correct": p["scene"] == t["scene"] and set(p["characters"]) == set(t["characters"])}
+
+
+def look_fidelity(preds: list[dict], truths: list[dict]) -> float | None:
+    """Share of the attributes (kind, face, clothes, hat) the judge reads as the script wrote them, over the
+    characters of shots where it found as many characters as the truth shows (slot by slot, left to right);
+    None for a judge that does not read looks."""
+    hits = total = 0
+    for p, t in zip(preds, truths):
+        if "looks" not in p or len(p["looks"]) != len(t["order"]):
+            continue
+        for look, cid in zip(p["looks"], t["order"]):
+            c = character(cid)
+            hits += sum(look[k] == drawn(c, k) for k in look)
+            total += len(look)
+    return hits / total if total else None
 
 
 def solo_appearances(faces, characters_per_shot, keyframes) -> dict[str, list[np.ndarray]]:

@@ -69,3 +69,4 @@ class Components:
     clips: ClipRenderer
     profile: str = "toy"
     window: int = 0  # shots of history the planner attends to (0 = all); bounds resume teacher-forcing
+    placement: object | None = None  # pipeline/placement.py Placement: `enter(stage)` before each stage (None: models stay put)

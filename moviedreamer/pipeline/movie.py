@@ -7,12 +7,15 @@ Resume model: every unit (plan, keyframe, clip) is stored under a key that hashe
 shots are teacher-forced through the same forward passes, so the planner's context is bit-identical to an
 uninterrupted run's. Keyframes and clips whose keys exist are reused; the rest are rendered. Ranks of a
 `torchrun` job split the rendering by shot index and meet at barriers; rank 0 assembles the movie.
+
+The output folder is held for the whole run (outdir.py: made by MovieDreamer, writable, locked); a run of part of the
+story is a preview (assemble.py: `OUT/preview/`) and never replaces the movie; no run deletes a unit it did not make
+unless asked (`fresh`); a failed write is one line naming the path (durable.py).
 """
 
 from __future__ import annotations
 
 import io
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,22 +25,27 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from moviedreamer.durable import write_bytes_atomic, write_error, writing
 from moviedreamer.errors import UserError
-from moviedreamer.media import ClipWriter, concat_clips
+from moviedreamer.media import ClipWriter
+from moviedreamer.pipeline.assemble import STORYBOARD_TILES, assemble
 from moviedreamer.pipeline.components import Components
 from moviedreamer.pipeline.dist import Ranks
 from moviedreamer.pipeline.inputs import as_loaded_story, profile_reference
 from moviedreamer.pipeline.keys import compute_keys
+from moviedreamer.pipeline.outdir import OutputFolder, is_main_process
 from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile, load_components
 from moviedreamer.pipeline.progress import ClipProgress, ClipWorkBar
+from moviedreamer.pipeline.publish import recover
+from moviedreamer.pipeline.quiet import quiet_libraries
 from moviedreamer.pipeline.result import MovieResult, RunReport
-from moviedreamer.pipeline.state import OutputLock, UnitStore
-from moviedreamer.pipeline.writer import write_json_atomic, write_storyboard
+from moviedreamer.pipeline.shots import describe_run, parse_shots
+from moviedreamer.pipeline.state import UnitStore
 from moviedreamer.safeio import load_safetensors, save_safetensors
 from moviedreamer.script.timeline import build_timeline
 from moviedreamer.video.work import SegmentWork
 
-STORYBOARD_TILES = 48  # tiles per storyboard page: memory stays flat for hour-long movies
+__all__ = ["STORYBOARD_TILES", "MovieDreamerPipeline", "generate_from_args", "parse_shots"]
 
 
 class MovieDreamerPipeline:
@@ -64,7 +72,7 @@ class MovieDreamerPipeline:
 
     @classmethod
     def from_pretrained(cls, profile_name_or_folder: str | Path | None = None, device: str = "cpu", keyframe_candidates: int | None = None,
-                        clip_candidates: int | None = None) -> "MovieDreamerPipeline":
+                        clip_candidates: int | None = None, quiet: bool = False, dtype: str = "auto") -> "MovieDreamerPipeline":
         """Load every model of a checkpoints profile, each once (pipeline/profile.py).
 
         Args:
@@ -74,6 +82,8 @@ class MovieDreamerPipeline:
             keyframe_candidates: keyframes decoded per shot at most, the best face match kept (None: the profile's
                 keyframe tokenizer setting; 1: no reranking).
             clip_candidates: samples of a shot's first segment at most (None: the profile's i2v setting; 1: none).
+            quiet: no progress bars or info messages from the model libraries while loading.
+            dtype: `"auto"` (bf16 on CUDA, fp32 on the CPU), `"fp32"`, `"bf16"` or `"fp16"`: what every model loads in.
 
         Returns:
             A `MovieDreamerPipeline`. A missing component or an unavailable device raises `UserError` (one line).
@@ -83,7 +93,9 @@ class MovieDreamerPipeline:
         for name, value in (("keyframe_candidates", keyframe_candidates), ("clip_candidates", clip_candidates)):
             if value is not None and int(value) < 1:
                 raise UserError(f"{name}: expected a whole number >= 1, found {value}")
-        return cls(load_components(profile, device, keyframe_candidates, clip_candidates))
+        if quiet:
+            quiet_libraries()
+        return cls(load_components(profile, device, keyframe_candidates, clip_candidates, dtype))
 
     @classmethod
     def from_profile(cls, profile: str | None = None, device: str = "auto", keyframe_candidates: int | None = None) -> "MovieDreamerPipeline":
@@ -92,66 +104,100 @@ class MovieDreamerPipeline:
 
     def __call__(self, story, out_dir: str | Path, shots: tuple[int, int] | None = None, keyframes_only: bool = False, fresh: bool = False,
                  quiet: bool = False, seed: int | None = None, callback: Callable[[ClipProgress], None] | None = None,
-                 base_dir: str | Path | None = None) -> MovieResult:
+                 base_dir: str | Path | None = None, output: OutputFolder | None = None) -> MovieResult:
         """Make the movie of a story into `out_dir`.
 
         Args:
             story: a `LoadedStory` (`load_story(path)`), the path of a story .yaml, YAML text, or a `Story` object.
-            out_dir: the output folder; state left there by an earlier run is reused where it still applies.
-            shots: `(first, last)`: only shots first … last − 1 (movie order, 0-based); None: all.
-            keyframes_only: plan and render the keyframes and the storyboard, no clips and no movie.
-            fresh: ignore the state left in `out_dir` and start over.
+            out_dir: the output folder: a new or empty one, or one MovieDreamer made (an existing folder holding other
+                files is refused); units left there by an earlier run are reused where they still apply.
+            shots: `(first, last)`: only shots first … last − 1 (movie order, 0-based); None: all. A run of part of the
+                story is a preview: its movie, storyboard and manifest go to `out_dir/preview/`.
+            keyframes_only: plan and render the keyframes and the storyboard, no clips and no movie (a preview).
+            fresh: delete the units left in `out_dir` and start over (files MovieDreamer did not name are kept).
             quiet: no progress bars.
             seed: overrides the story's seed.
             callback: called with a `ClipProgress` (work done and expected in all, frames written) after every
                 denoising step and every frame of the clip stage.
             base_dir: for a story given as text or as an object, the folder its file names are relative to
                 (default: the current folder).
+            output: the folder already opened (`OutputFolder(out_dir).open()`, as generate-movie does before loading
+                the models); the call releases it.
 
         Returns:
             `MovieResult`: the paths of `movie.mp4`, the storyboard pages, `manifest.json`, each shot's keyframe and
             clip, what was rendered or reused, and `frames(i)` / `keyframe(i)` / `iter_frames()` that read frames
-            back from disk when asked.
+            back from disk when asked. A write that fails raises `UserError` naming the path; running again after
+            the cause is fixed resumes.
         """
         out_dir = Path(out_dir)
-        loaded, text = as_loaded_story(story, out_dir, base_dir)
-        story = loaded.story if seed is None else loaded.story.model_copy(update={"seed": seed})
+        try:
+            loaded, text = as_loaded_story(story, out_dir, base_dir)
+            story = loaded.story if seed is None else loaded.story.model_copy(update={"seed": seed})
+            timeline = build_timeline(story)
+            first, last = _select(shots, len(timeline))  # bad input is refused before anything is written
+        except BaseException:
+            if output is not None:
+                output.close(error=True)
+            raise
         self._story_path = getattr(loaded, "path", None) and Path(loaded.path).resolve()
-        timeline = build_timeline(story)
-        first, last = _select(shots, len(timeline))  # bad input is refused before anything is written
         ranks = Ranks.from_env()
         report = RunReport(out_dir)
-        lock = OutputLock(out_dir) if ranks.is_main else None
-        if lock:
-            lock.__enter__()
+        folder = output if output is not None else OutputFolder(out_dir, main=ranks.is_main).open()
+        store = UnitStore(out_dir / "state")
+        failed = True
         try:
-            if text is not None and ranks.is_main:
-                loaded.path.write_text(text, encoding="utf-8")
-            if fresh and ranks.is_main and (out_dir / "state").exists():
-                shutil.rmtree(out_dir / "state")
+            if ranks.is_main:
+                recover(out_dir)  # a publication a killed run left half done
+                if text is not None:
+                    if not loaded.path.exists():
+                        folder.wrote(loaded.path)
+                    with writing(loaded.path):
+                        write_bytes_atomic(loaded.path, text.encode("utf-8"))
+                if fresh:
+                    store.clean(keep=set())
             ranks.barrier()
-            store = UnitStore(out_dir / "state")
             # a continuous last shot ends on the next shot's keyframe: plan and render that one too
             upto = last + 1 if last < len(timeline) and timeline[last - 1].shot.transition == "continuous" else last
             loaded = loaded if seed is None else replace(loaded, story=story)
+            self._stage("encode")  # each stage's models on the device only while it runs (pipeline/placement.py)
             encoded = self.c.encoder.encode_story(loaded)
             keys = compute_keys(self.c, loaded, story, timeline)
             if ranks.is_main:
+                self._stage("plan")
                 self._plan(store, timeline[:upto], keys, encoded, report, quiet)
             ranks.barrier()
             selected = timeline[first:last]
+            self._stage("keyframes")
             self._keyframes(store, timeline[first:upto], keys, encoded, story, report, ranks, quiet)
             ranks.barrier()
             if not keyframes_only:
+                self._stage("clips")
                 self._clips(store, selected, timeline, keys, encoded, loaded, report, ranks, quiet, callback)
                 ranks.barrier()
-            pages = self._assemble(store, out_dir, story, selected, keys, keyframes_only, report) if ranks.is_main else []
-            return _result(report, store, keys, selected, story, keyframes_only, pages)
+            complete = (first, last) == (0, len(timeline)) and not keyframes_only
+            target, pages = out_dir, []
+            if ranks.is_main:
+                target, pages = assemble(store, out_dir, story, selected, keys, keyframes_only, complete, report, self._header(story))
+            failed = False
+            return _result(report, store, keys, selected, story, keyframes_only, pages, target, complete)
+        except OSError as e:  # a write no site above named (they raise WriteError, a UserError)
+            raise write_error(e, getattr(e, "filename", None) or out_dir) from None
         finally:
-            if lock:
-                lock.__exit__(None, None, None)
+            folder.close(error=failed, units_written=store.committed)
+
+    def _header(self, story) -> dict:
+        return {"title": story.title, "story": str(self._story_path) if self._story_path else None, "profile": self.c.profile,
+                "fingerprints": {"encoder": self.c.encoder.fingerprint, "planner": self.c.planner.fingerprint,
+                                 "keyframes": self.c.keyframes.fingerprint, "clips": self.c.clips.fingerprint},
+                "seed": story.seed}
 
     # --- stages -------------------------------------------------------------------------------------
+    def _stage(self, name: str) -> None:
+        placement = getattr(self.c, "placement", None)
+        if placement is not None:
+            placement.enter(name)
+
     def _plan(self, store, shots, keys, encoded, report, quiet):
         self.c.planner.reset(encoded)
         for shot in _progress(shots, "plan keyframes", quiet):
@@ -161,7 +207,13 @@ class MovieDreamerPipeline:
             out = self.c.planner.step(shot.index, shot.seed, tokens=known)
             if known is None:
                 tmp = store.tmp_path(path)
-                save_safetensors({"tokens": out.detach().cpu().contiguous()}, tmp)
+                try:
+                    with writing(path):
+                        save_safetensors({"tokens": out.detach().cpu().contiguous()}, tmp)
+                except BaseException:
+                    for leftover in (tmp, tmp.with_name(tmp.name + ".tmp")):
+                        leftover.unlink(missing_ok=True)
+                    raise
                 store.commit(tmp, path)
                 report.rendered["plan"].append(shot.index)
                 report.seconds[("plan", shot.index)] = time.perf_counter() - t0
@@ -199,11 +251,13 @@ class MovieDreamerPipeline:
             keyframe = _read_png(store.path("keyframes", shot.index, keys.keyframe[shot.index], ".png"))
             end = _end_frame(shot, timeline, store, keys, loaded)
             t0 = time.perf_counter()
-            writer = ClipWriter(store.tmp_path(path), story.fps, width, height)
+            with writing(path):
+                writer = ClipWriter(store.tmp_path(path), story.fps, width, height)
             extra = {"progress": bar} if counts_work else {}
             try:
                 for frame in self.c.clips.render(keyframe, shot.n_frames, encoded.clip_conditions[shot.index], shot.seed, story.fps, end_frame=end, **extra):
-                    writer.write(frame)
+                    with writing(path):
+                        writer.write(frame)
                     if not counts_work:
                         bar.advance(1.0)
                     bar.frame()
@@ -212,7 +266,9 @@ class MovieDreamerPipeline:
                 bar.shot_done()
                 if writer.frames != shot.n_frames:
                     raise RuntimeError(f"shot {shot.index}: the clip renderer gave {writer.frames} frames, expected {shot.n_frames}")
-                store.commit(writer.close(), path)
+                with writing(path):
+                    closed = writer.close()
+                store.commit(closed, path)
             except BaseException:
                 writer.abort()
                 raise
@@ -220,74 +276,8 @@ class MovieDreamerPipeline:
             report.seconds[("clip", shot.index)] = time.perf_counter() - t0
         bar.close()
 
-    def _assemble(self, store, out_dir, story, selected, keys, keyframes_only, report):
-        keep, labels, tiles, pages = set(), [], [], []
-        shots_dir = out_dir / "shots"
-        shots_dir.mkdir(parents=True, exist_ok=True)
-        manifest_shots = []
-        for shot in selected:
-            kf = store.path("keyframes", shot.index, keys.keyframe[shot.index], ".png")
-            keep |= {kf, store.path("plan", shot.index, keys.plan[shot.index], ".safetensors")}
-            entry = {"index": shot.index, "scene": shot.scene_id, "shot_in_scene": shot.shot_index, "seed": shot.seed, "start_frame": shot.start_frame, "frames": shot.n_frames, "keyframe": str(kf.relative_to(out_dir))}
-            entry["seconds"] = {kind: round(report.seconds[(kind, shot.index)], 3) if (kind, shot.index) in report.seconds else "reused" for kind in ("plan", "keyframe", "clip")}
-            if keyframes_only:
-                entry["seconds"]["clip"] = "not rendered (keyframes only)"
-            if not keyframes_only:
-                clip = store.path("clips", shot.index, keys.clip[shot.index], ".mp4")
-                keep.add(clip)
-                _link(clip, shots_dir / f"shot-{shot.index:05d}.mp4")
-                entry["clip"] = f"shots/shot-{shot.index:05d}.mp4"
-            manifest_shots.append(entry)
-            tiles.append(_read_png(kf))
-            labels.append((f"{shot.scene_index + 1}.{shot.shot_index + 1} {shot.shot.action}", shot.shot.camera))
-            if len(tiles) == STORYBOARD_TILES:
-                pages.append(_storyboard_page(out_dir, len(pages), tiles, labels, story.title))
-                tiles, labels = [], []
-        if tiles:
-            pages.append(_storyboard_page(out_dir, len(pages), tiles, labels, story.title))
-        frames = None
-        if not keyframes_only:
-            frames = concat_clips([out_dir / e["clip"] for e in manifest_shots], out_dir / "movie.mp4")
-        for stale in shots_dir.glob("shot-*.mp4"):
-            if stale.name not in {Path(e.get("clip", "")).name for e in manifest_shots}:
-                stale.unlink()
-        store.clean(keep)
-        write_json_atomic(
-            {
-                "title": story.title,
-                "story": str(self._story_path) if self._story_path else None,
-                "profile": self.c.profile,
-                "fingerprints": {"encoder": self.c.encoder.fingerprint, "planner": self.c.planner.fingerprint, "keyframes": self.c.keyframes.fingerprint, "clips": self.c.clips.fingerprint},
-                "seed": story.seed,
-                "fps": story.fps,
-                "resolution": story.resolution,
-                "frames": frames,
-                "movie": None if keyframes_only else "movie.mp4",
-                "storyboard": [p.name for p in pages],
-                "rendered": report.rendered,
-                "reused": report.reused,
-                "shots": manifest_shots,
-            },
-            out_dir / "manifest.json",
-        )
-        return pages
-
 
 # --- helpers --------------------------------------------------------------------------------------------
-def parse_shots(spec: str | None, n: int) -> tuple[int, int] | None:
-    """'A:B' → (A, B) with Python slice semantics (either side may be empty)."""
-    if not spec:
-        return None
-    try:
-        a, b = spec.split(":")
-        first, last = int(a) if a else 0, int(b) if b else n
-    except ValueError:
-        raise UserError(f"--shots: expected A:B (e.g. 3:10), found {spec!r}") from None
-    if not 0 <= first < last <= n:
-        raise UserError(f"--shots: expected 0 ≤ A < B ≤ {n} (the story has {n} shots), found {spec!r}")
-    return first, last
-
-
 def _select(shots, n):
     if not shots:
         return 0, n
@@ -302,15 +292,14 @@ def _progress(items, desc, quiet, unit="shot"):
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]")
 
 
-def _result(report, store, keys, selected, story, keyframes_only, pages) -> MovieResult:
-    out_dir = report.out_dir
+def _result(report, store, keys, selected, story, keyframes_only, pages, target, complete) -> MovieResult:
     return MovieResult(
-        out_dir, report.rendered, report.reused, report.seconds,
+        report.out_dir, report.rendered, report.reused, report.seconds,
         shot_indices=[s.index for s in selected],
         keyframes=[store.path("keyframes", s.index, keys.keyframe[s.index], ".png") for s in selected],
-        clips=[] if keyframes_only else [out_dir / "shots" / f"shot-{s.index:05d}.mp4" for s in selected],
-        movie=None if keyframes_only else out_dir / "movie.mp4",
-        storyboard=list(pages), manifest=out_dir / "manifest.json", fps=story.fps)
+        clips=[] if keyframes_only else [target / "shots" / f"shot-{s.index:05d}.mp4" for s in selected],
+        movie=None if keyframes_only else target / "movie.mp4",
+        storyboard=list(pages), manifest=target / "manifest.json", fps=story.fps, preview=not complete)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -322,8 +311,13 @@ def _end_frame(shot, timeline, store, keys, loaded):
     """The last-frame instruction: the script's end_frame image, or the next keyframe for continuous shots."""
     width, height = loaded.story.resolution
     if shot.shot.end_frame:
-        with Image.open(loaded.resolve(shot.shot.end_frame)) as im:
-            return np.asarray(im.convert("RGB").resize((width, height), Image.BICUBIC))
+        path = loaded.resolve(shot.shot.end_frame)
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB").resize((width, height), Image.BICUBIC))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise UserError(f"{path}: shot {shot.index}'s end_frame cannot be read as an image ({type(e).__name__}); "
+                            f"replace it and check the story with `moviedreamer validate`") from None
     nxt = shot.index + 1
     if shot.shot.transition == "continuous" and nxt < len(timeline):
         path = store.path("keyframes", nxt, keys.keyframe[nxt], ".png")
@@ -332,32 +326,31 @@ def _end_frame(shot, timeline, store, keys, loaded):
     return None
 
 
-def _link(src: Path, dst: Path) -> None:
-    dst.unlink(missing_ok=True)
+def generate_from_args(args, loaded, profile, output: OutputFolder | None = None) -> int:
+    """The `generate-movie` command after its checks: build the pipeline from the profile and run it. `output`: the
+    output folder the command already opened (checked, marked and locked before any model loads)."""
+    out_dir = Path(args.output or Path("out") / args.story.stem)
+    folder = output
     try:
-        dst.hardlink_to(src)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
-def _storyboard_page(out_dir, page, tiles, labels, title):
-    name = "storyboard.png" if page == 0 else f"storyboard-{page + 1:03d}.png"
-    return write_storyboard(tiles, labels, out_dir / name, title=f"{title} — page {page + 1}" if page else title)
-
-
-def generate_from_args(args, loaded, profile) -> int:
-    """The `generate-movie` command after its checks: build the pipeline from the profile and run it."""
-    out_dir = args.output or Path("out") / args.story.stem
-    n_shots = len(build_timeline(loaded.story))
-    shots = parse_shots(args.shots, n_shots)
-    candidates = getattr(args, "keyframe_candidates", None)
-    if candidates is not None and candidates < 1:
-        raise UserError(f"--keyframe-candidates: expected a whole number >= 1, found {candidates}")
-    pipeline = MovieDreamerPipeline(load_components(profile, args.device, candidates))  # the profile was checked by the command
+        timeline = build_timeline(loaded.story if args.seed is None else loaded.story.model_copy(update={"seed": args.seed}))
+        shots = parse_shots(args.shots, len(timeline))
+        candidates = getattr(args, "keyframe_candidates", None)
+        if candidates is not None and candidates < 1:
+            raise UserError(f"--keyframe-candidates: expected a whole number >= 1, found {candidates}")
+        folder = folder or OutputFolder(out_dir, main=is_main_process()).open()
+        if args.quiet:
+            quiet_libraries()
+        pipeline = MovieDreamerPipeline(load_components(profile, args.device, candidates))  # the profile was checked by the command
+    except BaseException:
+        if folder is not None:
+            folder.close(error=True)
+        raise
     t0 = time.perf_counter()
-    report = pipeline(loaded, out_dir, shots=shots, keyframes_only=args.keyframes_only, fresh=args.fresh, quiet=args.quiet, seed=args.seed)
-    seconds = sum(s.shot.duration for s in build_timeline(loaded.story)[slice(*(shots or (0, n_shots)))])
-    made = "keyframes and storyboard" if args.keyframes_only else f"{seconds:.0f} s of movie"
-    reused = sum(report.reused.values())
-    print(f"wrote {made} to {out_dir} in {time.perf_counter() - t0:.1f} s" + (f" ({reused} units reused from an earlier run)" if reused else ""))
+    result = pipeline(loaded, out_dir, shots=shots, keyframes_only=args.keyframes_only, fresh=args.fresh, quiet=args.quiet, seed=args.seed,
+                      output=folder)
+    reused = sum(result.reused.values())
+    where = result.manifest.parent if result.manifest else out_dir
+    kept = f"; the movie in {out_dir} is unchanged" if result.preview and (out_dir / "movie.mp4").is_file() else ""
+    print(f"wrote {describe_run(timeline, shots, args.keyframes_only, loaded.story.fps)} to {where} in {time.perf_counter() - t0:.1f} s"
+          + (f" ({reused} units reused from an earlier run)" if reused else "") + kept)
     return 0

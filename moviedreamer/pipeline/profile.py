@@ -6,6 +6,10 @@ tokenizer reads images with the vision tower and decodes through the VAE; the cl
 tower's embedding and reranks with the face pack). Stage loaders below this floor take folder paths and the parts
 already loaded; none of them looks a component up. `Profile` loads each component on first use, so a command that
 needs only the encoders never loads the video model.
+
+Every torch model loads in the profile's dtype (`--dtype`, pipeline/placement.py). For the pipeline,
+`load_components` turns on stage-wise placement: models load into CPU memory and `Profile.placement` puts each
+stage's on the device only while that stage runs.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from moviedreamer.encoders.faces import load_face_pack
 from moviedreamer.encoders.longclip import embed_texts, load_descriptor_encoder
 from moviedreamer.encoders.presence import PresenceCheck, load_presence
 from moviedreamer.encoders.text import load_text_tokenizer
-from moviedreamer.errors import UserError
+from moviedreamer.errors import CheckpointError, UserError
 from moviedreamer.pipeline.components import Components, EncodedStory
+from moviedreamer.pipeline.placement import Placement, dtype_name, resolve_dtype
 from moviedreamer.registry import Registry
 from moviedreamer.rerank import IdentityScorer, LookCheck, SegmentScorer
 from moviedreamer.script.shot_text import story_shot_texts
@@ -48,6 +53,7 @@ FORMATS = {
     VISION: ("open_clip-folder", "hf-clip-vision"),
     FACES: ("insightface-pack",),
     "keyframe_tokenizer": ("moviedreamer",),
+    "i2v": ("diffusers", "diffusers-pipeline"),  # an i2v folder of `train i2v`, or a stock SVD(-XT) pipeline folder
 }
 ENCODERS = [TEXT_TOKENIZER, DESCRIPTOR, VISION, FACES]
 # Components the generate path loads, in the order the stages use them.
@@ -70,13 +76,32 @@ class Profile:
     """A checkpoints profile and its models, each loaded (and its weights checked) the first time it is used and then
     shared. `text_tokenizer`, `descriptor`, `vision` and `faces` are the script encoders that ar/embed.py reads."""
 
-    def __init__(self, registry: Registry, device: str = "cpu"):
-        self.registry, self.device = registry, device
+    def __init__(self, registry: Registry, device: str = "cpu", dtype: torch.dtype | None = None):
+        self.registry, self.device, self.dtype = registry, device, dtype  # dtype None: float32 (what the files give)
+        self.staged = False  # stage-wise placement off: everything loads onto the device
+        self.placement = Placement(device, device)
 
     @classmethod
-    def load(cls, profile: str | None = None, device: str = "cpu") -> "Profile":
+    def load(cls, profile: str | None = None, device: str = "cpu", dtype: torch.dtype | None = None) -> "Profile":
         """A profile by name in checkpoints.yaml or by the path of a profile .yaml (None: the default)."""
-        return cls(Registry.load(profile), device)
+        return cls(Registry.load(profile), device, dtype)
+
+    def configure(self, device: str, dtype: torch.dtype, staged: bool = True) -> "Profile":
+        """The device and dtype its models load in; `staged`: they load into CPU memory and `placement` moves each
+        stage's onto the device while it runs (a no-op on the CPU)."""
+        self.device, self.dtype, self.staged = device, dtype, staged
+        self.placement = Placement(device, "cpu" if staged else device)
+        return self
+
+    @property
+    def load_device(self) -> str:
+        """Where models are put when loaded: where they wait between stages (CPU memory when staged)."""
+        return "cpu" if self.staged else self.device
+
+    @property
+    def _dtype(self) -> torch.dtype | None:
+        """The dtype loaders are asked for (None for float32, so float32 keeps the fingerprints it always had)."""
+        return None if self.dtype in (None, torch.float32) else self.dtype
 
     @property
     def name(self) -> str:
@@ -111,19 +136,19 @@ class Profile:
 
     @cached_property
     def descriptor(self):
-        return load_descriptor_encoder(self._checked_path(DESCRIPTOR), self.registry.component(DESCRIPTOR).format, self.device)
+        return load_descriptor_encoder(self._checked_path(DESCRIPTOR), self.registry.component(DESCRIPTOR).format, self.load_device, self._dtype)
 
     @cached_property
     def vision(self):
-        return load_vision_encoder(self._checked_path(VISION), self.registry.component(VISION).format, self.device)
+        return load_vision_encoder(self._checked_path(VISION), self.registry.component(VISION).format, self.load_device, self._dtype)
 
     @cached_property
     def faces(self):
-        return load_face_pack(self._checked_path(FACES), self.device)
+        return load_face_pack(self._checked_path(FACES), self.device)  # ONNX on onnxruntime (CUDA provider on a GPU), float32
 
     @cached_property
     def vae(self):
-        return load_vae(self.path("vae")).to(self.device)
+        return load_vae(self.path("vae"), dtype=self._dtype).to(self.load_device)
 
     def shares_descriptor_space(self) -> bool:
         """Whether the vision encoder embeds images in the descriptor encoder's space (the same CLIP: the toy
@@ -142,25 +167,58 @@ class Profile:
         vision = self.vision if sources.get("vision_encoder") == self.path(VISION).resolve() else None
         shared_vae = "vae" in self.registry.components and sources.get("vae") == self.path("vae").resolve()
         vae = self.vae if shared_vae and type(self.vae).__name__ == "AutoencoderKL" else None  # an image VAE, not SVD's temporal one
-        return KeyframeTokenizer.from_pretrained(path, vision_encoder=vision, vae=vae, device=self.device)
+        return KeyframeTokenizer.from_pretrained(path, vision_encoder=vision, vae=vae, device=self.load_device, dtype=self._dtype)
 
     @cached_property
     def planner(self) -> ARPlanner:
-        return ARPlanner.from_pretrained(self.path("ar"), self.device)
+        return ARPlanner.from_pretrained(self.path("ar"), self.load_device, self._dtype)
+
+    @cached_property
+    def i2v_is_svd(self) -> bool:
+        """Whether the `i2v` component is a stock SVD(-XT) pipeline folder (no fine-tune) rather than a `train i2v` export."""
+        return self.component("i2v").format == "diffusers-pipeline" or (self.path("i2v") / "model_index.json").is_file()
 
     @cached_property
     def i2v(self) -> AnchoredI2V:
-        return AnchoredI2V.from_pretrained(self.path("i2v")).to(self.device)
+        path, dtype = self._checked_path("i2v"), self.dtype or torch.float32
+        if self.i2v_is_svd:  # stock SVD: anchored on the keyframe through its CLIP image embedding, nothing else
+            model = AnchoredI2V.from_svd(path, dtype=dtype)
+            model.settings.tau = 0  # it never learned a last-frame instruction: end frames are not given to it
+            return model.eval().to(self.load_device)
+        return AnchoredI2V.from_pretrained(path, dtype).to(self.load_device)
 
     @cached_property
     def i2v_vae_path(self) -> Path:
-        """The VAE the clip model was trained with: `i2v/vae` when the folder bundles one, else the profile's."""
+        """The VAE the clip model was trained with: `i2v/vae` when the folder bundles one (an SVD folder always does),
+        else the profile's."""
         bundled = self.path("i2v") / "vae"
         return bundled if (bundled / "config.json").is_file() else self.path("vae")
 
     @cached_property
     def i2v_vae(self):
-        return self.vae if self.i2v_vae_path == self.path("vae") else load_vae(self.i2v_vae_path).to(self.device)
+        if self.i2v_vae_path == self.path("vae"):
+            return self.vae
+        return load_vae(self.i2v_vae_path, dtype=self._dtype).to(self.load_device)
+
+    @cached_property
+    def i2v_vision(self):
+        """The anchor's CLIP vision encoder: the one the clip model was trained with (its bundled `image_encoder/`, an
+        SVD folder's, or the folder its settings name), else the profile's (models saved without that record)."""
+        i2v, vision = self.path("i2v"), self.path(VISION).resolve() if self.has(VISION) else None
+        source = self.i2v.settings.image_encoder or {}
+        where, fmt = i2v / "image_encoder", None
+        if not where.is_dir():
+            if not source.get("path"):
+                return self.vision
+            where, fmt = Path(source["path"]).expanduser(), source.get("format")
+            where = where if where.is_absolute() else i2v / where  # relative to the i2v folder (how `train i2v` exports it)
+            if not where.exists() and where.resolve() != vision:
+                raise CheckpointError(f"{i2v / 'moviedreamer_i2v.json'}: the clip model was trained with the image encoder at {where}, "
+                                      f"which is not there: copy that folder to {i2v / 'image_encoder'} "
+                                      f"(`train i2v` bundles it with model.export_image_encoder: true)")
+        if where.resolve() == vision:
+            return self.vision
+        return load_vision_encoder(where, fmt, self.load_device, self._dtype)
 
     @cached_property
     def presence_probe(self):
@@ -239,9 +297,9 @@ def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, 
 
 
 def clip_renderer(profile: Profile, **overrides) -> I2VClipRenderer:
-    """The clip renderer of a profile: its `i2v` model, the VAE it was trained with, the profile's vision encoder, its
-    descriptor encoder when the model attends to descriptors, and a segment reranker on the face pack when the model
-    samples more than one candidate."""
+    """The clip renderer of a profile: its `i2v` model, the VAE and the vision encoder it was trained with, the
+    profile's descriptor encoder when the model attends to descriptors, and a segment reranker on the face pack when
+    the model samples more than one candidate."""
     model = profile.i2v
     descriptor = profile.descriptor if model.conditioning.descriptor_proj is not None else None
     scorer = None
@@ -254,25 +312,44 @@ def clip_renderer(profile: Profile, **overrides) -> I2VClipRenderer:
             weight = float(overrides.get("presence_weight", model.settings.presence_weight) or 0)
             presence = profile.presence(1.0, float(overrides.get("presence_floor", model.settings.presence_floor))) if weight else None
             scorer = SegmentScorer(profile.faces, presence=presence)
-    sampler = AnchoredSampler(model, profile.i2v_vae, profile.vision, descriptor, profile.device, scorer=scorer)
+    vision = profile.i2v_vision
+    sampler = AnchoredSampler(model, profile.i2v_vae, vision, descriptor, profile.device, scorer=scorer)
     i2v_path, vae_path = profile.path("i2v"), profile.i2v_vae_path
     files = folder_files(i2v_path) + ([] if vae_path.parent == i2v_path else folder_files(vae_path))
-    settings = f"i2v:{sorted(overrides.items())}:vision={profile.vision.fingerprint}:desc={getattr(descriptor, 'fingerprint', '')}"
+    settings = f"i2v:{sorted(overrides.items())}:vision={vision.fingerprint}:desc={getattr(descriptor, 'fingerprint', '')}"
     settings += f":{scorer.fingerprint}" if scorer is not None else ""
+    settings += f":{dtype_name(model.dtype)}" if model.dtype != torch.float32 else ""
+    settings += ":stock-svd" if profile.i2v_is_svd else ""
     return I2VClipRenderer(sampler, fingerprint_files(files, settings), **overrides)
 
 
 def load_components(profile: Profile | Registry, device: str | None = "auto", keyframe_candidates: int | None = None,
-                    clip_candidates: int | None = None) -> Components:
-    """Everything `MovieDreamerPipeline` needs, from one profile: every model loaded once (checked up front by the CLI).
-    `keyframe_candidates` / `clip_candidates`: best-of-N overrides (None: the profile's settings)."""
+                    clip_candidates: int | None = None, dtype: str | torch.dtype | None = "auto") -> Components:
+    """Everything `MovieDreamerPipeline` needs, from one profile: every model loaded once (checked up front by the CLI),
+    in `dtype` (auto: bf16 on CUDA, fp32 on the CPU), into CPU memory; `Components.placement` puts each stage's models
+    on the device while the stage runs. `keyframe_candidates` / `clip_candidates`: best-of-N overrides (None: the
+    profile's settings)."""
     if isinstance(profile, Registry):
         profile = Profile(profile)
-    profile.device = resolve_device(device)
+    device = resolve_device(device)
+    profile.configure(device, resolve_dtype(dtype, device))
     keyframe_tokenizer = profile.keyframe_tokenizer
     clips = clip_renderer(profile, **({} if clip_candidates is None else {"candidates": int(clip_candidates)}))
     encoder = StoryEncoder(profile, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
     look_vision = profile.vision if profile.shares_descriptor_space() else None
     c = keyframe_tokenizer.decoder.config
     renderer = keyframe_renderer(keyframe_tokenizer, profile.faces, keyframe_candidates, look_vision, profile.presence(c.presence_weight, c.presence_floor))
-    return Components(encoder, profile.planner, renderer, clips, profile=profile.name, window=0)
+    placement = register_units(profile, keyframe_tokenizer, profile.planner, clips)
+    return Components(encoder, profile.planner, renderer, clips, profile=profile.name, window=0, placement=placement)
+
+
+def register_units(profile: Profile, keyframe_tokenizer, planner, clips) -> Placement:
+    """Name every loaded model for stage-wise placement (pipeline/placement.py STAGES)."""
+    placement = profile.placement
+    units = {"descriptor_encoder": profile.descriptor, "vision_encoder": profile.vision, "vae": profile.vae if profile.has("vae") else None,
+             "keyframe_tokenizer.compressor": keyframe_tokenizer.compressor, "keyframe_tokenizer.decoder": keyframe_tokenizer.decoder,
+             "keyframe_vision": keyframe_tokenizer.vision, "keyframe_vae": keyframe_tokenizer.vae, "ar": planner.model,
+             "i2v": clips.sampler.model, "i2v_vae": clips.sampler.vae, "i2v_vision": clips.sampler.vision}
+    for name, unit in units.items():
+        placement.add(name, unit)
+    return placement

@@ -42,6 +42,8 @@ class MovieResult(RunReport):
         storyboard: `storyboard.png` and its further pages (`storyboard-002.png` …, 48 shots a page).
         manifest: `manifest.json` (profile, fingerprints, seeds, per-shot timings and paths).
         fps: frames per second of the clips.
+        preview: True for a run of part of the story or of its keyframes only: its movie, storyboard and manifest are
+            in `OUT/preview/`, and the folder's own movie (if any) was left as it was.
     """
 
     shot_indices: list[int] = field(default_factory=list)
@@ -51,6 +53,7 @@ class MovieResult(RunReport):
     storyboard: list[Path] = field(default_factory=list)
     manifest: Path | None = None
     fps: int = 8
+    preview: bool = False
 
     def __len__(self) -> int:
         return len(self.shot_indices)

@@ -1,8 +1,9 @@
 """Output files besides the clips (moviedreamer/media.py writes those): the storyboard contact sheet and the
 manifest.
 
-Everything is written to a temporary name and renamed when complete, so a killed run never leaves a file
-that looks finished but is not.
+Everything is written to a temporary name, synced and renamed when complete (its folder synced after), so a killed
+run never leaves a file that looks finished but is not. The captions are drawn in a font that has the story's letters
+(pipeline/fonts.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from moviedreamer.durable import publish_file, temporary_name
+from moviedreamer.pipeline.fonts import storyboard_font
 
 ELLIPSIS = "…"
 CAPTION_LINES = 2  # lines of a tile's caption (scene.shot and action) before it is cut with an ellipsis
@@ -29,7 +32,7 @@ def write_storyboard(keyframes: list[np.ndarray], labels: list[str | tuple[str, 
     tile_w = max(160, keyframes[0].shape[1])
     scale = tile_w / keyframes[0].shape[1]
     tile_h = int(round(keyframes[0].shape[0] * scale))
-    font = ImageFont.load_default()
+    font = storyboard_font(" ".join([title] + [" ".join(label) if isinstance(label, tuple) else label for label in labels]))
     text_h, pad, header = 14 * (CAPTION_LINES + 1) + 6, 6, (24 if title else 0)
     columns = min(columns, len(keyframes))
     rows = (len(keyframes) + columns - 1) // columns
@@ -88,21 +91,27 @@ def _with_ellipsis(line: str, measure, width: float) -> str:
 
 def _save_atomic(image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    image.save(tmp)
-    os.replace(tmp, path)
-    return path
+    tmp = temporary_name(path)
+    try:
+        image.save(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return publish_file(tmp, path)
 
 
 def write_json_atomic(data: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return publish_file(tmp, path, sync_file=False)
 
 

@@ -166,15 +166,25 @@ class _FileChecker:
                     return f"expected a PNG, JPEG, WebP or BMP image, found {fmt} at '{rel}'"
                 if max(w, h) > MAX_IMAGE_SIDE:
                     return f"expected an image of at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} px, found {w}x{h} at '{rel}'"
-                im.verify()
+                im.verify()  # chunk structure and checksums
         except Image.DecompressionBombError:
             return f"expected a reasonably sized image, found a decompression bomb at '{rel}'"
         except Exception as e:  # PIL raises many types for broken files
             return f"expected a readable image, found a file that is not one at '{rel}' ({type(e).__name__})"
+        try:
+            with Image.open(full) as im:  # the pixels themselves (verify() never decodes them); the size is bounded above
+                im.load()
+        except Exception as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return f"expected a readable image, found a file whose pixel data does not decode at '{rel}' ({why})"
         return None
 
     @staticmethod
     def _check_video(full: Path, rel: str) -> str | None:
         if full.suffix.lower() not in VIDEO_SUFFIXES:
             return f"expected a video ({', '.join(sorted(VIDEO_SUFFIXES))}), found '{rel}'"
-        return None
+        # PyAV is imported only for a story that names a video; the probe decodes its first frames only
+        from moviedreamer.media import probe_video
+
+        problem = probe_video(full, max_side=MAX_IMAGE_SIDE)
+        return f"expected a video that opens and decodes, found {problem} at '{rel}'" if problem else None

@@ -65,9 +65,9 @@ class _Frozen:
         self.vision, self.vae = vision, vae
 
 
-def load_vae(path: str | Path):
+def load_vae(path: str | Path, dtype: torch.dtype | None = None):
     """The tokenizer's frozen image VAE (an AutoencoderKL folder)."""
-    return load_shared_vae(path, temporal=False)
+    return load_shared_vae(path, temporal=False, dtype=dtype)
 
 
 def vae_settings(vae, resolution: int) -> dict:
@@ -84,6 +84,7 @@ class KeyframeTokenizer(nn.Module):
         self.compressor, self.decoder = compressor, decoder
         self.settings = settings or TokenizerSettings()
         self.frozen = _Frozen()
+        self.frozen_dtype: torch.dtype | None = None  # the dtype frozen parts it loads itself come in (None: float32)
         self.root: Path | None = None  # the folder it was loaded from (resolves `sources`)
         c, d = compressor.config, decoder.config
         if (c.n_tokens, c.token_dim) != (d.n_tokens, d.token_dim):
@@ -140,13 +141,14 @@ class KeyframeTokenizer(nn.Module):
             if not path.exists():
                 raise CheckpointError(f"keyframe tokenizer: expected the vision encoder it was trained with at {path} "
                                       f"(config.json sources.vision_encoder), found nothing there: put it there or pass vision_encoder=...")
-            self.attach(vision=load_vision_encoder(path, (self.settings.sources.get("vision_encoder") or {}).get("format")))
+            fmt = (self.settings.sources.get("vision_encoder") or {}).get("format")
+            self.attach(vision=load_vision_encoder(path, fmt, dtype=self.frozen_dtype))
         return self.frozen.vision
 
     @property
     def vae(self):
         if self.frozen.vae is None:
-            self.attach(vae=load_vae(self._source("vae")))
+            self.attach(vae=load_vae(self._source("vae"), self.frozen_dtype))
         return self.frozen.vae
 
     def attach(self, vision=None, vae=None) -> "KeyframeTokenizer":
@@ -184,7 +186,7 @@ class KeyframeTokenizer(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, H, W] (float in [0, 1] or uint8) → keyframe tokens [B, n_tokens, d]."""
         pooled, patches = self.vision.encode_image(images)
-        return self.compressor(patches.to(self.device), pooled.to(self.device))
+        return self.compressor(patches.to(self.device, self.dtype), pooled.to(self.device, self.dtype))
 
     @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
@@ -293,8 +295,9 @@ class KeyframeTokenizer(nn.Module):
         return out_dir
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, vision_encoder=None, vae=None, device="cpu") -> "KeyframeTokenizer":
-        """A tokenizer folder → the model (eval, frozen parts loaded on first use unless given)."""
+    def from_pretrained(cls, path: str | Path, vision_encoder=None, vae=None, device="cpu", dtype: torch.dtype | None = None) -> "KeyframeTokenizer":
+        """A tokenizer folder → the model (eval, frozen parts loaded on first use unless given). `dtype`: the compressor's
+        and decoder's weights once loaded (None: float32, whatever the file stores); the frozen parts keep theirs."""
         # diffusers is heavy: loaded only when a model is built or read
         from diffusers import UNet2DConditionModel
 
@@ -327,9 +330,10 @@ class KeyframeTokenizer(nn.Module):
         if miss or extra or bad:
             raise CheckpointError(f"{path / WEIGHTS_NAME}: does not match {CONFIG_NAME}: missing {miss[:3]}, unexpected {extra[:3]}, "
                                   f"mis-shaped {bad[:3]} ({len(miss)}/{len(extra)}/{len(bad)})")
-        state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}  # float16 files load as float32
+        state = {k: v.to(dtype or expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}  # 16-bit files load as float32 unless asked
         model.load_state_dict(state, strict=True, assign=True)
         model.root = path
+        model.frozen_dtype = dtype
         model = model.to(device).eval().requires_grad_(False)
         model.attach(vision=vision_encoder, vae=vae)
         return model
@@ -348,5 +352,7 @@ class KeyframeTokenizer(nn.Module):
             for part in (self.frozen.vision,):
                 if part is not None and hasattr(part, "fingerprint"):
                     h.update(str(part.fingerprint).encode())
+            if self.dtype != torch.float32:  # a 16-bit decoder draws other keyframes
+                h.update(str(self.dtype).encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint

@@ -24,20 +24,29 @@ from moviedreamer.errors import MissingComponentError
 from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.story import random_shot
-from moviedreamer.toyworld.world import ATTRIBUTES, CHARACTER_IDS, FRAMINGS, SCENE_IDS, character, look_id, random_cast
+from moviedreamer.toyworld.world import ATTRIBUTES, CHARACTER_IDS, FACE_KINDS, FRAMINGS, SCENE_IDS, character, look_id, random_cast
 
 INPUT_SIZE = 128
 SLOTS = 3  # a shot shows at most three characters
-ATTRIBUTE_SIZES = {k: len(v) for k, v in ATTRIBUTES.items()}
+# what a frame can show: girls and boys are drawn alike, so the judge reads a kind as person, robot or cat
+JUDGED: dict[str, tuple[str, ...]] = {**ATTRIBUTES, "kind": ("person", "robot", "cat")}
+ATTRIBUTE_SIZES = {k: len(v) for k, v in JUDGED.items()}
+
+
+def drawn(c, key: str) -> str:
+    """Character c's attribute `key` as a frame shows it (the judge's vocabulary, JUDGED)."""
+    return FACE_KINDS[c.kind] if key == "kind" else getattr(c, key)
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "weights" / "toy" / "judge"
 EVAL_SEED = 10_000_000  # far from the training streams (seeded by small integers)
 
 
 class LookJudge(nn.Module):
+    reads_looks = True  # predict() takes the story's cast and reports each character's attributes
+
     def __init__(self, width: int = 32, slot_hidden: int = 512):
         super().__init__()
         self.config = {"kind": "look", "width": width, "slot_hidden": slot_hidden, "input_size": INPUT_SIZE, "slots": SLOTS,
-                       "scenes": SCENE_IDS, "framings": FRAMINGS, "attributes": {k: list(v) for k, v in ATTRIBUTES.items()}}
+                       "scenes": SCENE_IDS, "framings": FRAMINGS, "attributes": {k: list(v) for k, v in JUDGED.items()}}
         # lean at full resolution (that is where the cost is), wider once downsampled
         chans = [3, width // 2, width, 2 * width, 4 * width, 6 * width]
         layers = []
@@ -88,11 +97,11 @@ class LookJudge(nn.Module):
             logp = {k: logits[k].log_softmax(-1) for k in ATTRIBUTE_SIZES}
             for j in range(len(scene_p)):
                 slots = [s for s in range(SLOTS) if present[j, s]]
-                looks = [{k: ATTRIBUTES[k][int(logp[k][j, s].argmax())] for k in ATTRIBUTE_SIZES} for s in slots]
+                looks = [{k: JUDGED[k][int(logp[k][j, s].argmax())] for k in ATTRIBUTE_SIZES} for s in slots]
                 if cast_idx is not None:
                     chars = _assign(slots, {k: v[j] for k, v in logp.items()}, cast, cast_idx)
                 else:
-                    chars = tuple(look_id(look) for look in looks)
+                    chars = tuple(look_id({**look, "kind": "girl" if look["kind"] == "person" else look["kind"]}) for look in looks)
                 out.append({"scene": SCENE_IDS[int(scene_p[j].argmax())], "characters": chars, "framing": FRAMINGS[int(logits["framing"][j].argmax())],
                             "confidence": round(float(scene_p[j].max()), 3), "looks": looks})
         return out
@@ -101,7 +110,7 @@ class LookJudge(nn.Module):
 def _cast_indices(cast: list[str]) -> dict[str, torch.Tensor]:
     """Per attribute, the value index of every cast member: [len(cast)]."""
     chars = [character(c) for c in cast]
-    return {k: torch.tensor([ATTRIBUTES[k].index(getattr(c, k)) for c in chars]) for k in ATTRIBUTE_SIZES}
+    return {k: torch.tensor([JUDGED[k].index(drawn(c, k)) for c in chars]) for k in ATTRIBUTE_SIZES}
 
 
 def _assign(slots: list[int], logp: dict[str, torch.Tensor], cast: list[str], cast_idx: dict[str, torch.Tensor]) -> tuple[str, ...]:
@@ -151,7 +160,7 @@ def sample_batch(rng: np.random.Generator, n: int, augment: bool = True, compose
             lab["present"][i, s] = 1
             c = character(cid)
             for k in ATTRIBUTE_SIZES:
-                lab[k][i, s] = ATTRIBUTES[k].index(getattr(c, k))
+                lab[k][i, s] = JUDGED[k].index(drawn(c, k))
         casts.append(cast)
         visible.append(tuple(order))
     lab["casts"], lab["visible"] = casts, visible
@@ -162,13 +171,13 @@ def judge_loss(out: dict[str, torch.Tensor], lab: dict) -> torch.Tensor:
     loss = F.cross_entropy(out["scene"], torch.from_numpy(lab["scene"])) + F.cross_entropy(out["framing"], torch.from_numpy(lab["framing"]))
     loss = loss + 2 * F.binary_cross_entropy_with_logits(out["present"], torch.from_numpy(lab["present"]))
     for k in ATTRIBUTE_SIZES:
-        loss = loss + 0.5 * F.cross_entropy(out[k].flatten(0, 1), torch.from_numpy(lab[k]).flatten(), ignore_index=-1)
+        loss = loss + F.cross_entropy(out[k].flatten(0, 1), torch.from_numpy(lab[k]).flatten(), ignore_index=-1)
     return loss
 
 
 @torch.no_grad()
 def evaluate_look_judge(model: LookJudge, samples: int = 2000, seed: int = EVAL_SEED, composed: float = 1.0) -> dict[str, float]:
-    """On fresh renders: scene, framing; "characters_exact" (the set of ids the looks name == the visible set),
+    """On fresh renders: scene, framing; "characters_exact" (the looks read == the visible characters' drawn looks),
     "characters_cast" (slots matched to the shot's cast of three == the visible set) and "attributes" (share of
     attributes read right on characters the judge found in the right slot)."""
     rng = np.random.default_rng(seed)
@@ -184,15 +193,19 @@ def evaluate_look_judge(model: LookJudge, samples: int = 2000, seed: int = EVAL_
             truth = set(lab["visible"][j])
             hits["scene"] += p["scene"] == SCENE_IDS[lab["scene"][j]]
             hits["framing"] += p["framing"] == FRAMINGS[lab["framing"][j]]
-            hits["characters_exact"] += set(p["characters"]) == truth
+            hits["characters_exact"] += sorted(map(_key, p["looks"])) == sorted(_key({k: drawn(character(c), k) for k in ATTRIBUTE_SIZES}) for c in truth)
             hits["characters_cast"] += set(model.predict(images[j : j + 1], cast=lab["casts"][j])[0]["characters"]) == truth
             if len(p["looks"]) == len(lab["visible"][j]):
                 for look, cid in zip(p["looks"], lab["visible"][j]):
                     c = character(cid)
-                    attr_hits += sum(look[k] == getattr(c, k) for k in ATTRIBUTE_SIZES)
+                    attr_hits += sum(look[k] == drawn(c, k) for k in ATTRIBUTE_SIZES)
                     attr_total += len(ATTRIBUTE_SIZES)
         done += n
     return {**{k: v / samples for k, v in hits.items()}, "attributes": attr_hits / max(1, attr_total)}
+
+
+def _key(look: dict) -> tuple:
+    return tuple(look[k] for k in ATTRIBUTE_SIZES)
 
 
 def save_look_judge(model: LookJudge, out_dir: str | Path, extra: dict | None = None) -> Path:

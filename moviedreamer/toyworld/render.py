@@ -151,7 +151,7 @@ def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: floa
     body_y = y - 0.17
     facing = _facing(params, t)
     profile = abs(facing) >= PROFILE
-    bw = 0.7 if profile else 1.0  # a body seen from the side is narrower
+    bw = 1.0 - 0.3 * min(1.0, abs(facing))  # a body seen from the side is narrower (smoothly: a turn is not a cut)
     if c.clothes == "dress":
         prims.append(Prim("trapezoid", (x, body_y), (0.05 * bw, 0.09 * bw, 0.075), cloth, cid))
     elif c.clothes == "coat":

@@ -16,16 +16,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from moviedreamer.safeio import load_safetensors
 from moviedreamer.toyworld.look_judge import LookJudge, evaluate_look_judge, judge_loss, sample_batch, save_look_judge
 from moviedreamer.train.fit_judge import augment
 
 
 def train_look_judge(out: Path, steps: int = 4000, batch: int = 64, seed: int = 0, lr: float = 2e-3, composed: float = 0.75,
-                     save_every: int = 250, threads: int = 1, resume: bool = True, eval_samples: int = 2000) -> dict:
+                     save_every: int = 250, threads: int = 1, resume: bool = True, eval_samples: int = 2000, init: Path | None = None) -> dict:
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = LookJudge()
+    if init is not None:  # start from another judge's weights where the shapes agree (e.g. the backbone)
+        mine, theirs = model.state_dict(), load_safetensors(Path(init) / "model.safetensors")
+        model.load_state_dict({k: theirs[k].to(v.dtype) if k in theirs and theirs[k].shape == v.shape else v for k, v in mine.items()})
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     rng, gen, start = np.random.default_rng(seed), torch.Generator().manual_seed(seed), 0
@@ -77,9 +81,11 @@ def main(argv=None) -> None:
     ap.add_argument("--composed", type=float, default=0.75, help="share of shots that cast random compositions")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-samples", type=int, default=2000)
+    ap.add_argument("--init", type=Path, help="start from the weights of this judge folder where the shapes agree")
     ap.add_argument("--no-resume", action="store_true")
     a = ap.parse_args(argv)
-    train_look_judge(a.out, a.steps, a.batch, a.seed, a.lr, a.composed, threads=a.threads, resume=not a.no_resume, eval_samples=a.eval_samples)
+    train_look_judge(a.out, a.steps, a.batch, a.seed, a.lr, a.composed, threads=a.threads, resume=not a.no_resume, eval_samples=a.eval_samples,
+                      init=a.init)
 
 
 if __name__ == "__main__":

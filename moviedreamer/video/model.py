@@ -23,7 +23,7 @@ what `EulerDiscreteScheduler(prediction_type="v_prediction", timestep_type="cont
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -81,6 +81,7 @@ class I2VSettings:
     flow_scale: float = 1.0  # flow channels = flow_scale x flow in latent cells per frame (toy: std 0.8)
     vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
     descriptor_template: str = "{action}. {camera}"
+    image_encoder: dict = field(default_factory=dict)  # {"path", "format"} of the anchor's vision encoder it was trained with (path relative to the folder)
 
     @classmethod
     def from_dict(cls, data: dict) -> "I2VSettings":
@@ -231,15 +232,16 @@ class AnchoredI2V(nn.Module):
 
     @classmethod
     def from_svd(cls, path: str | Path, descriptor_dim: int = 0, descriptor_mode: str = "add",
-                 settings: I2VSettings | None = None) -> "AnchoredI2V":
+                 settings: I2VSettings | None = None, dtype: torch.dtype | None = None) -> "AnchoredI2V":
         """Start from an SVD / SVD-XT diffusers pipeline folder (model_index.json, unet/, vae/, image_encoder/,
         scheduler/): its UNet and scheduler as they are; the anchor projection is the identity (SVD attends to the
-        CLIP image embedding directly); the descriptor projection starts at zero."""
+        CLIP image embedding directly); the descriptor projection starts at zero. With no descriptor this is stock SVD:
+        anchored on the keyframe through its image embedding and nothing else. `dtype`: the weights once loaded."""
         # diffusers is heavy: loaded only when a model is built or read
         from diffusers import UNetSpatioTemporalConditionModel
 
         path = require_svd_folder(path)
-        unet = _load(UNetSpatioTemporalConditionModel, path / "unet", "the SVD UNet (unet/)")
+        unet = _load(UNetSpatioTemporalConditionModel, path / "unet", "the SVD UNet (unet/)", dtype)
         cross = unet.config.cross_attention_dim
         cross = cross[0] if isinstance(cross, (list, tuple)) else cross
         image_dim = _read_json(path / "image_encoder" / "config.json").get("projection_dim", cross)
@@ -250,7 +252,8 @@ class AnchoredI2V(nn.Module):
         settings.latent_channels = unet.config.out_channels
         vae_cfg = _read_json(path / "vae" / "config.json")
         settings.vae_scaling_factor = float(vae_cfg.get("scaling_factor", 0.18215))
-        return cls(unet, cond, settings, sched)
+        settings.image_encoder = {"path": str((path / "image_encoder").resolve()), "format": "hf-clip-vision"}
+        return cls(unet, cond.to(unet.dtype), settings, sched)
 
     # ------------------------------------------------------------------------------------------------ io
 

@@ -8,9 +8,11 @@ reversed), `random_face` (a random face crop of each character instead of its fi
 projection MLPs) and `token_mask` (input tokens hidden from later queries in the causal mask).
 
 Inputs: the text tokenizer and descriptor encoder of `options.encoders` (a checkpoints profile); face embeddings
-precomputed in the shard (`face_embeddings`, aligned with `faces`) or computed from the crops with the profile's
-face embedder; keyframe tokens precomputed (`keyframe_tokens`, `keyframe_tokens_hflip`) or computed with the profile's
-frozen keyframe tokenizer (moviedreamer/ar/tokens.py), loaded through the profile named by options.encoders.
+precomputed in the shard (`face_embeddings`, aligned with `faces`: prepare-data writes them) or computed from the crops
+with the profile's face embedder; keyframe tokens precomputed (`keyframe_tokens`, `keyframe_tokens_hflip`) or encoded
+with the profile's frozen keyframe tokenizer (moviedreamer/ar/tokens.py) ONCE, before the model is built: every rank
+encodes its share of the episodes into OUT/keyframe_tokens/<tokenizer fingerprint>/ (`options.token_cache`), the
+ranks meet, the tokenizer is released, and every epoch (and a resumed run) reads the cache.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from moviedreamer.ar.embed import build_sequence, encode_script
 from moviedreamer.ar.gmm import gmm_loss
 from moviedreamer.ar.model import ARConfig, ARModel
 from moviedreamer.ar.tokens import TokenSource
+from moviedreamer.encoders.cache import fingerprint_files
 from moviedreamer.errors import UserError
 from moviedreamer.pipeline.profile import Profile
 from moviedreamer.script.models import Story
@@ -101,9 +104,12 @@ class AROptions(BaseModel):
     history_hide_p: float = Field(0.0, ge=0, le=1, description="of the sequences with references, the fraction whose earlier shots' "
                                   "keyframe tokens are hidden from later shots: the look must come from the sheet and the references")
     stats_episodes: int = Field(16, ge=1, description="episodes read to measure the token mean/std")
+    token_cache: bool = Field(True, description="encode keyframe tokens missing from the shards once, into OUT/keyframe_tokens/, "
+                              "before training (then the tokenizer is released)")
     gradient_checkpointing: bool = False
     eval_sequences: int = Field(8, ge=0)
-    export_dtype: Literal["float32", "float16"] = Field("float32", description="weights as saved (float16: half the size; loads as float32)")
+    export_dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights as saved (16-bit: half the size; they load "
+                                                                 "in the dtype generate-movie asks for, --dtype)")
 
 
 class ARStage(Stage):
@@ -147,7 +153,38 @@ class ARStage(Stage):
 
     @cached_property
     def tokens(self):
-        return TokenSource(lambda: self.profile.keyframe_tokenizer, self.opts.encoder_device)
+        return TokenSource(lambda: self.profile.keyframe_tokenizer, self.opts.encoder_device, cache_dir=self.token_cache_dir())
+
+    def token_cache_dir(self) -> Path | None:
+        """OUT/keyframe_tokens/<fingerprint of the keyframe tokenizer folder>: another tokenizer, another cache."""
+        if not self.opts.token_cache or not self.profile.has("keyframe_tokenizer"):
+            return None
+        folder = self.profile.path("keyframe_tokenizer")
+        return self.cfg.out / "keyframe_tokens" / fingerprint_files([folder / "config.json", folder / "model.safetensors"])
+
+    def precompute_tokens(self) -> None:
+        """The keyframe tokens the shards lack (and their mirrored ones with hflip), encoded once into the cache: each
+        rank its share of the episodes; then the tokenizer is released unless training still needs it (references from
+        clips, restyled sequences)."""
+        if self.tokens.cache_dir is None:
+            return
+        # torch.distributed: the process group the harness set up (a world of one without a launcher)
+        import torch.distributed as td
+
+        rank, world = (td.get_rank(), td.get_world_size()) if td.is_initialized() else (0, 1)
+        flips = (False, True) if self.opts.hflip else (False,)
+        keys = ("keyframe_tokens", "keyframe_tokens_hflip")
+        for i in range(rank, len(self.index), world):
+            episode = self.index.load(i, keys)
+            if all(keys[f] in episode for f in flips):
+                continue  # the shard has them
+            episode = self.index.load(i, ("keyframes",) + keys)
+            for flip in flips:
+                self.tokens.keyframes(episode, flip)
+        if td.is_initialized() and world > 1:
+            td.barrier()
+        if self.opts.references_from != "clips" and not self.opts.restyle_p:
+            self.tokens.release()
 
     @cached_property
     def index(self):
@@ -204,6 +241,7 @@ class ARStage(Stage):
 
     def build_model(self):
         a = self.args
+        self.precompute_tokens()
         mean, std = self.token_stats()
         ar = dict(desc_dim=a.desc_dim or self.descriptor.embed_dim, face_dim=a.face_dim or self._face_dim(), token_dim=a.token_dim or mean.shape[-1],
                   n_tokens=a.n_tokens, gmm_components=a.gmm_components, mlp_hidden=a.mlp_hidden, dropout=a.dropout, head_dropout=a.head_dropout,
@@ -293,7 +331,7 @@ class ARStage(Stage):
         return gmm_loss(module.head.params(raw), targets, o.nll_weight, o.l1_weight, o.l2_weight)
 
     def export(self, model, out_dir: Path, stream) -> dict:
-        model.float().eval().save_pretrained(out_dir, torch.float16 if self.opts.export_dtype == "float16" else None)
+        model.float().eval().save_pretrained(out_dir, None if self.opts.export_dtype == "float32" else DTYPES[self.opts.export_dtype])
         figures = {"params": sum(p.numel() for p in model.parameters()), "token_dim": model.config.token_dim,
                    "window_shots": model.config.window_shots}
         if self.opts.eval_sequences:

@@ -20,13 +20,16 @@ Classifier-free guidance: with p = `uncond_prob` a sample's tokens and concatena
 
 The VAE, the vision encoder and the descriptor encoder are frozen and live outside the DeepSpeed engine; only the
 UNet and the conditioning projections train. `model.init_from` starts from an SVD(-XT) diffusers folder (its VAE
-and image encoder then are the defaults) or continues an i2v folder of this stage. Export: the AnchoredI2V folder (model.py), plus `vae/` with `export_vae`.
+and image encoder then are the defaults) or continues an i2v folder of this stage. Export: the AnchoredI2V folder (model.py), plus `vae/` with
+`export_vae` and `image_encoder/` with `export_image_encoder`; `moviedreamer_i2v.json` names the vision encoder it was trained with.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import os
+import shutil
 from functools import cached_property
 from pathlib import Path
 
@@ -95,10 +98,15 @@ class I2VStage(Stage):
         return vae
 
     @cached_property
-    def vision(self):
+    def vision_source(self) -> dict:
+        """{"path", "format"} of the anchor's vision encoder: model.vision_encoder, else the SVD folder's image_encoder/."""
         path = self.args.vision_encoder or Path(self.args.init_from).expanduser() / "image_encoder"
         fmt = self.args.vision_format or (None if self.args.vision_encoder else "hf-clip-vision")
-        enc = load_vision_encoder(path, fmt)
+        return {"path": str(Path(path).expanduser().resolve()), "format": fmt}
+
+    @cached_property
+    def vision(self):
+        enc = load_vision_encoder(self.vision_source["path"], self.vision_source["format"])
         enc.model.requires_grad_(False)
         return enc
 
@@ -155,6 +163,7 @@ class I2VStage(Stage):
                                     f"model.descriptor_words {a.descriptor_words} can only be given to one without (or left out)")
                 model.add_descriptor_words(a.descriptor_words)
         model.settings.vae_scaling_factor = float(self.vae.config.scaling_factor)
+        model.settings.image_encoder = dict(self.vision_source)  # the encoder it renders with (pipeline/profile.py)
         model.settings.fps = self.data_fps
         model.settings.check()
         self.flow_scale = model.settings.flow_scale if model.settings.flow_channels else None
@@ -292,12 +301,27 @@ class I2VStage(Stage):
             batch = self.collate(samples[i : i + 4], self.device, torch.float32)
             losses.append(self.loss(model.to(self.device), batch)[0].item())
         model = model.cpu()
-        (copy.deepcopy(model).half() if self.opts.export_dtype == "float16" else model).save_pretrained(out_dir, self.opts.export_shard_size)
+        dtype = getattr(torch, self.opts.export_dtype)
+        source = dict(self.vision_source)  # named relative to the export, as the keyframe tokenizer's sources are: the folders can move together
+        source["path"] = "image_encoder" if self.args.export_image_encoder else os.path.relpath(source["path"], Path(out_dir).resolve())
+        model.settings.image_encoder = source
+        (copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model).save_pretrained(out_dir, self.opts.export_shard_size)
         if self.args.export_vae:
             self.vae.save_pretrained(str(out_dir / "vae"), safe_serialization=True)
+        if self.args.export_image_encoder:
+            copy_vision_folder(Path(self.vision_source["path"]), out_dir / "image_encoder")
         return {"params": sum(p.numel() for p in model.parameters()), "unet_params": sum(p.numel() for p in model.unet.parameters()),
                 "motion_bucket": motion, "heldout_loss": float(np.mean(losses)), "latent_channels": model.latent_channels,
                 "vae_scaling_factor": model.settings.vae_scaling_factor, "fps": model.settings.fps, "export_samples": len(samples)}
+
+
+def copy_vision_folder(src: Path, dst: Path) -> None:
+    """The vision encoder's folder as it is (its weights, config and preprocessing), bundled with the export."""
+    if not src.is_dir():
+        raise UserError(f"model.export_image_encoder: expected the vision encoder to be a folder, found {src}")
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
 
 
 def _component(ref: str) -> tuple[Path, str]:

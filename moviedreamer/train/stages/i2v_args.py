@@ -31,6 +31,9 @@ class I2VModelArgs(BaseModel):
     flow_channels: int | None = Field(None, ge=0, description="flow channels denoised with the latents (VideoJAM, video/motion.py; 2: x, y); "
                                       "None: 0 for a fresh model, a continued one keeps its own; 2 on an appearance-only folder adds them")
     export_vae: bool = Field(False, description="copy the VAE into export/vae (when it is not the profile's VAE, e.g. SVD's)")
+    export_image_encoder: bool = Field(False, description="copy the anchor's vision encoder folder into export/image_encoder (when it is "
+                                       "not the profile's vision_encoder, e.g. SVD's image_encoder/): the clips render with the encoder "
+                                       "the model was trained with")
 
     @model_validator(mode="after")
     def _sources(self):
@@ -73,7 +76,8 @@ class I2VOptions(BaseModel):
     fps: int | None = Field(None, ge=1, description="the fps time id (None: the shards' index.json fps)")
     gradient_checkpointing: bool = False
     export_samples: int = Field(16, ge=1, description="samples at export: the median motion bucket and a held-out loss")
-    export_dtype: Literal["float32", "float16"] = Field("float32", description="weights as saved (float16: half the size; loads as float32)")
+    export_dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights as saved (16-bit: half the size; they "
+                                                                 "load in the dtype generate-movie asks for, --dtype)")
     export_shard_size: str | None = Field(None, pattern=r"^[0-9]+(KB|MB|GB)$",
                                           description="split the exported UNet into diffusers shards of at most this size (e.g. 10MB; None: one file)")
 

@@ -314,7 +314,7 @@ class TokenizerStage(Stage):
             rel = os.path.relpath(Path(path).resolve(), Path(self.cfg.export_dir).resolve())
             sources[key] = {"path": rel, **({"format": fmt} if fmt else {})}
         model.settings.sources = sources
-        model.cpu().save_pretrained(out_dir, torch.float16 if self.opts.export_dtype == "float16" else None)
+        model.cpu().save_pretrained(out_dir, None if self.opts.export_dtype == "float32" else getattr(torch, self.opts.export_dtype))
         if self.opts.bundle_frozen:
             self.vae.save_pretrained(str(out_dir / "vae"), safe_serialization=True)
             src = self.part("vision_encoder")[0]

@@ -94,4 +94,5 @@ class TokenizerOptions(BaseModel):
     export_samples: int = Field(8, ge=0, description="keyframes reconstructed at export to report PSNR")
     bundle_frozen: bool = Field(False, description="copy the VAE and vision encoder folders into the export")
     face_source: Literal["auto", "shards", "embedder"] = "auto"
-    export_dtype: Literal["float32", "float16"] = Field("float32", description="float16 halves the exported file (committed toy weights)")
+    export_dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="16-bit halves the exported file (toy: float16; "
+                                                                 "paper: bfloat16)")
