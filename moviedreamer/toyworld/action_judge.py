@@ -144,14 +144,15 @@ def still_label(shot, frame: int) -> str:
 
 
 def sample_clips(rng: np.random.Generator, n: int, frames_range: tuple[int, int] = (8, 16), augment: bool = True, size: int = RENDER_SIZE,
-                 composed: float = 0.0):
+                 composed: float = 0.0, still_share: float = 0.12):
     """n freshly rendered clips of one random length T in frames_range (inclusive), each from a random shot
     (scene, 1-3 characters, framing, move, layout, 3-6 s at 8 fps) at a random start offset.
     Returns (uint8 [n, T, size, size, 3], labels): labels has int arrays "action", "direction" (-1 where the
     clip has none), "move", "still" (1 for a repeated frame), "facing" (FACINGS index of the last frame's
     characters), and "shots", "start" (first frame index).
     With augment, some clips start on the shot's first frame and some are one frame repeated (see still_label).
-    A `composed` share of the shots casts random compositional characters (the rest: the catalogue)."""
+    A `composed` share of the shots casts random compositional characters (the rest: the catalogue); with augment,
+    a `still_share` of the clips are stills."""
     t_len = int(rng.integers(frames_range[0], frames_range[1] + 1))
     clips = np.zeros((n, t_len, size, size, 3), np.uint8)
     lab = {k: np.zeros(n, np.int64) for k in ("action", "direction", "move", "still", "start", "facing")}
@@ -161,7 +162,7 @@ def sample_clips(rng: np.random.Generator, n: int, frames_range: tuple[int, int]
         shot = random_shot(rng, str(rng.choice(SCENE_IDS)), cast, float(rng.integers(3, 7)), int(rng.integers(2**31)))
         total = round(shot.duration * FPS)
         start = 0 if augment and rng.random() < 0.2 else int(rng.integers(0, total - t_len + 1))
-        still = augment and rng.random() < 0.12
+        still = augment and rng.random() < still_share
         if still:
             k = start + int(rng.integers(t_len))
             clips[i] = render_frame(shot, k, FPS, (size, size)).image

@@ -38,14 +38,14 @@ VAL_SEED = 60_000_000  # the in-training check; the final figures use action_jud
 class _FreshClips(torch.utils.data.IterableDataset):
     """Endless chunks of freshly rendered clips at the size the model reads: (uint8 [n, 16, 3, s, s], labels)."""
 
-    def __init__(self, seed: int, start_step: int, chunk: int, size: int, composed: float = 0.0):
-        self.seed, self.start_step, self.chunk, self.size, self.composed = seed, start_step, chunk, size, composed
+    def __init__(self, seed: int, start_step: int, chunk: int, size: int, composed: float = 0.0, still_share: float = 0.12):
+        self.seed, self.start_step, self.chunk, self.size, self.composed, self.still_share = seed, start_step, chunk, size, composed, still_share
 
     def __iter__(self):
         torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, self.start_step, 7])
         while True:
-            clips, lab = sample_clips(rng, self.chunk, (CLIP_FRAMES, CLIP_FRAMES), augment=True, composed=self.composed)
+            clips, lab = sample_clips(rng, self.chunk, (CLIP_FRAMES, CLIP_FRAMES), augment=True, composed=self.composed, still_share=self.still_share)
             x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).contiguous()
             if x.shape[-1] != self.size:
                 x = F.interpolate(x.flatten(0, 1).float() / 255, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
@@ -90,7 +90,7 @@ def _log(path: Path, record: dict) -> None:
 def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, seed: int = 0, lr: float = 2e-3, log_every: int = 50,
                        threads: int = 1, resume: bool = True, width: int = 32, fresh_per_step: int = 12, buffer_size: int | None = None,
                        ckpt_every: int = 250, eval_every: int = 1000, eval_samples: int = 2000, stem: str = "half",
-                       init: str | Path | None = None, look: int = 0, composed: float = 0.0) -> dict:
+                       init: str | Path | None = None, look: int = 0, composed: float = 0.0, still_share: float = 0.12) -> dict:
     """Train (or resume) into out_dir; the final weights go to out_dir (config.json + model.safetensors)."""
     torch.set_num_threads(threads)
     out = Path(out_dir)
@@ -111,7 +111,7 @@ def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, 
     size = model.read_size
     buffer_size = buffer_size or (2400 if size <= 64 else 1200)  # about 0.5 / 0.9 GB of uint8 clips
     noise = 0.06 if size <= 64 else 0.12  # the same noise at 128 px is about half as strong once downsampled
-    loader = torch.utils.data.DataLoader(_FreshClips(seed, step, fresh_per_step, size, composed), batch_size=None, num_workers=1, prefetch_factor=4,
+    loader = torch.utils.data.DataLoader(_FreshClips(seed, step, fresh_per_step, size, composed, still_share), batch_size=None, num_workers=1, prefetch_factor=4,
                                          persistent_workers=False)
     source = {"chunks": iter(loader)}  # dropped at the end, which stops the render worker
     buf_x = torch.zeros(buffer_size, CLIP_FRAMES, 3, size, size, dtype=torch.uint8)
@@ -223,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--look", type=int, default=0, help="width of a last-frame appearance branch with a facing head (0: none, the committed judge)")
     p.add_argument("--init", help="start from the weights in this folder (config.json + model.safetensors)")
     p.add_argument("--composed", type=float, default=0.0, help="share of clips that cast random compositional characters (the rest: the catalogue)")
+    p.add_argument("--still-share", type=float, default=0.12, help="share of training clips that are one frame repeated (labelled with what a still shows)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
     a = p.parse_args(argv)
     train_action_judge(a.out, a.steps, a.batch, a.seed, a.lr, a.log_every, a.threads, not a.no_resume, width=a.width, eval_every=a.eval_every,
-                       stem=a.stem, init=a.init, look=a.look, composed=a.composed)
+                       stem=a.stem, init=a.init, look=a.look, composed=a.composed, still_share=a.still_share)
     return 0
 
 
