@@ -16,7 +16,6 @@ on, so no judge can tell them apart). A turning character looks around the whole
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from moviedreamer.errors import MissingComponentError
-from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
+from moviedreamer.toyworld.judge_weights import read_folder, save_half
 from moviedreamer.toyworld.render import _facing, render_frame
 from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import (
@@ -116,22 +114,13 @@ class ActionJudge(nn.Module):
 
 
 def save_action_judge(model: ActionJudge, out_dir: str | Path, extra: dict | None = None) -> Path:
-    """config.json + model.safetensors (float16 on disk; loading copies it into float32 parameters)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps({**model.config, **(extra or {})}, indent=1))
-    return out
+    return save_half(model, model.config, out_dir, extra)
 
 
 def load_action_judge(path: str | Path | None = None) -> ActionJudge:
-    path = Path(path) if path else DEFAULT_DIR
-    if not (path / "model.safetensors").is_file():
-        raise MissingComponentError(f"the toy action judge is missing: expected config.json + model.safetensors in {path}; "
-                                    "make it with: python -m moviedreamer.train.fit_action_judge --out DIR")
-    config = load_json(path / "config.json")
+    config, state = read_folder(Path(path) if path else DEFAULT_DIR, "the toy action judge", "python -m moviedreamer.train.fit_action_judge --out DIR")
     model = ActionJudge(config["width"], config["input_size"], config["hidden"], config.get("stem", "half"), config.get("look", 0))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path / "model.safetensors").items()})
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -13,9 +13,9 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from moviedreamer.errors import MissingComponentError, UserError
+from moviedreamer.errors import UserError
 from moviedreamer.media import frame_rate, read_frames
-from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
+from moviedreamer.toyworld.judge_weights import frame_features, read_folder, save_half
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import CHARACTER_IDS, FRAMINGS, SCENE_IDS
@@ -29,15 +29,8 @@ class Judge(nn.Module):
         super().__init__()
         self.config = {"width": width, "n_scenes": n_scenes, "n_characters": n_characters, "n_framings": n_framings, "input_size": INPUT_SIZE,
                        "scenes": SCENE_IDS, "characters": CHARACTER_IDS, "framings": FRAMINGS}
-        # lean at full resolution (that is where the cost is), wider once downsampled
-        chans = [3, width // 2, width, 2 * width, 4 * width, 6 * width]
-        layers = []
-        for i, (cin, cout) in enumerate(zip(chans, chans[1:])):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-            if i >= 1:
-                layers += [nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-        self.features = nn.Sequential(*layers)
-        feat = 2 * chans[-1]  # average- and max-pooled: max pooling keeps small faces in wide shots
+        self.features, out_channels = frame_features(width)
+        feat = 2 * out_channels  # average- and max-pooled: max pooling keeps small faces in wide shots
         self.trunk = nn.Sequential(nn.Linear(feat, 256), nn.ReLU(inplace=True))
         self.scene = nn.Linear(256, n_scenes)
         self.characters = nn.Linear(256, n_characters)
@@ -73,27 +66,20 @@ class Judge(nn.Module):
 
 
 def save_judge(model: Judge, out_dir: str | Path, extra: dict | None = None) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # float16 on disk (half the committed size; load_judge copies it into float32 parameters)
-    save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps({**model.config, **(extra or {})}, indent=1))
-    return out
+    return save_half(model, model.config, out_dir, extra)
 
 
 def load_judge(path: str | Path | None = None):
     """The frame judge in `path` (default: the toy profile's): the compositional LookJudge when its config says
     "kind": "look", else the catalogue judge above. Both answer predict(frames) alike; LookJudge also takes a cast."""
     path = Path(path) if path else DEFAULT_DIR
-    if not (path / "model.safetensors").is_file():
-        raise MissingComponentError(f"the toy judge is missing: expected config.json + model.safetensors in {path}; make it with: moviedreamer toyworld train-judge")
-    config = load_json(path / "config.json")
+    config, state = read_folder(path, "the toy judge", "moviedreamer toyworld train-judge -o RUN")
     if config.get("kind") == "look":
-        from moviedreamer.toyworld.look_judge import load_look_judge
+        from moviedreamer.toyworld.look_judge import LookJudge
 
-        return load_look_judge(path)
+        return LookJudge.from_state(config, state)
     model = Judge(config["width"], config["n_scenes"], config["n_characters"], config["n_framings"])
-    model.load_state_dict(load_safetensors(path / "model.safetensors"))
+    model.load_state_dict(state)
     return model.eval()
 
 

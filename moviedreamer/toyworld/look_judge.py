@@ -11,7 +11,6 @@ most likely attributes name a character (its catalogue id when it has one, else 
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from moviedreamer.errors import MissingComponentError
-from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
+from moviedreamer.toyworld.judge_weights import frame_features, read_folder, save_half
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import ATTRIBUTES, CHARACTER_IDS, FACE_KINDS, FRAMINGS, SCENE_IDS, character, look_id, random_cast
@@ -47,21 +45,14 @@ class LookJudge(nn.Module):
         super().__init__()
         self.config = {"kind": "look", "width": width, "slot_hidden": slot_hidden, "input_size": INPUT_SIZE, "slots": SLOTS,
                        "scenes": SCENE_IDS, "framings": FRAMINGS, "attributes": {k: list(v) for k, v in JUDGED.items()}}
-        # lean at full resolution (that is where the cost is), wider once downsampled
-        chans = [3, width // 2, width, 2 * width, 4 * width, 6 * width]
-        layers = []
-        for i, (cin, cout) in enumerate(zip(chans, chans[1:])):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-            if i >= 1:
-                layers += [nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-        self.features = nn.Sequential(*layers)
-        feat = 2 * chans[-1]  # average- and max-pooled: max pooling keeps small faces in wide shots
+        self.features, out_channels = frame_features(width)
+        feat = 2 * out_channels  # average- and max-pooled: max pooling keeps small faces in wide shots
         self.trunk = nn.Sequential(nn.Linear(feat, 256), nn.ReLU(inplace=True))
         self.scene = nn.Linear(256, len(SCENE_IDS))
         self.framing = nn.Linear(256, len(FRAMINGS))
         # slots need where things are: the 4 x 4 map, squeezed, flattened, beside the pooled features
         grid = INPUT_SIZE // 32
-        self.squeeze = nn.Sequential(nn.Conv2d(chans[-1], 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.squeeze = nn.Sequential(nn.Conv2d(out_channels, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
         self.slots = nn.Sequential(nn.Linear(64 * grid * grid + feat, slot_hidden), nn.ReLU(inplace=True), nn.Dropout(0.1),
                                    nn.Linear(slot_hidden, SLOTS * (1 + sum(ATTRIBUTE_SIZES.values()))))
 
@@ -80,6 +71,12 @@ class LookJudge(nn.Module):
             out[key] = s[..., start:start + n]
             start += n
         return out
+
+    @classmethod
+    def from_state(cls, config: dict, state: dict) -> "LookJudge":
+        model = cls(config["width"], config["slot_hidden"])
+        model.load_state_dict(state)
+        return model.eval()
 
     @torch.no_grad()
     def predict(self, frames: np.ndarray | torch.Tensor, cast: list[str] | None = None, batch: int = 64) -> list[dict]:
@@ -209,19 +206,9 @@ def _key(look: dict) -> tuple:
 
 
 def save_look_judge(model: LookJudge, out_dir: str | Path, extra: dict | None = None) -> Path:
-    """config.json + model.safetensors (float16 on disk; loading copies it into float32 parameters)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps({**model.config, **(extra or {})}, indent=1))
-    return out
+    return save_half(model, model.config, out_dir, extra)
 
 
 def load_look_judge(path: str | Path | None = None) -> LookJudge:
-    path = Path(path) if path else DEFAULT_DIR
-    if not (path / "model.safetensors").is_file():
-        raise MissingComponentError(f"the toy judge is missing: expected config.json + model.safetensors in {path}; make it with: moviedreamer toyworld train-judge")
-    config = load_json(path / "config.json")
-    model = LookJudge(config["width"], config["slot_hidden"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path / "model.safetensors").items()})
-    return model.eval()
+    config, state = read_folder(Path(path) if path else DEFAULT_DIR, "the toy judge", "moviedreamer toyworld train-judge -o RUN")
+    return LookJudge.from_state(config, state)
