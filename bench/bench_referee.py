@@ -14,6 +14,7 @@ Generated clips are cached (`--cache`): a rerun scores them again without sampli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,9 +38,10 @@ def heldout_shots(n: int, seed: int = SEED):
     return [random_shot(rng, str(rng.choice(SCENE_IDS)), CHARACTER_IDS, 4.0, int(rng.integers(2**31))) for _ in range(n)]
 
 
-def generate(profile: Profile, shots, frames: int, fps: int, size: int, seed: int, cache: Path | None = None) -> np.ndarray:
-    """The clip model's clip of every shot from its truth keyframe; with `cache`, saved every 8 clips and resumed."""
-    renderer = clip_renderer(profile)
+def generate(profile: Profile, shots, frames: int, fps: int, size: int, seed: int, cache: Path | None = None, **overrides) -> np.ndarray:
+    """The clip model's clip of every shot from its truth keyframe; with `cache`, saved every 8 clips and resumed.
+    `overrides`: sampler settings (e.g. inner_guidance=0 for an ablation)."""
+    renderer = clip_renderer(profile, **overrides)
     out = np.zeros((len(shots), frames, size, size, 3), np.uint8)
     done = 0
     if cache is not None and cache.is_file():
@@ -97,9 +99,19 @@ def main(argv=None) -> int:
     ap.add_argument("--cached-only", action="store_true", help="score only the clips already in --cache (no sampling)")
     ap.add_argument("--strips", type=Path, help="save a PNG strip sheet (first / middle / last) of truth, generated and slideshow")
     ap.add_argument("--json", type=Path, help="write the table as JSON too")
+    ap.add_argument("--i2v", type=Path, help="the clip model folder to measure (default: the toy profile's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a sampler setting for this run (repeatable), e.g. inner_guidance=0")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = Profile.load("toy")
+    label = "committed I2V"
+    if args.i2v is not None:
+        comp = profile.registry.components["i2v"]
+        profile.registry.components["i2v"] = dataclasses.replace(comp, path=args.i2v.resolve())
+        label = str(args.i2v)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if overrides:
+        label += ", " + ", ".join(args.set)
     if args.cached_only:
         data = np.load(args.cache)
         args.shots = int(data["done"])
@@ -109,12 +121,12 @@ def main(argv=None) -> int:
     slideshow = np.repeat(truth[:, :1], args.frames, axis=1)
     noise = np.random.default_rng(1).integers(0, 256, truth.shape, dtype=np.uint8)
     t0 = time.perf_counter()
-    generated = generate(profile, shots, args.frames, args.fps, args.size, args.seed, args.cache)
+    generated = generate(profile, shots, args.frames, args.fps, args.size, args.seed, args.cache, **overrides)
     print(f"clips ready in {time.perf_counter() - t0:.0f} s")
     if args.cache:
         save_cache(args.cache, generated, args.seed, len(shots))
     rows = {}
-    for name, clips, floor in (("ground truth", truth, True), ("generated (committed I2V)", generated, False),
+    for name, clips, floor in (("ground truth", truth, True), (f"generated ({label})", generated, False),
                                ("slideshow (keyframe repeated)", slideshow, False), ("noise", noise, False)):
         rows[name] = score(profile, shots, clips, args.fps, floor)
     keys = ["action_accuracy", "direction_accuracy", "camera_move_accuracy", "frame_distance", "frame_distance_first_quarter",

@@ -6,6 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def first_line(e: BaseException) -> str:
+    """An error's first line, whole (a message is never cut inside a word), and how many more lines it had."""
+    lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+    more = len(lines) - 1
+    return lines[0].strip() + (f" (and {more} more line{'s' if more > 1 else ''})" if more else "")
+
+
 class UserError(Exception):
     """Bad input or a missing component: the message is meant for the person at the keyboard."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from moviedreamer.errors import CheckpointError
+from moviedreamer.errors import CheckpointError, first_line
 from moviedreamer.layout import channels_last_convs
 
 
@@ -42,7 +42,7 @@ def load_diffusers(cls, path: Path, what: str, dtype: torch.dtype | None = None)
         kw = {"torch_dtype": dtype} if dtype is not None else {}
         return cls.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False, **kw)
     except Exception as e:  # diffusers raises many types for a folder it cannot use
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        msg = first_line(e)
         raise CheckpointError(f"{path}: could not load {what} ({msg})") from None
 
 

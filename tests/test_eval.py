@@ -94,13 +94,13 @@ def test_report_says_na_for_empty_face_charts_and_keeps_notes_whole(tmp_path):
 
     from moviedreamer.errors import Problem, ScriptError
     from moviedreamer.eval.report import write_report
-    from moviedreamer.eval.run import first_line
+    from moviedreamer.errors import first_line
 
     long = "expected a setting the toy world can draw (beach, forest, city, night, snow, room …), found 'a harbour at dawn under a stormy sky'"
     error = ScriptError([Problem("story.yaml", 12, 14, "scenes[0].setting", long), Problem("story.yaml", 20, 3, "scenes[1].setting", "x"),
                          Problem("story.yaml", 30, 3, "scenes[2].setting", "y")])
     note = f"judge: not applicable ({first_line(error)})"
-    assert long in note and note.endswith("(and 2 more problems))")  # the whole first problem, never cut inside a word
+    assert long in note and note.endswith("(and 2 more lines))")  # the whole first problem, never cut inside a word
     solo_once = {"st": None, "lt": None, "ref": 0.9, "appearances": 1}
     ev = {"movie": "m.mp4", "metrics": {"flicker": 0.99, "motion_px_per_frame": 0.5, "consistency": {"mia": solo_once}},
           "per_shot": [{"index": 0, "flicker": 0.99, "motion": 0.5}], "notes": [note]}

@@ -19,10 +19,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_cli import gen, movie_frames, patch_components, standin_profile, story  # noqa: F401  (gen: a fixture)
 
-from moviedreamer.cli import main
-
-
-
 
 def _fail(code: int, after: int = 0):
     """A stand-in for a write that succeeds `after` times, then fails with errno `code` (ENOSPC: a full disk …)."""
@@ -59,19 +55,19 @@ def _patch_storyboard(mp, fail):
 
 
 def _patch_movie(mp, fail):
-    import moviedreamer.media as media
+    from moviedreamer import media
 
     mp.setattr(media, "_remux", fail(media._remux))
 
 
 def _patch_manifest(mp, fail):
-    import moviedreamer.pipeline.writer as writer
+    from moviedreamer.pipeline import writer
 
-    mp.setattr(writer.json, "dump", fail(writer.json.dump))
+    mp.setattr(writer, "write_bytes_atomic", fail(writer.write_bytes_atomic))
 
 
 def _patch_plan(mp, fail):
-    import moviedreamer.pipeline.movie as movie
+    from moviedreamer.pipeline import movie
 
     mp.setattr(movie, "save_safetensors", fail(movie.save_safetensors))
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from moviedreamer.ar.embed import CHAR_ID, KEY0, MAX_TOKENS, NUM_TYPES, SHOT_CHAR, Part
 from moviedreamer.ar.gmm import GMMHead, GMMParams
-from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.errors import CheckpointError, UserError, first_line
 from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
 
 FORMAT, COMPONENT, VERSION = "moviedreamer", "ar", 1
@@ -199,7 +199,7 @@ class ARModel(nn.Module):
         try:
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
-            raise CheckpointError(f"{path / WEIGHTS}: weights do not match {CONFIG} ({str(e).splitlines()[0][:200]})") from None
+            raise CheckpointError(f"{path / WEIGHTS}: weights do not match {CONFIG} ({first_line(e)})") from None
         _rebuild_rotary(model.backbone)
         model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
         return model.eval()  # like transformers' from_pretrained: dropout off until .train()

@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
     d.add_argument("--clip-frames", type=int, default=8)
     d.add_argument("--size", type=int, default=128)
     d.add_argument("--face-size", type=int, default=64)
+    d.add_argument("--composed", type=float, default=0.0,
+                   help="share of episodes that cast random compositional characters (with any, face labels are the world's faces)")
     d.add_argument("-o", "--output", type=Path, required=True)
 
     j = sub.add_parser("judge", help="predict scene, characters and framing for images, a movie, or a movie folder")
@@ -116,7 +118,8 @@ def _truth(args) -> int:
 def _dataset(args) -> int:
     from moviedreamer.toyworld.dataset import write_dataset
 
-    out = write_dataset(args.output, args.episodes, seed=args.seed, shots=args.shots, clip_frames=args.clip_frames, size=args.size, face_size=args.face_size)
+    out = write_dataset(args.output, args.episodes, seed=args.seed, shots=args.shots, clip_frames=args.clip_frames, size=args.size, face_size=args.face_size,
+                        composed=args.composed)
     print(f"wrote {args.episodes} episodes to {out}")
     return 0
 
@@ -144,7 +147,7 @@ def _eval_judge(args) -> int:
         scores = evaluate_judge(judge, args.samples, args.seed)
         print(" ".join(f"{k}={v:.4f}" for k, v in scores.items()))
         return 0
-    from moviedreamer.toyworld.look_judge import evaluate_look_judge
+    from moviedreamer.toyworld.look_judge_data import evaluate_look_judge
 
     for name, share in (("composed characters", 1.0), ("catalogue characters", 0.0)):
         scores = evaluate_look_judge(judge, args.samples, args.seed, composed=share)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from moviedreamer.errors import first_line
 from moviedreamer.registry import Registry
 from moviedreamer.weightfiles import (
     WeightFileError,
@@ -88,7 +89,7 @@ def _folder(key: str, folder: Path, kind: str) -> list[tuple[Path, bool, str]]:
     try:
         expected, strict = _expected(key, folder, config, kind), kind == "moviedreamer"
     except Exception as e:  # a config the model class cannot build from
-        return [(weights, False, f"{config_path.name} does not describe a model that can be built ({_first_line(e)})")]
+        return [(weights, False, f"{config_path.name} does not describe a model that can be built ({first_line(e)})")]
     out = [(weights, *_compare(tensors, expected, strict, config_path.name))]
     if kind == "diffusers":  # the parts saved beside the model (the i2v's conditioning/, its motion prior)
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file() and _weights_in(p)):
@@ -174,7 +175,7 @@ def _build(key: str, folder: Path, config: dict, kind: str):
         from moviedreamer.toyworld.look_judge import LookJudge
 
         if config.get("kind") == "look":
-            return LookJudge(config["width"], config["slot_hidden"])
+            return LookJudge(config["width"], config["reader_width"])
         return Judge(config["width"], config["n_scenes"], config["n_characters"], config["n_framings"])
     if "hidden" in config and "input_size" in config:
         from moviedreamer.toyworld.action_judge import ActionJudge
@@ -197,7 +198,7 @@ def _open_clip(folder: Path) -> list[tuple[Path, bool, str]]:
     except WeightFileError as e:
         return [(weights, False, str(e))]
     except Exception as e:
-        return [(weights, False, f"{config_path.name} does not describe a CLIP that can be built ({_first_line(e)})")]
+        return [(weights, False, f"{config_path.name} does not describe a CLIP that can be built ({first_line(e)})")]
     return [(weights, *_compare(tensors, expected, True, config_path.name))]
 
 
@@ -231,7 +232,7 @@ def _onnx(path: Path) -> tuple[Path, bool, str]:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
     except Exception as e:  # protobuf's DecodeError for a truncated file, onnx's ValidationError
-        return path, False, f"not a valid ONNX model ({_first_line(e)})"
+        return path, False, f"not a valid ONNX model ({first_line(e)})"
     return path, True, f"ok: ONNX graph checked, {len(model.graph.initializer)} initializers, opset {model.opset_import[0].version}"
 
 
@@ -250,7 +251,7 @@ def _pickle_file(path: Path) -> tuple[Path, bool, str]:
     try:
         imports = _pickle_globals(stream)
     except Exception as e:  # a truncated or malformed pickle stream
-        return path, False, f"its pickle is malformed ({_first_line(e)})"
+        return path, False, f"its pickle is malformed ({first_line(e)})"
     unsafe = sorted(imports - SAFE_GLOBALS)
     if unsafe:
         return path, False, f"refused: its pickle imports {', '.join(unsafe[:SHOWN])}, which are not tensors (it would run code)"
@@ -293,9 +294,6 @@ def _dtypes(tensors: dict) -> str:
     kinds = sorted({t.dtype for t in tensors.values()})
     return f" ({', '.join(kinds)})" if kinds else ""
 
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def print_verdicts(profile: str | None) -> int:

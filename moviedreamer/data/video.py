@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moviedreamer.errors import UserError
+from moviedreamer.errors import UserError, first_line
 
 ADAPTIVE_THRESHOLD, MIN_CONTENT = 2.0, 9.0  # tuned on toy episodes 0-19, checked on 7000-7019 (docs/prepare_data.md)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
@@ -49,7 +49,7 @@ def probe(path: Path) -> VideoInfo:
     except BrokenVideo:
         raise
     except Exception as e:  # PyAV raises its own error types (InvalidDataError, ...) for unreadable files
-        raise BrokenVideo(f"{path}: cannot be decoded as a video ({_first_line(e)})") from None
+        raise BrokenVideo(f"{path}: cannot be decoded as a video ({first_line(e)})") from None
 
 
 def make_detector(kind: str, threshold: float | None, min_len: int):
@@ -75,7 +75,7 @@ def detect_shots(path: Path, info: VideoInfo, threshold: float | None = None, mi
     try:
         scenes = detect(str(path), make_detector(kind, threshold, min_len), backend="pyav", start_in_scene=True)
     except Exception as e:
-        raise BrokenVideo(f"{path}: shot detection failed while decoding ({_first_line(e)})") from None
+        raise BrokenVideo(f"{path}: shot detection failed while decoding ({first_line(e)})") from None
     shots = [(s.frame_num, e.frame_num) for s, e in scenes]
     return [(a, b) for a, b in shots if b > a] or [(0, info.frames)]
 
@@ -98,7 +98,7 @@ def grab_frames(path: Path, wanted: list[int], size: tuple[int, int]) -> dict[in
                 if i >= last:
                     break
     except Exception as e:
-        raise BrokenVideo(f"{path}: decoding failed at frame {len(out)} ({_first_line(e)})") from None
+        raise BrokenVideo(f"{path}: decoding failed at frame {len(out)} ({first_line(e)})") from None
     missing = want - out.keys()
     if missing:  # a container that over-reports its frame count: reuse the last decoded frame
         if not out:
@@ -137,6 +137,3 @@ def dis_flow(frames: np.ndarray) -> np.ndarray:
     h, w = frames.shape[1:3]
     return np.stack(flows).astype(np.float16) if flows else np.zeros((0, h, w, 2), np.float16)
 
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from moviedreamer.encoders.cache import fingerprint_files, source_files
 from moviedreamer.encoders.openclip_folder import _unwrap, load_vision_tower, read_open_clip_folder
-from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.errors import CheckpointError, UserError, first_line
 from moviedreamer.safeio import load_json, load_safetensors, torch_load_weights
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -136,7 +136,7 @@ def load_hf_clip_vision(path: str | Path, device="cpu") -> HFClipVisionEncoder:
         with quiet_transformers():  # a whole CLIPModel folder would print its (unused) text weights as a table
             model = CLIPVisionModelWithProjection.from_pretrained(str(path), config=config, local_files_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path / 'model.safetensors'}: could not load CLIPVisionModelWithProjection weights ({_why(e)})") from None
+        raise CheckpointError(f"{path / 'model.safetensors'}: could not load CLIPVisionModelWithProjection weights ({first_line(e)})") from None
     mean, std = OPENAI_MEAN, OPENAI_STD
     if (path / "preprocessor_config.json").is_file():
         pre = load_json(path / "preprocessor_config.json")
@@ -182,7 +182,7 @@ def load_hf_clip_config(path: Path, config_cls):
     try:
         config = config_cls.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types for a config it cannot use
-        raise CheckpointError(f"{path / 'config.json'}: expected a {config_cls.__name__}, found one transformers cannot read ({_why(e)})") from None
+        raise CheckpointError(f"{path / 'config.json'}: expected a {config_cls.__name__}, found one transformers cannot read ({first_line(e)})") from None
     if raw.get("model_type") == "clip" and isinstance(raw.get("projection_dim"), int):
         config.projection_dim = raw["projection_dim"]
     return config
@@ -215,9 +215,6 @@ def _sniff(path: Path) -> str:
     raise CheckpointError(f"{path}: expected an open_clip folder (open_clip_config.json), a HF folder (config.json) or an open_clip checkpoint file, found "
                           + ("an unrecognised folder" if path.is_dir() else "no such file or folder"))
 
-
-def _why(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _as_float_images(images) -> torch.Tensor:

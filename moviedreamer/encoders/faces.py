@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from moviedreamer.encoders.cache import LRUCache, file_key, fingerprint_files
-from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.errors import CheckpointError, UserError, first_line
 from moviedreamer.safeio import load_json
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def load_face_pack(path: str | Path, device: str = "cpu", det_size=None, det_thr
         try:
             model = get_model(str(f), providers=providers)
         except Exception as e:  # onnxruntime raises its own types for a corrupt or truncated file
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            why = first_line(e)
             raise CheckpointError(f"{f}: expected a valid ONNX model that insightface can load, found one that cannot be loaded ({why})") from None
         task = getattr(model, "taskname", None)
         if task in ("detection", "recognition") and task not in found:

@@ -34,7 +34,7 @@ from moviedreamer.encoders.cache import LRUCache, fingerprint_files, source_file
 from moviedreamer.encoders.clip_vision import load_hf_clip_config, quiet_transformers, require_hf_folder
 from moviedreamer.encoders.openclip_folder import _unwrap, load_text_tower, read_open_clip_folder
 from moviedreamer.encoders.vocab import CLIP_VOCAB_SIZE, read_id_map
-from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.errors import CheckpointError, UserError, first_line
 from moviedreamer.safeio import torch_load_weights
 
 logger = logging.getLogger(__name__)
@@ -273,12 +273,9 @@ def load_hf_clip_text(path: str | Path, device="cpu", **kw) -> HFClipDescriptorE
         with quiet_transformers():
             model = CLIPTextModelWithProjection.from_pretrained(str(path), config=config, local_files_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path / 'model.safetensors'}: could not load CLIPTextModelWithProjection weights ({_why(e)})") from None
+        raise CheckpointError(f"{path / 'model.safetensors'}: could not load CLIPTextModelWithProjection weights ({first_line(e)})") from None
     return HFClipDescriptorEncoder(model, device, **kw)
 
-
-def _why(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def load_open_clip_text(path: str | Path, device="cpu", **kw) -> OpenClipDescriptorEncoder:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.errors import CheckpointError, UserError, first_line
 from moviedreamer.safeio import load_json
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
@@ -38,7 +38,7 @@ def load_text_tokenizer(path: str | Path):
         try:
             return cls.from_pretrained(str(path), local_files_only=True)
         except Exception as e:  # tokenizers raises its own exception types
-            raise CheckpointError(f"{path / 'tokenizer.json'}: could not load the tokenizer ({_first_line(e)})") from None
+            raise CheckpointError(f"{path / 'tokenizer.json'}: could not load the tokenizer ({first_line(e)})") from None
     if (path / "tokenizer.model").is_file():
         return _llama_from_sentencepiece(path / "tokenizer.model", config)
     raise CheckpointError(f"{path}: expected tokenizer.json (Hugging Face) or tokenizer.model (SentencePiece) in this folder, found neither")
@@ -108,7 +108,7 @@ def _llama_from_sentencepiece(model_file: Path, config: dict):
     try:
         proto.ParseFromString(model_file.read_bytes())
     except Exception as e:  # protobuf's DecodeError
-        raise CheckpointError(f"{model_file}: expected a SentencePiece model (protobuf), found something else ({_first_line(e)})") from None
+        raise CheckpointError(f"{model_file}: expected a SentencePiece model (protobuf), found something else ({first_line(e)})") from None
     if not proto.pieces:
         raise CheckpointError(f"{model_file}: expected a SentencePiece model with a vocabulary, found no pieces")
     if proto.trainer_spec.model_type != 2:  # 1 = unigram, 2 = BPE (LLaMA)
@@ -137,7 +137,3 @@ def _llama_from_sentencepiece(model_file: Path, config: dict):
             kwargs[key] = value
     return _llama_class()(vocab=vocab, merges=merges, **kwargs)
 
-
-def _first_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:200]

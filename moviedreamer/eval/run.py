@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from moviedreamer import metrics
-from moviedreamer.errors import UserError
+from moviedreamer.errors import UserError, first_line
 from moviedreamer.eval.referee import Referee
 from moviedreamer.media import read_frames
 from moviedreamer.pipeline.profile import Profile
@@ -116,12 +116,6 @@ def make_referee(ev: Evaluation, loaded, models: Profile) -> tuple[Referee | Non
         return None, None
     return referee, params
 
-
-def first_line(e: Exception) -> str:
-    """The first line of an error, whole, and how many more there are (a note is never cut inside a word)."""
-    lines = str(e).splitlines() or [type(e).__name__]
-    more = len(lines) - 1
-    return lines[0] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
 def judge_keyframes(ev: Evaluation, loaded, keyframes: np.ndarray, models: Profile) -> None:

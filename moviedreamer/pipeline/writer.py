@@ -9,13 +9,12 @@ run never leaves a file that looks finished but is not. The captions are drawn i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from moviedreamer.durable import publish_file, temporary_name
+from moviedreamer.durable import publish_file, temporary_name, write_bytes_atomic
 from moviedreamer.pipeline.fonts import storyboard_font
 
 ELLIPSIS = "…"
@@ -101,17 +100,6 @@ def _save_atomic(image, path: Path) -> Path:
 
 
 def write_json_atomic(data: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return publish_file(tmp, path, sync_file=False)
+    return write_bytes_atomic(path, json.dumps(data, indent=2).encode("utf-8"))
 
 

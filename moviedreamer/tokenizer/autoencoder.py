@@ -33,7 +33,7 @@ from torch import nn
 
 from moviedreamer.encoders.cache import fingerprint_files
 from moviedreamer.encoders.clip_vision import load_vision_encoder
-from moviedreamer.errors import CheckpointError, UserError
+from moviedreamer.errors import CheckpointError, UserError, first_line
 from moviedreamer.safeio import load_json, load_safetensors, save_safetensors
 from moviedreamer.tokenizer.compressor import CompressorConfig, TokenCompressor
 from moviedreamer.tokenizer.decoder import DecoderConfig, KeyframeDecoder, pad_slots, time_ids
@@ -322,7 +322,7 @@ class KeyframeTokenizer(nn.Module):
                 unet = UNet2DConditionModel.from_config(cfg["unet"])
                 model = cls.build(cfg["compressor"], cfg["decoder"], unet, TokenizerSettings.from_dict(cfg["settings"]))
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{path / CONFIG_NAME}: cannot build the model it describes ({str(e).splitlines()[0][:200]})") from None
+            raise CheckpointError(f"{path / CONFIG_NAME}: cannot build the model it describes ({first_line(e)})") from None
         state = load_safetensors(path / WEIGHTS_NAME)
         expected = model.state_dict()
         miss, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from moviedreamer.errors import UserError
+from moviedreamer.errors import UserError, first_line
 
 FORMAT = "moviedreamer-shards"
 
@@ -75,7 +75,7 @@ class ShardIndex:
                 names = f.keys()
                 out = {k: f.get_tensor(k) for k in (keys if keys is not None else names) if k in names}
         except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"{path}: expected a valid safetensors episode, found a truncated or corrupt one ({str(e)[:200]})") from None
+            raise UserError(f"{path}: expected a valid safetensors episode, found a truncated or corrupt one ({first_line(e)})") from None
         out["meta"] = self.episodes[i]
         out["index"] = i
         if keys is not None and "shots" in keys:

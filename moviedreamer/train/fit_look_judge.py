@@ -17,7 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from moviedreamer.safeio import load_safetensors
-from moviedreamer.toyworld.look_judge import LookJudge, evaluate_look_judge, judge_loss, sample_batch, save_look_judge
+from moviedreamer.toyworld.look_judge import LookJudge, save_look_judge, to_input
+from moviedreamer.toyworld.look_judge_data import evaluate_look_judge, judge_loss, sample_batch
 from moviedreamer.train.fit_judge import augment
 
 
@@ -47,8 +48,8 @@ def train_look_judge(out: Path, steps: int = 4000, batch: int = 64, seed: int = 
     model.train()
     for step in tqdm(range(start, steps), desc="train look judge", unit="step", initial=start, total=steps):
         images, lab = sample_batch(rng, batch, composed=composed)
-        x = augment(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, gen)
-        loss = judge_loss(model(x), lab)
+        x = to_input(augment(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, gen))
+        loss = judge_loss(model, x, lab, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

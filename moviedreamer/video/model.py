@@ -23,7 +23,7 @@ what `EulerDiscreteScheduler(prediction_type="v_prediction", timestep_type="cont
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,8 +34,9 @@ from torch import nn
 from moviedreamer.errors import CheckpointError, UserError
 from moviedreamer.vae import load_diffusers as _load
 from moviedreamer.vae import read_json as _read_json
-from moviedreamer.video.motion import grow_flow_channels
+from moviedreamer.video.motion import grow_anchor_channels, grow_flow_channels
 from moviedreamer.video.motion_prior import MotionPrior
+from moviedreamer.video.settings import I2VSettings
 
 SETTINGS_FILE = "moviedreamer_i2v.json"
 CONDITIONING_DIR = "conditioning"
@@ -47,82 +48,6 @@ TOY_SCHEDULER = dict(
     interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.02, sigma_max=80.0, timestep_spacing="leading",
     timestep_type="continuous", steps_offset=1,
 )
-
-
-@dataclass
-class I2VSettings:
-    """How the model is sampled by default, and the latent convention it was trained with."""
-
-    num_frames: int = 8  # frames per segment (the length it was trained on)
-    overlap: int = 2  # frames a segment shares with the previous one (>= 1)
-    steps: int = 8  # sampler steps
-    tau: int = 4  # the end-frame instruction is used in the first tau of `steps` steps (tau >= steps: all)
-    guidance_min: float = 1.0  # classifier-free guidance, linear over the frames (SVD); 1.0 = off (one UNet pass)
-    guidance_max: float = 1.0
-    guidance_segments: int = 0  # only the first k segments of a shot are guided (0: all); later ones run one UNet pass
-    action_guidance: float | None = None  # in guided segments, scale of (all - without the descriptor token): 3 UNet rows; None = plain CFG
-    fps: int = 8
-    motion_bucket: float = 32.0  # default "motion amount" time id (training data's median unless set)
-    motion_scale: float = 2048.0  # bucket = motion_scale * mean |optical flow| / frame width, clamped to [0, 255]
-    noise_aug: float = 0.05  # conditioning-latent noise augmentation at inference (a time id too)
-    noise_share: float = 0.0  # initial noise of every frame = sqrt(r) * one shared draw + sqrt(1 - r) * its own (r in [0, 1))
-    decode_chunk: int = 8  # frames per VAE decode call
-    candidates: int = 1  # samples per segment, the one keeping the keyframe's faces best kept (rerank/segments.py); 1 = off
-    candidate_segments: int = 1  # ... in a shot's first k segments only (0: all)
-    accept: float = 0.9  # a candidate whose frames score this (mean identity score) is kept without trying more
-    motion_weight: float = 0.0  # with a motion prior: candidate score - w * |ln(measured / expected motion)| (0: faces only)
-    presence_weight: float = 0.0  # with the profile's presence probe: + w * the frames' mean presence term (0: off)
-    presence_floor: float = -5.0  # the probe's log p(exact characters) is clipped here and divided by |floor|
-    fast_motion: float | None = None  # with a motion prior: shots expected to move >= this (px/frame at the prior's width) ...
-    fast_noise_share: float = 0.0  # ... sample with this noise_share instead (fast_motion null: never)
-    pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
-    latent_channels: int = 4
-    flow_channels: int = 0  # joint optical-flow channels the UNet denoises with the appearance (VideoJAM, video/motion.py)
-    flow_scale: float = 1.0  # flow channels = flow_scale x flow in latent cells per frame (toy: std 0.8)
-    vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
-    descriptor_template: str = "{action}. {camera}"
-    image_encoder: dict = field(default_factory=dict)  # {"path", "format"} of the anchor's vision encoder it was trained with (path relative to the folder)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "I2VSettings":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def reranks(self, segment: int) -> bool:
-        """Whether a shot's segment `segment` (0-based) is the best of several samples."""
-        return self.candidates > 1 and (not self.candidate_segments or segment < self.candidate_segments)
-
-    def guides(self, segment: int) -> bool:
-        """Whether a shot's segment `segment` (0-based) samples with classifier-free guidance."""
-        return (self.guidance_min > 1.0 or self.guidance_max > 1.0) and (not self.guidance_segments or segment < self.guidance_segments)
-
-    def check(self) -> "I2VSettings":
-        if self.num_frames < 2:
-            raise UserError(f"i2v settings: num_frames must be at least 2, found {self.num_frames}")
-        if not 1 <= self.overlap < self.num_frames:
-            raise UserError(f"i2v settings: overlap must be in [1, num_frames - 1] = [1, {self.num_frames - 1}], found {self.overlap}")
-        if self.steps < 1 or self.tau < 0:
-            raise UserError(f"i2v settings: expected steps >= 1 and tau >= 0 (tau >= steps: every step), found steps={self.steps}, tau={self.tau}")
-        if not 0.0 <= self.noise_share < 1.0:
-            raise UserError(f"i2v settings: noise_share must be in [0, 1), found {self.noise_share}")
-        if self.guidance_segments < 0:
-            raise UserError(f"i2v settings: guidance_segments must be >= 0 (0: every segment), found {self.guidance_segments}")
-        if self.candidates < 1 or self.candidate_segments < 0:
-            raise UserError(f"i2v settings: expected candidates >= 1 and candidate_segments >= 0, found {self.candidates}, {self.candidate_segments}")
-        if not 0.0 <= self.accept <= 1.0:
-            raise UserError(f"i2v settings: accept must be in [0, 1] (a mean identity score), found {self.accept}")
-        if self.presence_weight < 0 or self.presence_floor >= 0:
-            raise UserError(f"i2v settings: expected presence_weight >= 0 and presence_floor < 0, found {self.presence_weight}, {self.presence_floor}")
-        if not 0.0 <= self.fast_noise_share < 1.0 or self.motion_weight < 0 or (self.fast_motion is not None and self.fast_motion < 0):
-            raise UserError(f"i2v settings: expected fast_noise_share in [0, 1), motion_weight >= 0 and fast_motion >= 0 or null, found "
-                            f"{self.fast_noise_share}, {self.motion_weight}, {self.fast_motion}")
-        if self.flow_channels < 0 or self.flow_scale <= 0:
-            raise UserError(f"i2v settings: expected flow_channels >= 0 and flow_scale > 0, found {self.flow_channels}, {self.flow_scale}")
-        if self.decode_chunk < 1:
-            raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
-        if self.action_guidance is not None and self.action_guidance < 0:
-            raise UserError(f"i2v settings: action_guidance must be >= 0 or null (plain guidance), found {self.action_guidance}")
-        return self
 
 
 class I2VConditioning(ModelMixin, ConfigMixin):
@@ -206,9 +131,11 @@ class AnchoredI2V(nn.Module):
         self.scheduler_config = dict(scheduler_config or TOY_SCHEDULER)
         self.motion_prior = None  # a video.motion_prior.MotionPrior (motion_prior.safetensors in the folder), if fitted
         m = self.settings.flow_channels
-        if unet.config.in_channels != 2 * unet.config.out_channels - m:
-            raise UserError(f"i2v: the UNet must take noisy (+ {m} flow channels) + conditioning latents (in_channels = "
-                            f"2 x out_channels - flow_channels), found in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}")
+        c = unet.config.out_channels - m
+        if unet.config.in_channels != c + m + c * (2 if self.settings.anchor_latent else 1):
+            raise UserError(f"i2v: the UNet must take noisy latents ({c}) + {m} flow channels + conditioning latents ({c})"
+                            + (f" + anchor latents ({c})" if self.settings.anchor_latent else "")
+                            + f", found in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}")
         cross = unet.config.cross_attention_dim
         cross = cross[0] if isinstance(cross, (list, tuple)) else cross
         if conditioning.config.cross_attention_dim != cross:
@@ -288,7 +215,12 @@ class AnchoredI2V(nn.Module):
             if not (path / need).is_file():
                 raise CheckpointError(f"{path / need}: expected this file of an i2v folder (made by `moviedreamer train i2v`), found no such file")
         unet = _load(UNetSpatioTemporalConditionModel, path, "the i2v UNet", dtype)
-        cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections", dtype)
+        if any((path / CONDITIONING_DIR).glob("diffusion_pytorch_model*")):
+            cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections", dtype)
+        else:  # stock SVD's conditioning has no weights (the image embedding is attended as it is): its config says it all
+            cond = I2VConditioning.from_config(I2VConditioning.load_config(str(path / CONDITIONING_DIR)))
+            if any(True for _ in cond.parameters()):
+                raise CheckpointError(f"{path / CONDITIONING_DIR}: expected the weights of the i2v conditioning projections, found none")
         settings = I2VSettings.from_dict(_read_json(path / SETTINGS_FILE)).check()
         sched = {k: v for k, v in _read_json(path / SCHEDULER_DIR / "scheduler_config.json").items() if not k.startswith("_")}
         model = cls(unet.eval(), cond.eval(), settings, sched)
@@ -310,8 +242,15 @@ class AnchoredI2V(nn.Module):
 
     def add_flow_channels(self, flow_channels: int) -> "AnchoredI2V":
         """Make an appearance-only model a joint appearance-motion one (VideoJAM); what it draws is unchanged."""
-        grow_flow_channels(self.unet, self.latent_channels, flow_channels)
+        grow_flow_channels(self.unet, self.latent_channels, flow_channels, self.settings.anchor_latent)
         self.settings.flow_channels = int(flow_channels)
+        return self
+
+    def add_anchor_latent(self) -> "AnchoredI2V":
+        """Let the UNet see the keyframe's latents on every frame too (zero weights: what it draws is unchanged)."""
+        if not self.settings.anchor_latent:
+            grow_anchor_channels(self.unet, self.latent_channels)
+            self.settings.anchor_latent = True
         return self
 
     def add_descriptor_words(self, words: int) -> "AnchoredI2V":
@@ -332,7 +271,7 @@ class AnchoredI2V(nn.Module):
 
     def unet_forward(self, model_input: torch.Tensor, cond: torch.Tensor, timestep, tokens: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
         """model_input: scaled noisy latents [B, F, C (+ flow channels), h, w] (already divided by sqrt(sigma^2 + 1));
-        cond: the conditioning latents [B, F, C, h, w]; returns the UNet's v-prediction [B, F, C (+ flow), h, w]."""
+        cond: the conditioning latents [B, F, C (+ C anchor latents), h, w]; returns the UNet's v-prediction [B, F, C (+ flow), h, w]."""
         return self.unet(torch.cat([model_input, cond], dim=2), timestep, encoder_hidden_states=tokens,
                          added_time_ids=time_ids, return_dict=False)[0]
 

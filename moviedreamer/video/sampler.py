@@ -35,6 +35,7 @@ import torch
 
 from moviedreamer.errors import UserError
 from moviedreamer.video.candidates import SegmentPicker, plain
+from moviedreamer.video.guidance import Guidance
 from moviedreamer.video.conditioning import (
     ClipCondition,
     as_condition,
@@ -149,10 +150,11 @@ class AnchoredSampler:
     @torch.no_grad()
     def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
                        end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None,
-                       on_step: Callable[[], None] | None = None) -> torch.Tensor:
-        """One segment. cond / end: unscaled, augmented latents [1, C, h, w]; tokens [1, N, D]; ids [1, 3];
-        known: scaled latents [K, C, h, w] its first K frames are tied to; `on_step` is called after each denoising
-        step. Returns scaled latents [L, C, h, w] as sampled (the caller cross-fades the known frames)."""
+                       on_step: Callable[[], None] | None = None, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """One segment. cond / end / anchor: unscaled, augmented latents [1, C, h, w] (anchor: the keyframe's, for a
+        model with `anchor_latent`); tokens [1, N, D]; ids [1, 3]; known: scaled latents [K, C, h, w] its first K
+        frames are tied to; `on_step` is called after each denoising step. Returns scaled latents [L, C, h, w] as
+        sampled (the caller cross-fades the known frames)."""
         dev, dtype = self.device, self.model.dtype
         sched = self.scheduler
         sched.set_timesteps(s.steps, device=dev)
@@ -166,36 +168,21 @@ class AnchoredSampler:
         lat = (lat * sched.init_noise_sigma).to(dev)
         plain = concat_latents(cond, length).to(dev, dtype)
         with_end = concat_latents(cond, length, end).to(dev, dtype) if end is not None and tau > 0 else plain
+        if self.model.settings.anchor_latent:
+            if anchor is None:
+                raise UserError("i2v: this model takes the keyframe's latents on every frame (anchor_latent); none were given")
+            rep = concat_latents(anchor, length).to(dev, dtype)
+            plain, with_end = torch.cat([plain, rep], dim=2), torch.cat([with_end, rep], dim=2)
         k_noise = torch.randn(known.shape, generator=_gen(seed, 1)).to(dev) if known is not None else None
         k_w = blend_weights(len(known)).view(1, -1, 1, 1, 1).to(dev) if known is not None else None
-        cfg = s.guidance_max > 1.0 or s.guidance_min > 1.0
-        rows = 2
-        if cfg:
-            g = torch.linspace(s.guidance_min, s.guidance_max, length, device=dev).view(1, -1, 1, 1, 1)
-            tokens2, ids2 = torch.cat([torch.zeros_like(tokens), tokens]), torch.cat([ids, ids])
-            if s.action_guidance is not None:  # a third row: the anchor without the shot's action/camera descriptor token
-                if tokens.shape[1] < 2:
-                    raise UserError("i2v settings: action_guidance needs a model that attends to the descriptor as its own token "
-                                    "(descriptor_mode: token)")
-                no_desc = tokens.clone()
-                no_desc[:, 1:] = 0  # the descriptor token and its words
-                tokens2, ids2, rows = torch.cat([torch.zeros_like(tokens), no_desc, tokens]), torch.cat([ids, ids, ids]), 3
+        guide = Guidance(s, length, tokens, ids, dev, m)
         for i, t in enumerate(sched.timesteps):
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
                 sigma = sched.sigmas[i].to(dev)
                 target = (known.to(dev) + sigma * k_noise)[None]
                 lat[:, : len(known), :c] = (1 - k_w) * lat[:, : len(known), :c] + k_w * target
-            concat = with_end if i < tau else plain
             x = sched.scale_model_input(lat, t).to(dtype)
-            if cfg:
-                concats = [torch.zeros_like(concat)] + [concat] * (rows - 1)
-                out = self.model.unet_forward(torch.cat([x] * rows), torch.cat(concats), t, tokens2, ids2).float().chunk(rows)
-                if rows == 2:  # SVD's guidance
-                    out = out[0] + g * (out[1] - out[0])
-                else:  # out = null + g (no descriptor - null) + g_a (all - no descriptor)
-                    out = out[0] + g * (out[1] - out[0]) + s.action_guidance * (out[2] - out[1])
-            else:
-                out = self.model.unet_forward(x, concat, t, tokens, ids).float()
+            out = guide.v(self.model, x, with_end if i < tau else plain, t, i)
             lat = sched.step(out, t, lat).prev_sample
             if on_step is not None:
                 on_step()
@@ -243,6 +230,7 @@ class AnchoredSampler:
         desc = self.descriptor_embedding(cond)
         desc = None if desc is None else desc.to(dev)
         key_tokens = self.model.tokens(self.image_embeds(key_px).to(dev), desc)
+        anchor_lat = augment(key_lat / sf, noise_aug, _gen(seed, 5)) if self.model.settings.anchor_latent else None
         ids = time_ids(fps, motion, noise_aug).to(dev, dtype)
 
         picker = SegmentPicker(self.scorer, self.vae, self.model.motion_prior) if self.scorer is not None and s.candidates > 1 else None
@@ -268,7 +256,7 @@ class AnchoredSampler:
             def sample(k: int) -> torch.Tensor:  # candidate 0: the segment's own noise (the plain sample)
                 tried.append(k)
                 return self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
-                                           end=end_now, tau=tau_now, known=known_now, on_step=on_step).float().cpu()
+                                           end=end_now, tau=tau_now, known=known_now, on_step=on_step, anchor=anchor_lat).float().cpu()
 
             raw = choose(n, sample)
             if progress is not None:

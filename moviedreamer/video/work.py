@@ -47,8 +47,10 @@ def guidance_rows(settings, segment: int) -> int:
 
 
 def step_units(settings, segment: int, length: int) -> float:
-    """Units of work of one denoising step of a segment of `length` frames."""
-    return guidance_rows(settings, segment) * length / settings.num_frames
+    """Units of work of one (average) denoising step of a segment of `length` frames: Inner-Guidance's extra row
+    (video/guidance.py) runs in its share of the steps."""
+    inner = settings.inner_guidance_share if settings.flow_channels and settings.inner_guidance > 0 else 0.0
+    return (guidance_rows(settings, segment) + inner) * length / settings.num_frames
 
 
 def shot_work(settings, segments: list[tuple[int, int]]) -> list[SegmentWork]:

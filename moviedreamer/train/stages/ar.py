@@ -31,7 +31,7 @@ from moviedreamer.ar.gmm import gmm_loss
 from moviedreamer.ar.model import ARConfig, ARModel
 from moviedreamer.ar.tokens import TokenSource
 from moviedreamer.encoders.cache import fingerprint_files
-from moviedreamer.errors import UserError
+from moviedreamer.errors import UserError, first_line
 from moviedreamer.pipeline.profile import Profile
 from moviedreamer.script.models import Story
 from moviedreamer.train.config import format_validation_error
@@ -201,7 +201,7 @@ class ARStage(Stage):
             except ValidationError as e:
                 raise UserError(f"{path}: expected the episode's script in the story format:\n{format_validation_error(e)}") from None
             except (OSError, yaml.YAMLError) as e:
-                raise UserError(f"{path}: expected the episode's script (YAML), found: {str(e).splitlines()[0][:200]}") from None
+                raise UserError(f"{path}: expected the episode's script (YAML), found: {first_line(e)}") from None
             self._story_cache = {"path": path, "story": story}
         return self._story_cache["story"]
 

@@ -84,7 +84,8 @@ class I2VStage(Stage):
         elif a.init_from is not None:
             a.init_from = require_svd_folder(a.init_from)
         self.device = torch.device("cpu")
-        self.flow_scale = None  # the model's flow_scale once built, when it has flow channels (video/motion.py)
+        self.flow_max = None  # the model's flow_max once built, when it has flow channels (video/motion.py)
+        self.anchor_latent = False  # whether the model takes the keyframe's latents too
         self.model_words = 0  # the model's descriptor_words once built
 
     # ------------------------------------------------------------------------------------------------ frozen parts
@@ -132,12 +133,14 @@ class I2VStage(Stage):
         if a.init_from is None:
             down = 2 ** (len(self.vae.config.block_out_channels) - 1)
             c, m = self.vae.config.latent_channels, a.flow_channels or 0
-            unet = {"sample_size": o.size[1] // down, "in_channels": 2 * c + m, "out_channels": c + m, "num_frames": o.frames, **a.unet}
+            anchor = bool(a.anchor_latent)
+            unet = {"sample_size": o.size[1] // down, "in_channels": 2 * c + m + (c if anchor else 0), "out_channels": c + m, "num_frames": o.frames,
+                    **a.unet}
             if "addition_time_embed_dim" in unet and "projection_class_embeddings_input_dim" not in unet:
                 unet["projection_class_embeddings_input_dim"] = 3 * unet["addition_time_embed_dim"]
             try:
                 model = AnchoredI2V.build(unet, self.vision.embed_dim, desc_dim, a.descriptor_mode,
-                                          I2VSettings.from_dict({"num_frames": o.frames, "flow_channels": m, **a.settings}), descriptor_words=a.descriptor_words or 0)
+                                          I2VSettings.from_dict({"num_frames": o.frames, "flow_channels": m, "anchor_latent": anchor, **a.settings}), descriptor_words=a.descriptor_words or 0)
             except (TypeError, ValueError) as e:
                 raise UserError(f"{self.cfg.source or 'stage config'}: model.unet: diffusers cannot build this UNetSpatioTemporalConditionModel ({e})") from None
         else:
@@ -151,6 +154,10 @@ class I2VStage(Stage):
             else:
                 model = AnchoredI2V.from_svd(a.init_from, desc_dim, a.descriptor_mode)
             model.settings = I2VSettings.from_dict({**model.settings.__dict__, **a.settings})  # the config's over the folder's
+            if a.anchor_latent and not model.settings.anchor_latent:
+                model.add_anchor_latent()
+            elif a.anchor_latent is False and model.settings.anchor_latent:
+                raise UserError(f"model.init_from {a.init_from}: a model that takes anchor latents; model.anchor_latent false cannot remove them")
             have = model.settings.flow_channels
             if a.flow_channels is not None and a.flow_channels != have:
                 if have:
@@ -166,7 +173,11 @@ class I2VStage(Stage):
         model.settings.image_encoder = dict(self.vision_source)  # the encoder it renders with (pipeline/profile.py)
         model.settings.fps = self.data_fps
         model.settings.check()
-        self.flow_scale = model.settings.flow_scale if model.settings.flow_channels else None
+        m = model.settings.flow_channels
+        if m and m != model.latent_channels:
+            raise UserError(f"model.flow_channels {m}: the flow picture is encoded by the VAE, so expected its latent channels ({model.latent_channels})")
+        self.flow_max = model.settings.flow_max if m else None
+        self.anchor_latent = model.settings.anchor_latent
         self.model_words = model.conditioning.descriptor_words
         if o.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
@@ -252,17 +263,25 @@ class I2VStage(Stage):
         keep_end = (torch.rand(b) >= o.end_frame_drop).to(self.device)
         cond = cond0[:, None].repeat(1, length, 1, 1, 1)
         cond[:, -1] = torch.where(keep_end.view(-1, 1, 1, 1), end, cond0)
+        if self.anchor_latent:  # the keyframe's latents on every frame, augmented like the conditioning frame
+            key_px = self._resize(keys.float() / 127.5 - 1.0)
+            anchor = encode_latents(self.vae, key_px.to(self.device)).to(self.device) / sf + ab * torch.randn(z[:, 0].shape).to(self.device)
+            cond = torch.cat([cond, anchor[:, None].expand(-1, length, -1, -1, -1)], dim=2)
         uncond = (torch.rand(b) < o.uncond_prob).to(self.device)
         cond = cond * (~uncond).to(cond.dtype).view(-1, 1, 1, 1, 1)
         sigma = torch.exp(o.sigma_mean + o.sigma_std * torch.randn(b)).to(self.device)
-        if self.flow_scale is not None:  # joint appearance-motion (VideoJAM): the flow channels after the latents
-            flow = flow_latents(torch.stack([torch.as_tensor(s["flow"]) for s in samples]), length, z.shape[-2:], self.flow_scale, flip)
+        c = z.shape[2]
+        if self.flow_max is not None:  # joint appearance-motion (VideoJAM): the flow picture's latents after the frames'
+            flow = flow_latents(self.vae, torch.stack([torch.as_tensor(s["flow"]) for s in samples]), length, self.flow_max, flip, o.size)
             z = torch.cat([z, flow.to(z)], dim=2)
         noise = torch.randn(z.shape)
         if o.noise_share > 0:
             noise = o.noise_share ** 0.5 * torch.randn((b, 1, *z.shape[2:])) + (1 - o.noise_share) ** 0.5 * noise
         noise = noise.to(self.device)
         noisy = z + sigma.view(-1, 1, 1, 1, 1) * noise
+        if self.flow_max is not None and o.flow_input_drop > 0:  # no motion input: the branch Inner-Guidance contrasts with
+            drop = (torch.rand(b) < o.flow_input_drop).to(self.device)
+            noisy[:, :, c:] = noisy[:, :, c:] * (~drop).to(noisy.dtype).view(-1, 1, 1, 1, 1)
         ids = time_ids(self.data_fps, torch.tensor([s["motion"] for s in samples]), aug.cpu())
         to = dict(device=device, dtype=dtype)
         return {"noisy": noisy.to(**to), "sigma": sigma.to(device), "cond": cond.to(**to), "image_embeds": image_embeds.to(**to),
@@ -306,8 +325,8 @@ class I2VStage(Stage):
         source["path"] = "image_encoder" if self.args.export_image_encoder else os.path.relpath(source["path"], Path(out_dir).resolve())
         model.settings.image_encoder = source
         (copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model).save_pretrained(out_dir, self.opts.export_shard_size)
-        if self.args.export_vae:
-            self.vae.save_pretrained(str(out_dir / "vae"), safe_serialization=True)
+        if self.args.export_vae:  # in the export dtype too (it loads back as float32)
+            (copy.deepcopy(self.vae).to(dtype) if dtype != torch.float32 else self.vae).save_pretrained(str(out_dir / "vae"), safe_serialization=True)
         if self.args.export_image_encoder:
             copy_vision_folder(Path(self.vision_source["path"]), out_dir / "image_encoder")
         return {"params": sum(p.numel() for p in model.parameters()), "unet_params": sum(p.numel() for p in model.unet.parameters()),

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SETTINGS_KEYS = ("num_frames", "overlap", "steps", "tau", "guidance_min", "guidance_max", "guidance_segments", "noise_aug", "noise_share", "motion_bucket",
-                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template", "candidates", "candidate_segments", "accept", "flow_scale",
+                 "motion_scale", "decode_chunk", "pin_keyframe", "descriptor_template", "candidates", "candidate_segments", "accept", "flow_max",
+                 "inner_guidance", "inner_guidance_share",
                  "motion_weight", "fast_motion", "fast_noise_share", "presence_weight", "presence_floor")
 
 
@@ -28,8 +29,11 @@ class I2VModelArgs(BaseModel):
                                          "None: 0 for a fresh model, a continued one keeps its own; N on a folder without them adds them")
     unet: dict = Field(default_factory=dict, description="UNetSpatioTemporalConditionModel arguments (diffusers names) of a fresh model")
     settings: dict = Field(default_factory=dict, description=f"sampling defaults saved with the model: {', '.join(SETTINGS_KEYS)}")
-    flow_channels: int | None = Field(None, ge=0, description="flow channels denoised with the latents (VideoJAM, video/motion.py; 2: x, y); "
-                                      "None: 0 for a fresh model, a continued one keeps its own; 2 on an appearance-only folder adds them")
+    flow_channels: int | None = Field(None, ge=0, description="VAE latent channels of the flow picture denoised with the frames (VideoJAM, "
+                                      "video/motion.py): 0 or the VAE's latent channels; None: 0 for a fresh model, a continued one keeps its "
+                                      "own; given to an appearance-only folder, adds them")
+    anchor_latent: bool | None = Field(None, description="the UNet also takes the keyframe's latents on every frame (long shots keep their "
+                                       "picture); None: off for a fresh model, a continued one keeps its own; true on a folder without adds them")
     export_vae: bool = Field(False, description="copy the VAE into export/vae (when it is not the profile's VAE, e.g. SVD's)")
     export_image_encoder: bool = Field(False, description="copy the anchor's vision encoder folder into export/image_encoder (when it is "
                                        "not the profile's vision_encoder, e.g. SVD's image_encoder/): the clips render with the encoder "
@@ -70,6 +74,8 @@ class I2VOptions(BaseModel):
     noise_share: float = Field(0.0, ge=0, lt=1, description="diffusion noise of every frame = sqrt(r) * one draw shared by the "
                                "window's frames + sqrt(1 - r) * its own (PYoCo's mixed noise); the export samples with the same r")
     flow_weight: float = Field(1.0, ge=0, description="weight of the flow channels' v-MSE in the loss (with model.flow_channels)")
+    flow_input_drop: float = Field(0.2, ge=0, le=1, description="share of samples whose noisy flow input is zeroed (the branch Inner-Guidance "
+                                   "contrasts with; with model.flow_channels)")
     uncond_prob: float = Field(0.1, ge=0, le=1)
     descriptor_drop: float = Field(0.1, ge=0, le=1)
     hflip: bool = True
