@@ -139,4 +139,13 @@ def probe_video(path: str | Path, max_side: int = 4096, max_frames: int = 2) -> 
     return None
 
 
-__all__ = ["ClipWriter", "concat_clips", "frame_rate", "fsync_file", "probe_video", "read_frames"]
+def video_seconds(path: str | Path) -> float | None:
+    """How long a video lasts, as its header says (None when it does not say)."""
+    with av.open(str(path), "r", timeout=10.0) as container:
+        stream = container.streams.video[0]
+        if stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        return container.duration / av.time_base if container.duration else None
+
+
+__all__ = ["ClipWriter", "concat_clips", "frame_rate", "fsync_file", "probe_video", "read_frames", "video_seconds"]

@@ -164,7 +164,14 @@ def test_validate_opens_the_videos_it_checks(tmp_path, run_cli):
             w.write(np.zeros((32, 32, 3), np.uint8))
     (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     good = story(tmp_path, extra=", motion_reference: good.mp4", name="good.yaml")
-    assert run_cli("validate", good)[0] == 0
+    code, _, err = run_cli("validate", good)
+    assert code == 0 and "motion_reference: warning: not used by generate-movie yet" in err  # said, not silently dropped
     bad = story(tmp_path, extra=", motion_reference: bad.mp4", name="bad.yaml")
     code, _, err = run_cli("validate", bad)
     assert code == 2 and "motion_reference" in err and "expected a video that opens and decodes" in err and len(err.strip().splitlines()) == 1
+    with ClipWriter(tmp_path / "long.mp4", 1, 32, 32) as w:  # 62 s at 1 fps
+        for _ in range(62):
+            w.write(np.zeros((32, 32, 3), np.uint8))
+    long = story(tmp_path, extra=", motion_reference: long.mp4", name="long.yaml")
+    code, _, err = run_cli("validate", long)
+    assert code == 2 and "expected a video of at most 60 s, found 62.0 s" in err and len(err.strip().splitlines()) == 1

@@ -140,15 +140,10 @@ def _train_judge(args) -> int:
 
 
 def _eval_judge(args) -> int:
-    from moviedreamer.toyworld.judge import evaluate_judge, load_judge
-
-    judge = load_judge()
-    if not getattr(judge, "reads_looks", False):
-        scores = evaluate_judge(judge, args.samples, args.seed)
-        print(" ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-        return 0
+    from moviedreamer.toyworld.judge import load_judge
     from moviedreamer.toyworld.look_judge_data import evaluate_look_judge
 
+    judge = load_judge()
     for name, share in (("composed characters", 1.0), ("catalogue characters", 0.0)):
         scores = evaluate_look_judge(judge, args.samples, args.seed, composed=share)
         print(f"{name}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))

@@ -170,13 +170,10 @@ def _build(key: str, folder: Path, config: dict, kind: str):
         from moviedreamer.encoders.presence import PresenceConfig, PresenceProbe
 
         return PresenceProbe(PresenceConfig(**config["probe"]))
-    if "n_scenes" in config or config.get("kind") == "look":
-        from moviedreamer.toyworld.judge import Judge
+    if config.get("kind") == "look":
         from moviedreamer.toyworld.look_judge import LookJudge
 
-        if config.get("kind") == "look":
-            return LookJudge(config["width"], config["reader_width"])
-        return Judge(config["width"], config["n_scenes"], config["n_characters"], config["n_framings"])
+        return LookJudge(config["width"], config["reader_width"])
     if "hidden" in config and "input_size" in config:
         from moviedreamer.toyworld.action_judge import ActionJudge
 

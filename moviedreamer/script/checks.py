@@ -17,6 +17,7 @@ LONGCLIP_TOKENS = 248  # LongCLIP's text context, [SOT] and [EOT] included
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
+MAX_VIDEO_SECONDS = 60.0  # a motion reference longer than a minute is not a shot's motion
 MAX_MOVIE_SECONDS = 24 * 3600
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
@@ -184,7 +185,12 @@ class _FileChecker:
         if full.suffix.lower() not in VIDEO_SUFFIXES:
             return f"expected a video ({', '.join(sorted(VIDEO_SUFFIXES))}), found '{rel}'"
         # PyAV is imported only for a story that names a video; the probe decodes its first frames only
-        from moviedreamer.media import probe_video
+        from moviedreamer.media import probe_video, video_seconds
 
         problem = probe_video(full, max_side=MAX_IMAGE_SIDE)
-        return f"expected a video that opens and decodes, found {problem} at '{rel}'" if problem else None
+        if problem:
+            return f"expected a video that opens and decodes, found {problem} at '{rel}'"
+        seconds = video_seconds(full)
+        if seconds is not None and seconds > MAX_VIDEO_SECONDS:
+            return f"expected a video of at most {MAX_VIDEO_SECONDS:g} s, found {seconds:.1f} s at '{rel}'"
+        return None

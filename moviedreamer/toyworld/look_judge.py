@@ -27,6 +27,7 @@ from torchvision.ops import roi_align
 from moviedreamer.toyworld.judge_weights import frame_features, read_folder, save_half
 from moviedreamer.toyworld.world import (
     ATTRIBUTES,
+    COMPOSED_PREFIX,
     FACE_KINDS,
     FRAMINGS,
     SCENE_IDS,
@@ -157,10 +158,18 @@ class LookJudge(nn.Module):
                 if cast_idx is not None:
                     chars = _assign(rows, logp, cast, cast_idx)
                 else:
-                    chars = tuple(look_id({**look, "kind": "girl" if look["kind"] == "person" else look["kind"]}) for look in looks)
+                    chars = tuple(name_look(look) for look in looks)
                 out.append({"scene": SCENE_IDS[int(scene_p[j].argmax())], "characters": chars, "framing": FRAMINGS[int(scan["framing"][j].argmax())],
                             "confidence": round(float(scene_p[j].max()), 3), "looks": looks})
         return out
+
+
+def name_look(look: dict[str, str]) -> str:
+    """The id a look read from a frame names: the catalogue character with exactly these attributes (a person is a
+    girl or a boy: a frame cannot tell), else the composed id (a person written as a girl)."""
+    kinds = ("girl", "boy") if look["kind"] == "person" else (look["kind"],)
+    ids = [look_id({**look, "kind": k}) for k in kinds]
+    return next((i for i in ids if not i.startswith(COMPOSED_PREFIX)), ids[0])
 
 
 def to_input(x: torch.Tensor) -> torch.Tensor:

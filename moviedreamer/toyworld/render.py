@@ -167,10 +167,17 @@ def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: floa
         prims.append(Prim("rect", (x + arm, body_y), (0.015, 0.055), skin, cid))
     hy = body_y - 0.15
     hs = {"round": ("ellipse", (0.07, 0.07)), "oval": ("ellipse", (0.058, 0.08)), "square": ("rect", (0.065, 0.065))}[c.head_shape]
+    # what makes a cat a cat and a robot a robot: drawn after the hat (below), so that a hat never hides it
     if c.kind == "cat":
-        prims += [Prim("triangle", (x - 0.045, hy - 0.075), (0.025, 0.03), head, cid), Prim("triangle", (x + 0.045, hy - 0.075), (0.025, 0.03), head, cid)]
-    if c.kind == "robot":
-        prims += [Prim("rect", (x, hy - 0.09), (0.005, 0.025), (60, 60, 70), cid), Prim("ellipse", (x, hy - 0.115), (0.012, 0.012), (230, 50, 50), cid)]
+        kind_prims = [Prim("triangle", (x - 0.045, hy - 0.075), (0.025, 0.03), head, cid), Prim("triangle", (x + 0.045, hy - 0.075), (0.025, 0.03), head, cid)]
+    elif c.kind == "robot":
+        lift = 0.03 if c.hat != "none" else 0.0  # in front of the hat, its ball above it
+        kind_prims = [Prim("rect", (x, hy - 0.09 - lift), (0.005, 0.025), (60, 60, 70), cid),
+                      Prim("ellipse", (x, hy - 0.115 - lift), (0.012, 0.012), (230, 50, 50), cid)]
+    else:
+        kind_prims = []
+    if c.hat == "none":
+        prims += kind_prims
     prims.append(Prim(hs[0], (x, hy), hs[1], head, cid, "head"))
     eye = {"big black": ((0.016, 0.016), COLOURS["black"]), "small blue": ((0.01, 0.01), COLOURS["blue"]), "sleepy green": ((0.016, 0.007), COLOURS["green"])}[c.eyes]
     if profile:  # in profile: one eye and the mouth towards the way the character looks
@@ -198,6 +205,7 @@ def character_prims(cid: str, x: float, feet: float, params: ShotParams, t: floa
             prims += [Prim("rect", (x, top - 0.005), (0.055, 0.015), hc, cid)] + [
                 Prim("triangle", (x + k * 0.035, top - 0.035), (0.018, 0.02), hc, cid) for k in (-1, 0, 1)
             ]
+        prims += kind_prims
     return prims
 
 

@@ -14,12 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from moviedreamer.safeio import load_safetensors
 from moviedreamer.toyworld.look_judge import LookJudge, save_look_judge, to_input
 from moviedreamer.toyworld.look_judge_data import evaluate_look_judge, judge_loss, sample_batch
-from moviedreamer.train.fit_judge import augment
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Blur, colour jitter and noise (x: float [B, 3, H, W] in [0, 1]): generated frames are softer than renders."""
+    b = x.shape[0]
+    blurred = F.interpolate(F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True), size=x.shape[-2:], mode="bilinear")
+    x = torch.where((torch.rand(b, generator=gen) < 0.35).view(b, 1, 1, 1), blurred, x)
+    x = x * (1 + 0.1 * (torch.rand(b, 3, 1, 1, generator=gen) - 0.5)) + 0.04 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+    x = x + torch.randn(x.shape, generator=gen) * 0.03 * torch.rand(b, 1, 1, 1, generator=gen)
+    return x.clamp(0, 1)
 
 
 def train_look_judge(out: Path, steps: int = 4000, batch: int = 64, seed: int = 0, lr: float = 2e-3, composed: float = 0.75,
