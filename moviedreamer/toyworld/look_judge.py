@@ -135,13 +135,18 @@ class LookJudge(nn.Module):
         return model.eval()
 
     @torch.no_grad()
-    def predict(self, frames: np.ndarray | torch.Tensor, cast: list[str] | None = None, batch: int = 64) -> list[dict]:
+    def predict(self, frames: np.ndarray | torch.Tensor, cast: list[str] | list[list[str]] | None = None, batch: int = 64) -> list[dict]:
         """frames: uint8 [N, H, W, 3] -> [{"scene", "characters", "framing", "confidence", "looks"}]. With `cast`
-        (character ids), "characters" are the cast members the faces found match best; without, the ids their
-        looks name. "looks": each face's most likely attributes, left to right."""
+        (character ids; or one list per frame), "characters" are the cast members the faces found match best;
+        without, the ids their looks name. "looks": each face's most likely attributes, left to right."""
         self.eval()
         x = torch.from_numpy(np.array(frames, copy=True)).permute(0, 3, 1, 2).float() / 255
-        cast_idx = _cast_indices(cast) if cast else None
+        casts = None
+        if cast:
+            casts = list(cast) if not isinstance(cast[0], str) else [cast] * len(x)
+            if len(casts) != len(x):
+                raise ValueError(f"predict: {len(casts)} casts for {len(x)} frames")
+        indices: dict[tuple, dict] = {}
         out = []
         for i in range(0, len(x), batch):
             images = to_input(x[i : i + batch])
@@ -155,8 +160,12 @@ class LookJudge(nn.Module):
                 rows = list(range(first, first + len(centres)))
                 first += len(centres)
                 looks = [{k: JUDGED[k][int(logp[k][r].argmax())] for k in ATTRIBUTE_SIZES} for r in rows]
-                if cast_idx is not None:
-                    chars = _assign(rows, logp, cast, cast_idx)
+                if casts is not None:
+                    members = list(casts[i + j])
+                    key = tuple(members)
+                    if key not in indices:
+                        indices[key] = _cast_indices(members)
+                    chars = _assign(rows, logp, members, indices[key])
                 else:
                     chars = tuple(name_look(look) for look in looks)
                 out.append({"scene": SCENE_IDS[int(scene_p[j].argmax())], "characters": chars, "framing": FRAMINGS[int(scan["framing"][j].argmax())],

@@ -131,15 +131,15 @@ def evaluate_look_judge(model: LookJudge, samples: int = 2000, seed: int = EVAL_
     while done < samples:
         n = min(100, samples - done)
         images, lab = sample_batch(rng, n, augment=False, composed=composed)
-        free = model.predict(images)
+        preds = model.predict(images, cast=lab["casts"])  # looks do not depend on the cast; "characters" are matched to it
         for j in range(n):
-            p, order = free[j], lab["visible"][j]
+            p, order = preds[j], lab["visible"][j]
             truth = [{k: drawn(character(c), k) for k in ATTRIBUTE_SIZES} for c in order]
             hits["scene"] += p["scene"] == SCENE_IDS[lab["scene"][j]]
             hits["framing"] += p["framing"] == FRAMINGS[lab["framing"][j]]
             hits["count"] += len(p["looks"]) == len(order)
             hits["characters_exact"] += sorted(map(_key, p["looks"])) == sorted(map(_key, truth))
-            hits["characters_cast"] += set(model.predict(images[j : j + 1], cast=lab["casts"][j])[0]["characters"]) == set(order)
+            hits["characters_cast"] += set(p["characters"]) == set(order)
             if len(p["looks"]) == len(order):
                 for look, t in zip(p["looks"], truth):
                     faces_read += 1
