@@ -165,7 +165,7 @@ def test_validate_opens_the_videos_it_checks(tmp_path, run_cli):
     (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     good = story(tmp_path, extra=", motion_reference: good.mp4", name="good.yaml")
     code, _, err = run_cli("validate", good)
-    assert code == 0 and "motion_reference: warning: not used by generate-movie yet" in err  # said, not silently dropped
+    assert code == 0 and "motion_reference" not in err  # a good reference is used: nothing to warn about
     bad = story(tmp_path, extra=", motion_reference: bad.mp4", name="bad.yaml")
     code, _, err = run_cli("validate", bad)
     assert code == 2 and "motion_reference" in err and "expected a video that opens and decodes" in err and len(err.strip().splitlines()) == 1

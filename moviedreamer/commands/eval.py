@@ -34,7 +34,11 @@ def run(args) -> int:
         ref = m.get("referee")
         refs = "n/a" if not ref else (f"action {ref['action_accuracy']:.3f}, direction {_fmt(ref['direction_accuracy'])}, camera {ref['camera_move_accuracy']:.3f}, "
                                       f"frame distance {ref['frame_distance']:.4f} (floor {_fmt(ref['frame_distance_floor'])}), decay {ref['decay']:.2f}")
-        print(f"{name}: flicker {m['flicker']:.4f}, motion {m['motion_px_per_frame']:.3f} px/frame (diagnostic), judge {judge}, CLIP score {clip}; referee: {refs}")
+        mr = m.get("motion_reference")
+        follows = "" if not mr else (f"; {mr['shots']} shots with a motion reference: flow follow {mr['flow_follow']:.3f}"
+                                     + (f", action agreement {mr['action_agreement']:.3f}" if "action_agreement" in mr else ""))
+        print(f"{name}: flicker {m['flicker']:.4f}, motion {m['motion_px_per_frame']:.3f} px/frame (diagnostic), judge {judge}, CLIP score {clip}; "
+              f"referee: {refs}{follows}")
     print(f"wrote {out / 'metrics.json'} and {report}")
     return 0
 

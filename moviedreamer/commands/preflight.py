@@ -28,7 +28,7 @@ def check_story(loaded, registry: Registry, strict: bool = False, force: bool = 
     mismatch = profile_problem(loaded, registry.name, forced=force)
     if mismatch and mismatch.severity == "error":
         raise ScriptError([mismatch])
-    warnings = list(loaded.warnings) + unused_fields(loaded)
+    warnings = list(loaded.warnings)
     if registry.vocabulary == "toy":
         from moviedreamer.toyworld.vocabulary import story_warnings
 
@@ -37,18 +37,6 @@ def check_story(loaded, registry: Registry, strict: bool = False, force: bool = 
     if strict and warnings:
         raise ScriptError([replace(w, severity="error", message=f"{w.message} (--strict)") for w in warnings])
     return ([mismatch] if mismatch else []) + warnings  # a forced run says so, --strict or not
-
-
-def unused_fields(loaded) -> list[Problem]:
-    """A warning per field a story may write that generate-movie does not use yet (the shot renders as if it had none)."""
-    from moviedreamer.script.yaml_positions import load_located
-
-    shots = [(si, ti) for si, scene in enumerate(loaded.story.scenes) for ti, shot in enumerate(scene.shots) if shot.motion_reference]
-    if not shots:
-        return []
-    located = loaded.located or load_located(loaded.path, display=str(loaded.path))
-    return [located.problem(("scenes", si, "shots", ti, "motion_reference"), "not used by generate-movie yet (motion transfer is being "
-                            "built): the shot renders as if it had none", "warning") for si, ti in shots]
 
 
 def print_warnings(warnings: list[Problem], limit: int | None = None, story: str = "") -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from moviedreamer import metrics
 from moviedreamer.errors import UserError, first_line
+from moviedreamer.eval.motion_follow import follow, read_reference
 from moviedreamer.eval.referee import Referee
 from moviedreamer.media import read_frames
 from moviedreamer.pipeline.profile import Profile
@@ -30,6 +31,7 @@ class ShotFrames:
     keyframe: np.ndarray
     flicker: float
     motion: float
+    follow: dict | None = None  # how its motion follows its motion reference (eval/motion_follow.py)
 
 
 @dataclass
@@ -62,8 +64,10 @@ def story_for(path: Path, story: Path | None):
     return load_story(story)
 
 
-def stream_shots(movie: Path, timeline, referee: Referee | None = None, params=None, fps: int = 8) -> list[ShotFrames]:
-    """One shot in memory at a time; the referee (with the shots' toy-world parameters) sees each whole clip."""
+def stream_shots(movie: Path, timeline, referee: Referee | None = None, params=None, fps: int = 8, references: dict | None = None,
+                 action_judge=None) -> list[ShotFrames]:
+    """One shot in memory at a time; the referee (with the shots' toy-world parameters) sees each whole clip, and a
+    shot with a motion reference ({shot index: video path}) is compared with it."""
     frames_iter, out = read_frames(movie), []
     for shot in timeline:
         frames = []
@@ -75,7 +79,11 @@ def stream_shots(movie: Path, timeline, referee: Referee | None = None, params=N
             raise UserError(f"{movie}: has fewer frames than the story's {timeline[-1].end_frame} (ran out in shot {shot.index})")
         clip = np.stack(frames)
         stride = max(1, (len(clip) - 1) // MAX_MOTION_PAIRS)
-        out.append(ShotFrames(shot.index, clip[0], metrics.flicker_score(clip), metrics.motion_magnitude(clip, stride)))
+        followed = None
+        if references and shot.index in references:
+            ref = read_reference(references[shot.index], len(clip), fps, (clip.shape[2], clip.shape[1]))
+            followed = follow(clip, ref, action_judge)
+        out.append(ShotFrames(shot.index, clip[0], metrics.flicker_score(clip), metrics.motion_magnitude(clip, stride), followed))
         if referee is not None:
             referee.add_shot(shot.index, params[shot.index], clip, fps)
     return out
@@ -88,12 +96,25 @@ def evaluate(path: Path, story_path: Path | None = None, profile: str | None = N
     models = Profile.load(profile)
     ev = Evaluation(str(movie))
     referee, params = make_referee(ev, loaded, models)
-    shots = stream_shots(movie, timeline, referee, params, loaded.story.fps)
+    references = {s.index: loaded.resolve(s.shot.motion_reference) for s in timeline if s.shot.motion_reference}
+    judge = None
+    if references:
+        try:
+            judge = models.action_judge
+        except UserError as e:
+            ev.notes.append(f"motion references: the action judge is unavailable ({first_line(e)}); flow figures only")
+    shots = stream_shots(movie, timeline, referee, params, loaded.story.fps, references, judge)
     motion = [s.motion for s in shots]
     ev.metrics["flicker"] = float(np.mean([s.flicker for s in shots]))
     ev.metrics["motion_px_per_frame"] = float(np.mean(motion))
     ev.metrics["dynamic_degree"] = metrics.dynamic_degree(motion)
-    ev.per_shot = [{"index": s.index, "flicker": round(s.flicker, 5), "motion": round(s.motion, 4)} for s in shots]
+    ev.per_shot = [{"index": s.index, "flicker": round(s.flicker, 5), "motion": round(s.motion, 4)} | ({"motion_reference": s.follow} if s.follow else {})
+                   for s in shots]
+    followed = [s.follow for s in shots if s.follow]
+    if followed:  # shots with a motion reference: how closely their motion follows it
+        ev.metrics["motion_reference"] = {"shots": len(followed), "flow_follow": float(np.mean([f["flow_follow"] for f in followed]))}
+        if all("action_agrees" in f for f in followed):
+            ev.metrics["motion_reference"]["action_agreement"] = float(np.mean([f["action_agrees"] for f in followed]))
     keyframes = np.stack([s.keyframe for s in shots])
     if referee is not None:
         ev.metrics["referee"], rows = referee.summary()

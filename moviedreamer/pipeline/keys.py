@@ -49,5 +49,6 @@ def compute_keys(components, loaded, story, timeline) -> UnitKeys:
             end = ("next", keyframe[shot.index + 1])
         else:
             end = None
-        clip.append(unit_key("clip", components.clips.fingerprint, keyframe[shot.index], shot.n_frames, story.fps, end, scripts[shot.index]))
+        motion = ("motion", file_digest(loaded.resolve(s.motion_reference))) if s.motion_reference else None
+        clip.append(unit_key("clip", components.clips.fingerprint, keyframe[shot.index], shot.n_frames, story.fps, end, scripts[shot.index], motion))
     return UnitKeys(plan, keyframe, clip)

@@ -145,6 +145,8 @@ class MovieDreamerPipeline:
         report = RunReport(out_dir)
         folder = output if output is not None else OutputFolder(out_dir, main=ranks.is_main).open()
         store = UnitStore(out_dir / "state")
+        if hasattr(self.c.clips, "cache_to"):  # motion references are read once per file content
+            self.c.clips.cache_to(out_dir / "state" / "motion")
         failed = True
         try:
             if ranks.is_main:

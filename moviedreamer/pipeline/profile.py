@@ -275,7 +275,9 @@ class StoryEncoder:
             keyframe_conditions.append(KeyframeCondition(
                 embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)), face_rows, len(shot.characters), cast))
             looks = embed_texts(self.encoders.descriptor, [by_id[c].description or "" if c in by_id else "" for c in shot.characters])
-            clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera), looks=looks, cast=cast))
+            reference = str(loaded.resolve(shot.motion_reference)) if shot.motion_reference else None
+            clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera), looks=looks, cast=cast,
+                                                 motion_reference=reference))
         return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
 
 

@@ -28,7 +28,8 @@ class ClipCondition:
     encodes `text` with its descriptor encoder; both None: no descriptor (a zero token).
     motion_bucket / noise_aug: override the model's defaults for this shot.
     looks / cast: the description embeddings of the shot's characters [N, Dd] and of the story's [M, Dd], for the
-    segment reranker's presence term (encoders/presence.py); None: not checked."""
+    segment reranker's presence term (encoders/presence.py); None: not checked.
+    motion_reference: a video the shot should move like (MotionClone, video/motion_clone.py); None: its own motion."""
 
     descriptor: torch.Tensor | np.ndarray | None = None
     text: str | None = None
@@ -36,6 +37,7 @@ class ClipCondition:
     noise_aug: float | None = None
     looks: torch.Tensor | None = None
     cast: torch.Tensor | None = None
+    motion_reference: str | None = None
 
 
 def as_condition(condition) -> ClipCondition:
@@ -49,7 +51,7 @@ def as_condition(condition) -> ClipCondition:
     if isinstance(condition, (torch.Tensor, np.ndarray)):
         return ClipCondition(descriptor=condition)
     if isinstance(condition, dict):
-        return ClipCondition(**{k: condition[k] for k in ("descriptor", "text", "motion_bucket", "noise_aug", "looks", "cast") if k in condition})
+        return ClipCondition(**{k: condition[k] for k in ("descriptor", "text", "motion_bucket", "noise_aug", "looks", "cast", "motion_reference") if k in condition})
     raise UserError(f"clip condition: expected a ClipCondition, an embedding, a descriptor text or None, found {type(condition).__name__}")
 
 

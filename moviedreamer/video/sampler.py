@@ -49,6 +49,7 @@ from moviedreamer.video.conditioning import (
     to_uint8,
 )
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
+from moviedreamer.video.motion_clone import MotionCloner
 from moviedreamer.video.work import SegmentWork, WorkMeter, shot_work, step_units
 
 
@@ -94,8 +95,9 @@ class AnchoredSampler:
     """Samples shots from an AnchoredI2V with a VAE and a vision encoder (and optionally a descriptor encoder)."""
 
     def __init__(self, model: AnchoredI2V, vae, vision, descriptor=None, device="cpu", settings: I2VSettings | None = None,
-                 scorer=None):
+                 scorer=None, clone_cache: str | Path | None = None):
         self.model, self.vae, self.vision, self.descriptor = model.eval(), vae, vision, descriptor
+        self.clone_cache, self._cloner = clone_cache, None  # motion references' maps (video/motion_clone.py), by file content
         self.scorer = scorer  # a rerank.SegmentScorer: best-of-N segments when settings.candidates > 1 (candidates.py)
         self.device = torch.device(device)
         self.settings = (settings or model.settings).check()
@@ -139,6 +141,12 @@ class AnchoredSampler:
             return descriptor_inputs(self.descriptor, [cond.text], k)
         return None
 
+    def cloner(self) -> MotionCloner:
+        """The MotionClone reader/guide on this sampler's model (made once)."""
+        if self._cloner is None:
+            self._cloner = MotionCloner(self, self.clone_cache)
+        return self._cloner
+
     def expected_motion(self, cond: ClipCondition, s: I2VSettings) -> float | None:
         """The motion prior's px/frame (at its width) for the shot's text; None without a prior, a text, or a setting
         that uses it."""
@@ -150,10 +158,11 @@ class AnchoredSampler:
     @torch.no_grad()
     def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
                        end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None,
-                       on_step: Callable[[], None] | None = None, anchor: torch.Tensor | None = None) -> torch.Tensor:
+                       on_step: Callable[[], None] | None = None, anchor: torch.Tensor | None = None, clone: dict | None = None) -> torch.Tensor:
         """One segment. cond / end / anchor: unscaled, augmented latents [1, C, h, w] (anchor: the keyframe's, for a
         model with `anchor_latent`); tokens [1, N, D]; ids [1, 3]; known: scaled latents [K, C, h, w] its first K
-        frames are tied to; `on_step` is called after each denoising step. Returns scaled latents [L, C, h, w] as
+        frames are tied to; `on_step` is called after each denoising step; `clone`: a motion reference's guidance
+        targets (MotionCloner.targets), applied in the first `clone_share` of the steps. Returns scaled latents [L, C, h, w] as
         sampled (the caller cross-fades the known frames)."""
         dev, dtype = self.device, self.model.dtype
         sched = self.scheduler
@@ -176,13 +185,17 @@ class AnchoredSampler:
         k_noise = torch.randn(known.shape, generator=_gen(seed, 1)).to(dev) if known is not None else None
         k_w = blend_weights(len(known)).view(1, -1, 1, 1, 1).to(dev) if known is not None else None
         guide = Guidance(s, length, tokens, ids, dev, m)
+        clone_steps = round(s.steps * s.clone_share) if clone is not None and s.clone_weight > 0 else 0
         for i, t in enumerate(sched.timesteps):
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
                 sigma = sched.sigmas[i].to(dev)
                 target = (known.to(dev) + sigma * k_noise)[None]
                 lat[:, : len(known), :c] = (1 - k_w) * lat[:, : len(known), :c] + k_w * target
             x = sched.scale_model_input(lat, t).to(dtype)
-            out = guide.v(self.model, x, with_end if i < tau else plain, t, i)
+            concat = with_end if i < tau else plain
+            out = guide.v(self.model, x, concat, t, i)
+            if i < clone_steps:  # primary temporal-attention guidance towards the reference's motion
+                out = self.cloner().adjust(out, lat, concat, t, float(sched.sigmas[i]), tokens, ids, clone, s.clone_weight)
             lat = sched.step(out, t, lat).prev_sample
             if on_step is not None:
                 on_step()
@@ -236,6 +249,8 @@ class AnchoredSampler:
         picker = SegmentPicker(self.scorer, self.vae, self.model.motion_prior) if self.scorer is not None and s.candidates > 1 else None
         choose = picker.for_shot(key_px, cond, s, expected) if picker is not None else plain
         plans = plan_segments(n_frames, s.num_frames, s.overlap)
+        cloning = bool(cond.motion_reference) and s.clone_weight > 0 and s.clone_share > 0
+        refs = self.cloner().reference(cond.motion_reference, n_frames, fps, (key_px.shape[-1], key_px.shape[-2]), plans, s, seed) if cloning else None
         prev, prev_start = None, 0
         for n, (start, length) in enumerate(plans):
             if n == 0:
@@ -250,13 +265,21 @@ class AnchoredSampler:
             last = n == len(plans) - 1
             seg_s = s if s.guides(n) else replace(s, guidance_min=1.0, guidance_max=1.0)
             known_now, end_now, tau_now = known, end_lat if last else None, s.tau if last else 0
+            clone = None
+            if refs is not None:  # the reference's maps moved onto where this segment's subject is
+                still = source[None, None].expand(1, length, -1, -1, -1).to(dev)
+                if self.model.settings.flow_channels:
+                    still = torch.cat([still, torch.zeros((1, length, self.model.settings.flow_channels, *still.shape[-2:]), device=dev)], dim=2)
+                shot_fg = self.cloner().foreground(still, decode_latents(self.vae, source[None]), s.clone_sigma, s, sub_seed(seed, 11, n))
+                clone = self.cloner().targets(refs[n], shot_fg, s.clone_background, s.clone_top_k)
             units, tried = step_units(s, n, length), []
             on_step = (lambda units=units: progress.advance(units)) if progress is not None else None
 
             def sample(k: int) -> torch.Tensor:  # candidate 0: the segment's own noise (the plain sample)
                 tried.append(k)
                 return self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
-                                           end=end_now, tau=tau_now, known=known_now, on_step=on_step, anchor=anchor_lat).float().cpu()
+                                           end=end_now, tau=tau_now, known=known_now, on_step=on_step, anchor=anchor_lat,
+                                           clone=clone).float().cpu()
 
             raw = choose(n, sample)
             if progress is not None:
@@ -293,6 +316,10 @@ class I2VClipRenderer:
     def work(self, n_frames: int) -> list[SegmentWork]:
         """The denoising work of a shot, per segment (video/work.py), for progress counted in work."""
         return self.sampler.work(n_frames, **self.overrides)
+
+    def cache_to(self, folder: str | Path) -> None:
+        """Keep motion references' maps (video/motion_clone.py) in `folder`, so a resumed run reads each once."""
+        self.sampler.clone_cache, self.sampler._cloner = Path(folder), None
 
     def render(self, keyframe: np.ndarray, n_frames: int, condition, seed: int, fps: int, end_frame: np.ndarray | None = None,
                progress: WorkMeter | None = None) -> Iterator[np.ndarray]:

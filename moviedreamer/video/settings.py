@@ -40,6 +40,12 @@ class I2VSettings:
     flow_max: float = 0.03  # the flow picture's full saturation, in frame widths per frame
     inner_guidance: float = 0.0  # VideoJAM's Inner-Guidance weight w (flow channels only): one more UNet row, the flow input zeroed
     inner_guidance_share: float = 0.5  # ... in this first share of the steps
+    clone_weight: float = 1.0  # MotionClone (video/motion_clone.py), shots with a motion reference: guidance step in noise units (0: off)
+    clone_share: float = 0.5  # ... in this first share of the steps
+    clone_sigma: float = 2.0  # ... the noise level the reference's temporal attention is read at
+    clone_top_k: int = 1  # ... dominant entries kept per (position, head, query frame)
+    clone_mode: str = "one-step"  # ... "one-step" (noised once) or "inversion" (the sampler's ODE run backwards)
+    clone_background: float = 0.3  # ... weight of positions outside the shot's rough foreground
     anchor_latent: bool = False  # the UNet also takes the keyframe's latents on every frame of every segment (long shots keep it)
     vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
     descriptor_template: str = "{action}. {camera}"
@@ -81,6 +87,11 @@ class I2VSettings:
         if self.flow_channels < 0 or self.flow_max <= 0 or self.inner_guidance < 0 or not 0 <= self.inner_guidance_share <= 1:
             raise UserError(f"i2v settings: expected flow_channels >= 0, flow_max > 0, inner_guidance >= 0 and inner_guidance_share in [0, 1], "
                             f"found {self.flow_channels}, {self.flow_max}, {self.inner_guidance}, {self.inner_guidance_share}")
+        if self.clone_weight < 0 or not 0 <= self.clone_share <= 1 or self.clone_sigma <= 0 or self.clone_top_k < 1 \
+                or self.clone_mode not in ("one-step", "inversion") or not 0 <= self.clone_background <= 1:
+            raise UserError(f"i2v settings: expected clone_weight >= 0, clone_share in [0, 1], clone_sigma > 0, clone_top_k >= 1, clone_mode "
+                            f"'one-step' or 'inversion' and clone_background in [0, 1], found {self.clone_weight}, {self.clone_share}, "
+                            f"{self.clone_sigma}, {self.clone_top_k}, {self.clone_mode!r}, {self.clone_background}")
         if self.decode_chunk < 1:
             raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
         if self.action_guidance is not None and self.action_guidance < 0:
