@@ -155,3 +155,29 @@ def test_export_is_the_registry_layout_with_a_measured_scaling_factor(workdir):
     assert figures["latent_shape"] == [4, 8, 8]
     done = log(out)[-1]
     assert done["event"] == "done" and done["export"] == str(export)
+
+
+def test_the_weight_average_is_checkpointed_resumed_and_exported(workdir):
+    root, data = workdir
+    straight = train("vae", "--config", config(root, data, "ema-straight", steps=6, save_every=3), "ema_decay=0.9")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert (root / "ema-straight" / "checkpoints" / "step-0000006" / "ema.safetensors").is_file()
+    cfg = config(root, data, "ema-killed", steps=6, save_every=3)
+    killed = train("vae", "--config", cfg, "ema_decay=0.9", **{KILL: "4"})
+    assert killed.returncode == -9
+    resumed = train("vae", "--config", cfg, "ema_decay=0.9", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = weights(root / "ema-straight" / "export"), weights(root / "ema-killed" / "export")
+    assert all((a[k] == b[k]).all() for k in a), "a resumed average differs from the uninterrupted one"
+    raw = train("vae", "--config", config(root, data, "ema-raw", steps=6, save_every=3), "ema_decay=0.9", "ema_export=false")
+    assert raw.returncode == 0, raw.stderr[-3000:]
+    r = weights(root / "ema-raw" / "export")
+    assert any(not (a[k] == r[k]).all() for k in a)  # the export is the average, not the last weights
+    info = json.loads((root / "ema-straight" / "export" / "moviedreamer_train.json").read_text())
+    assert info["weights"] == "moving average of 6 steps"
+    # a run resumed with an average from a checkpoint written without one says so and starts it there
+    plain = config(root, data, "ema-late", steps=3, save_every=3)
+    assert train("vae", "--config", plain).returncode == 0
+    late = train("vae", "--config", plain, "steps=5", "ema_decay=0.9", "--resume")
+    assert late.returncode == 0 and "holds no weight average; it starts now, at step 3" in late.stderr
+    assert json.loads((root / "ema-late" / "export" / "moviedreamer_train.json").read_text())["weights"] == "moving average of 2 steps"

@@ -67,6 +67,8 @@ class StageConfig(BaseModel):
     threads: int | None = Field(None, gt=0, description="torch.set_num_threads in each process")
     deterministic: bool = False
     tensorboard: bool = False
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="keep a moving average of the weights (train/ema.py) and export it")
+    ema_export: bool = Field(True, description="with ema_decay: export the average (false: the raw weights, e.g. to compare)")
     model: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     hardware: Hardware | None = None

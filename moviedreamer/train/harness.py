@@ -34,6 +34,7 @@ from moviedreamer.errors import UserError
 from moviedreamer.train import dist
 from moviedreamer.train.config import StageConfig, finalize_deepspeed, format_validation_error
 from moviedreamer.train.data import EpisodeStream, ShardIndex
+from moviedreamer.train.ema import WeightAverage
 from moviedreamer.train.stages import load_stage
 
 KILL_ENV = "MOVIEDREAMER_TRAIN_KILL_AT_STEP"  # testing hook: SIGKILL this process right after step N
@@ -155,6 +156,11 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
     params = [p for p in stage.trainable_parameters(model)]
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=ds_cfg)
     stage.after_initialize(engine, info.world_size)
+    average = None
+    if cfg.ema_decay:
+        if cfg.zero_stage == 3:
+            raise UserError(f"{cfg.source or 'stage config'}: ema_decay needs whole parameters on every rank (ZeRO stage 0-2), found stage 3")
+        average = WeightAverage(engine.module, cfg.ema_decay)
     init_s = time.time() - t0  # process group + engine (model build included)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16 if cfg.precision == "fp16" else torch.float32
     stream = EpisodeStream(index, stage.samples, stage.keys, info.rank, info.world_size, cfg.seed, stage.mix)
@@ -170,6 +176,8 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
         stream.load_state_dict(state["data"])
         if engine.global_steps != state["step"]:
             raise UserError(f"{root / tag}: DeepSpeed restored step {engine.global_steps}, the trainer state says {state['step']}")
+        if average is not None and not average.load(root / tag):
+            print(f"note: {root / tag} holds no weight average; it starts now, at step {engine.global_steps}", file=sys.stderr)
 
     out = cfg.out
     logger = MetricLogger(out, cfg.tensorboard) if info.is_main else None
@@ -201,6 +209,8 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
             for k, v in {"loss": float(loss.detach()), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
+        if average is not None:
+            average.step()
         done = engine.global_steps
         window_steps += 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -216,15 +226,15 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
             window_t, window_steps, sums, count = now, 0, {}, 0
         bar.update(1)
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
-            save_checkpoint(engine, stream, cfg, info, done)
+            save_checkpoint(engine, stream, cfg, info, done, average)
             last_saved = done
         if kill_at and done == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)  # a hard crash, as from the OOM killer or a lost node
     bar.close()
     if last_saved != engine.global_steps:
-        save_checkpoint(engine, stream, cfg, info, engine.global_steps)
+        save_checkpoint(engine, stream, cfg, info, engine.global_steps, average)
 
-    figures = export(engine, stage, cfg, info, index)
+    figures = export(engine, stage, cfg, info, index, average if cfg.ema_export else None)
     summary = {"event": "done", "step": engine.global_steps, "elapsed_s": round(time.time() - t_start, 2),
                "steps_run": engine.global_steps - start_step, "export": str(cfg.export_dir), **figures}
     if info.is_main:
@@ -237,14 +247,16 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(engine, stream: EpisodeStream, cfg: StageConfig, info, step: int) -> None:
-    """Per-rank trainer state first, then DeepSpeed's files; DeepSpeed writes `latest` last, so a checkpoint
-    named by `latest` is complete."""
+def save_checkpoint(engine, stream: EpisodeStream, cfg: StageConfig, info, step: int, average: WeightAverage | None = None) -> None:
+    """Per-rank trainer state and the weight average first, then DeepSpeed's files; DeepSpeed writes `latest` last,
+    so a checkpoint named by `latest` is complete."""
     tag = f"step-{step:07d}"
     folder = cfg.checkpoint_dir / tag
     folder.mkdir(parents=True, exist_ok=True)
     state = {"step": step, "rank": info.rank, "world_size": info.world_size, "data": stream.state_dict(), "seed": cfg.seed}
     _write_atomic(folder / STATE_FILE.format(rank=info.rank), json.dumps(state))
+    if average is not None and info.is_main:
+        average.save(folder)
     dist.barrier()
     engine.save_checkpoint(str(cfg.checkpoint_dir), tag=tag, client_state={"moviedreamer_step": step})
     dist.barrier()
@@ -282,9 +294,12 @@ def full_state_dict(engine, zero_stage: int, is_main: bool) -> dict | None:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if is_main else None
 
 
-def export(engine, stage: Stage, cfg: StageConfig, info, index: ShardIndex) -> dict:
-    """Write the final weights through the stage into cfg.export_dir (swapped in whole, never half-written)."""
+def export(engine, stage: Stage, cfg: StageConfig, info, index: ShardIndex, average: WeightAverage | None = None) -> dict:
+    """Write the final weights (the moving average's, when given) through the stage into cfg.export_dir (swapped in
+    whole, never half-written)."""
     sd = full_state_dict(engine, cfg.zero_stage, info.is_main)
+    if sd is not None and average is not None:
+        sd.update(average.state())
     figures: dict = {}
     if info.is_main:
         torch.manual_seed(cfg.seed)
@@ -304,7 +319,8 @@ def export(engine, stage: Stage, cfg: StageConfig, info, index: ShardIndex) -> d
             figures = dict(stage.export(fresh, tmp, stream) or {})
         (tmp / "moviedreamer_train.json").write_text(json.dumps(
             {"stage": cfg.stage, "steps": engine.global_steps, "config": json.loads(cfg.model_dump_json(exclude_none=True)),
-             "deepspeed": cfg.ds, "data": str(cfg.data), "figures": figures}, indent=2, default=str))
+             "deepspeed": cfg.ds, "data": str(cfg.data), "figures": figures,
+             "weights": f"moving average of {average.steps} steps" if average is not None else "raw"}, indent=2, default=str))
         old = dest.with_name(dest.name + f".old-{os.getpid()}")
         if dest.exists():
             os.replace(dest, old)
