@@ -37,6 +37,7 @@ from moviedreamer.vae import read_json as _read_json
 from moviedreamer.video.motion import grow_anchor_channels, grow_flow_channels
 from moviedreamer.video.motion_prior import MotionPrior
 from moviedreamer.video.settings import I2VSettings
+from moviedreamer.video.temporal_conv import temporal_convs_as_2d
 
 SETTINGS_FILE = "moviedreamer_i2v.json"
 CONDITIONING_DIR = "conditioning"
@@ -127,6 +128,7 @@ class AnchoredI2V(nn.Module):
     def __init__(self, unet, conditioning: I2VConditioning, settings: I2VSettings | None = None, scheduler_config: dict | None = None):
         super().__init__()
         self.unet, self.conditioning = unet, conditioning
+        temporal_convs_as_2d(unet)  # the same convolutions through oneDNN's 2-D kernels (video/temporal_conv.py)
         self.settings = settings or I2VSettings(latent_channels=unet.config.out_channels)
         self.scheduler_config = dict(scheduler_config or TOY_SCHEDULER)
         self.motion_prior = None  # a video.motion_prior.MotionPrior (motion_prior.safetensors in the folder), if fitted
