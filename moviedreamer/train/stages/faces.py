@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from moviedreamer.encoders.onnx_half import store_weights_in_float16
 from moviedreamer.encoders.arcface import INPUT_SIZE, AdditiveAngularMarginLoss, ToyArcFaceNet, export_onnx
 from moviedreamer.encoders.evaluate import fresh_frames
 from moviedreamer.encoders.toy_detector import INPUT_MEAN, INPUT_STD, ToyFaceDetector, box_landmarks, detector_loss, export_detector_onnx, targets
@@ -52,6 +53,8 @@ class FacesOptions(BaseModel):
     frames_per_episode: int = Field(16, ge=1, description="render: frames drawn per episode visit")
     composed: float = Field(0.0, ge=0, le=1, description="render: share of shots that cast random compositional characters; "
                             "with it, identities are the world's faces (world.FACE_KEYS), not the catalogue's people")
+    export_weights: Literal["float32", "float16"] = Field("float16", description="how the ONNX files store their weights "
+                                                          "(computed in float32 either way: encoders/onnx_half.py)")
 
 
 class FacesStage(Stage):
@@ -124,6 +127,9 @@ class FacesStage(Stage):
         out_dir.mkdir(parents=True, exist_ok=True)
         export_detector_onnx(model.detector, out_dir / DETECTOR_FILE, self.opts.det_size)
         export_onnx(model.recognizer, out_dir / RECOGNIZER_FILE)
+        if self.opts.export_weights == "float16":
+            for name in (DETECTOR_FILE, RECOGNIZER_FILE):
+                store_weights_in_float16(out_dir / name)
         (out_dir / "pack.json").write_text(json.dumps({"det_size": [self.opts.det_size] * 2, "det_thresh": self.opts.det_thresh}))
         return {"params": sum(p.numel() for p in model.detector.parameters()) + sum(p.numel() for p in model.recognizer.parameters())}
 
