@@ -80,7 +80,7 @@ def describe(p) -> str:
 
 
 def score(profile: Profile, shots, clips: np.ndarray, fps: int, with_floor: bool) -> dict:
-    referee = Referee(profile.action_judge, profile.vision, profile.i2v_vae if with_floor else None, keep_strips=False)  # the floor: the clip model's own latent space
+    referee = Referee(profile.action_judge, profile.vision, profile.floor_vae if with_floor else None, keep_strips=False)
     for i, (p, clip) in enumerate(zip(shots, clips)):
         referee.add_shot(i, p, clip, fps)
     summary, rows = referee.summary()

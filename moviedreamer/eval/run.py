@@ -130,8 +130,7 @@ def make_referee(ev: Evaluation, loaded, models: Profile) -> tuple[Referee | Non
     """The video referee for stories in the toy vocabulary with a profile that has an action judge, else None."""
     try:
         params = read_story_params(loaded)
-        floor_vae = models.i2v_vae if models.has("i2v") else (models.vae if models.has("vae") else None)  # the clip model's latent space
-        referee = Referee(models.action_judge, models.vision, floor_vae)
+        referee = Referee(models.action_judge, models.vision, models.floor_vae)
     except UserError as e:
         ev.metrics["referee"] = None
         ev.notes.append(f"referee (action, frame distance, decay): not applicable ({first_line(e)})")

@@ -200,6 +200,14 @@ class Profile:
             return self.vae
         return load_vae(self.i2v_vae_path, dtype=self._dtype).to(self.load_device)
 
+    @property
+    def floor_vae(self):
+        """The VAE whose round trip is the referee's frame-distance floor: the clip model's own latent space (its
+        bundled VAE, else the profile's), the profile's VAE without a clip model, None without either."""
+        if self.has("i2v"):
+            return self.i2v_vae
+        return self.vae if self.has("vae") else None
+
     @cached_property
     def i2v_vision(self):
         """The anchor's CLIP vision encoder: the one the clip model was trained with (its bundled `image_encoder/`, an
