@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "toyworld": "moviedreamer.commands.toyworld",
     "eval": "moviedreamer.commands.eval",
     "prepare-data": "moviedreamer.commands.prepare_data",
+    "restyle": "moviedreamer.commands.restyle",
 }
 
 

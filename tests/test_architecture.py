@@ -20,6 +20,7 @@ FLOORS = [
     {"rerank"},
     {"tokenizer", "video", "ar"},
     {"pipeline"},
+    {"edit"},
     {"train", "eval", "data"},
     {"testing"},
     {"commands", "(cli)"},  # cli.py, __main__.py

@@ -17,6 +17,7 @@ STAGES = {
     "ar": ("moviedreamer.train.stages.ar", "the LLaMA + GMM planner (issue #7)"),
     "i2v": ("moviedreamer.train.stages.i2v", "the anchored image-to-video model (issue #8)"),
     "presence": ("moviedreamer.train.stages.presence", "the presence probe the best-of-N renderers score with (issues #6, #8)"),
+    "edit": ("moviedreamer.train.stages.edit", "the instruction editor restyle samples with (issue #39)"),
 }
 
 
