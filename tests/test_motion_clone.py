@@ -188,3 +188,29 @@ def test_eval_compares_the_shots_with_a_reference_and_only_those(tmp_path):
     assert shots[0].follow["flow_follow"] > 0.9 and shots[1].follow["flow_follow"] == 0.0  # the still shot does not follow
     assert "action_agrees" not in shots[0].follow  # no judge given: flow only
     assert stream_shots(movie, timeline, fps=8)[0].follow is None
+
+
+def test_a_shot_with_a_reference_plans_and_reports_its_guidance_work(sampler, tmp_path):
+    from moviedreamer.video.sampler import I2VClipRenderer
+    from moviedreamer.video.work import CLONE_ROWS
+
+    ref = write_clip(tmp_path / "ref.mp4", moving_square(8))
+    sampler.clone_cache, sampler._cloner = None, None
+    renderer = I2VClipRenderer(sampler, clone_share=0.67, clone_weight=0.5)
+    plain = sum(w.cost for w in renderer.work(6))
+    cond = {"motion_reference": str(ref)}
+    cloned = sum(w.cost for w in renderer.work(6, cond))
+    assert cloned == pytest.approx(plain * (1 + CLONE_ROWS * 0.67))  # unguided segments: 1 row a step
+
+    class Meter:
+        done = 0.0
+
+        def advance(self, units):
+            self.done += units
+
+        def segment_done(self, tried):
+            pass
+
+    meter = Meter()
+    list(renderer.render(image(4), 6, cond, seed=0, fps=8, progress=meter))
+    assert meter.done == pytest.approx(cloned)

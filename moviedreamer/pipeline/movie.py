@@ -246,7 +246,7 @@ class MovieDreamerPipeline:
         width, height = story.resolution
         # progress in denoising work (video/work.py); a renderer that does not plan its work is counted in frames
         counts_work = hasattr(self.c.clips, "work")
-        plans = [(s.index, self.c.clips.work(s.n_frames) if counts_work else [SegmentWork(float(s.n_frames))]) for s in todo]
+        plans = [(s.index, self.c.clips.work(s.n_frames, encoded.clip_conditions[s.index]) if counts_work else [SegmentWork(float(s.n_frames))]) for s in todo]
         bar = ClipWorkBar(plans, sum(s.n_frames for s in todo), quiet or not ranks.is_main, callback)
         for shot in todo:
             path = store.path("clips", shot.index, keys.clip[shot.index], ".mp4")

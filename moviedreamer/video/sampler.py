@@ -203,13 +203,13 @@ class AnchoredSampler:
 
     # ------------------------------------------------------------------------------------------------ shots
 
-    def work(self, n_frames: int, **overrides) -> list[SegmentWork]:
-        """The denoising work of a shot of `n_frames` frames, per segment (video/work.py): what `latents` reports to
-        its `progress` meter."""
+    def work(self, n_frames: int, cloned: bool = False, **overrides) -> list[SegmentWork]:
+        """The denoising work of a shot of `n_frames` frames (`cloned`: with a motion reference), per segment
+        (video/work.py): what `latents` reports to its `progress` meter."""
         s = self.with_settings(**overrides)
         if self.scorer is None:
             s = replace(s, candidates=1)
-        return shot_work(s, plan_segments(n_frames, s.num_frames, s.overlap))
+        return shot_work(s, plan_segments(n_frames, s.num_frames, s.overlap), cloned)
 
     @torch.no_grad()
     def latents(self, keyframe, n_frames: int, condition=None, end_frame=None, seed: int = 0, fps: int | None = None,
@@ -272,7 +272,7 @@ class AnchoredSampler:
                     still = torch.cat([still, torch.zeros((1, length, self.model.settings.flow_channels, *still.shape[-2:]), device=dev)], dim=2)
                 shot_fg = self.cloner().foreground(still, decode_latents(self.vae, source[None]), s.clone_sigma, s, sub_seed(seed, 11, n))
                 clone = self.cloner().targets(refs[n], shot_fg, s.clone_background, s.clone_top_k)
-            units, tried = step_units(s, n, length), []
+            units, tried = step_units(s, n, length, clone is not None), []
             on_step = (lambda units=units: progress.advance(units)) if progress is not None else None
 
             def sample(k: int) -> torch.Tensor:  # candidate 0: the segment's own noise (the plain sample)
@@ -313,9 +313,10 @@ class I2VClipRenderer:
         self.sampler, self.overrides = sampler, overrides
         self.fingerprint = fingerprint or "i2v-unfingerprinted"
 
-    def work(self, n_frames: int) -> list[SegmentWork]:
-        """The denoising work of a shot, per segment (video/work.py), for progress counted in work."""
-        return self.sampler.work(n_frames, **self.overrides)
+    def work(self, n_frames: int, condition=None) -> list[SegmentWork]:
+        """The denoising work of a shot, per segment (video/work.py), for progress counted in work; `condition` (the
+        shot's ClipCondition): a motion reference costs its guidance steps."""
+        return self.sampler.work(n_frames, bool(as_condition(condition).motion_reference), **self.overrides)
 
     def cache_to(self, folder: str | Path) -> None:
         """Keep motion references' maps (video/motion_clone.py) in `folder`, so a resumed run reads each once."""

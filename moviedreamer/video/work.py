@@ -46,14 +46,19 @@ def guidance_rows(settings, segment: int) -> int:
     return 3 if settings.action_guidance is not None else 2
 
 
-def step_units(settings, segment: int, length: int) -> float:
+CLONE_ROWS = 3  # a MotionClone step's extra UNet forward and backward (video/motion_clone.py), in rows
+
+
+def step_units(settings, segment: int, length: int, cloned: bool = False) -> float:
     """Units of work of one (average) denoising step of a segment of `length` frames: Inner-Guidance's extra row
-    (video/guidance.py) runs in its share of the steps."""
+    (video/guidance.py) runs in its share of the steps, a motion reference's guidance (`cloned`) in its own."""
     inner = settings.inner_guidance_share if settings.flow_channels and settings.inner_guidance > 0 else 0.0
-    return (guidance_rows(settings, segment) + inner) * length / settings.num_frames
+    clone = CLONE_ROWS * settings.clone_share if cloned and settings.clone_weight > 0 else 0.0
+    return (guidance_rows(settings, segment) + inner + clone) * length / settings.num_frames
 
 
-def shot_work(settings, segments: list[tuple[int, int]]) -> list[SegmentWork]:
-    """The plan of a shot cut into `segments` ([(first frame, length)], video/sampler.py `plan_segments`)."""
-    return [SegmentWork(settings.steps * step_units(settings, n, length), settings.candidates if settings.reranks(n) else 1)
+def shot_work(settings, segments: list[tuple[int, int]], cloned: bool = False) -> list[SegmentWork]:
+    """The plan of a shot cut into `segments` ([(first frame, length)], video/sampler.py `plan_segments`); `cloned`:
+    the shot has a motion reference."""
+    return [SegmentWork(settings.steps * step_units(settings, n, length, cloned), settings.candidates if settings.reranks(n) else 1)
             for n, (_, length) in enumerate(segments)]
