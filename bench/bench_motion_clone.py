@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_referee import describe, heldout_shots  # noqa: E402
+from bench_referee import describe, heldout_shots, setting_value  # noqa: E402
 
 from moviedreamer.eval.referee import Referee, strip_frames, truth_clip  # noqa: E402
 from moviedreamer.eval.report import strip_sheet  # noqa: E402
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     if args.i2v is not None:
         comp = profile.registry.components["i2v"]
         profile.registry.components["i2v"] = dataclasses.replace(comp, path=args.i2v.resolve())
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {k: setting_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     work = Path(tempfile.mkdtemp(prefix="bench-motion-clone-"))
     renderer = clip_renderer(profile, **overrides)
     renderer.cache_to(work / "cache")

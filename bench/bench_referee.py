@@ -87,6 +87,14 @@ def score(profile: Profile, shots, clips: np.ndarray, fps: int, with_floor: bool
     return summary
 
 
+def setting_value(text: str):
+    """A --set value as JSON (numbers, true, null), else as the plain string it is (e.g. clone_mode=inversion)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shots", type=int, default=8)
@@ -109,7 +117,7 @@ def main(argv=None) -> int:
         comp = profile.registry.components["i2v"]
         profile.registry.components["i2v"] = dataclasses.replace(comp, path=args.i2v.resolve())
         label = str(args.i2v)
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {k: setting_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     if overrides:
         label += ", " + ", ".join(args.set)
     if args.cached_only:
