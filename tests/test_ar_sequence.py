@@ -258,3 +258,22 @@ def test_token_source_encodes_each_episode_once_into_its_disk_cache(tmp_path):
     torch.testing.assert_close(later.keyframes(episode), first[0])
     torch.testing.assert_close(later.keyframes(episode, flip=True), first[1])
     assert later.encoded == 0
+
+
+def test_a_reference_frame_without_a_character_is_warned_about_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from moviedreamer.ar.embed import references_without_characters
+    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.toyworld.render import render_frame
+    from moviedreamer.toyworld.world import ShotParams
+
+    shot = ShotParams("beach", ("mia",), "stand", None, "close", "static")
+    Image.fromarray(render_frame(shot, 0, 8, (128, 128)).image).save(tmp_path / "mia.png")
+    Image.fromarray(np.full((128, 128, 3), 200, np.uint8)).save(tmp_path / "blank.png")
+    loaded = SimpleNamespace(story=SimpleNamespace(references=["mia.png", "blank.png"]), resolve=lambda rel: tmp_path / rel)
+    lines = references_without_characters(loaded, Profile.load("toy"))
+    assert len(lines) == 1 and "blank.png: references[1]: no character found" in lines[0]
+    assert references_without_characters(loaded, SimpleNamespace(faces=SimpleNamespace(finder=None))) == []

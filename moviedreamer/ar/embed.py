@@ -15,6 +15,7 @@ concatenate, so the training stage builds whole episodes and the sampler feeds o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ from moviedreamer.ar.tokens import encode_frames
 from moviedreamer.encoders.faces import read_rgb
 from moviedreamer.errors import UserError
 from moviedreamer.script.shot_text import swap_left_right
+
+log = logging.getLogger(__name__)
 
 # element types ------------------------------------------------------------------------------------------------
 PAD, SHEET, STYLE, CHAR_ID, CHAR_DESC, FACE, REFS, SHOT, SETTING, PLOT, ACTION, CAMERA, SHOT_CHAR, KF = range(14)
@@ -234,4 +237,24 @@ def encode_story(loaded, encoders, keyframe_tokenizer=None) -> tuple[Sheet, list
         if keyframe_tokenizer is None:
             raise UserError(f"{loaded.path}: the story has references: frames, which need the profile's keyframe tokenizer")
         refs = encode_references([loaded.resolve(p) for p in story.references], keyframe_tokenizer)
+        for line in references_without_characters(loaded, encoders):
+            log.warning(line)
     return sheet, shots, refs
+
+
+def references_without_characters(loaded, encoders) -> list[str]:
+    """A warning per `references:` frame in which the profile's face pack finds no character: such a frame can steer
+    the setting's look, not a character's. Nothing when the profile has no face detector to look with."""
+    try:
+        finder = getattr(encoders.faces, "finder", None)  # a face pack without a detector (or a stand-in) cannot look
+    except UserError:
+        return []
+    if finder is None:
+        return []
+    out = []
+    for i, rel in enumerate(loaded.story.references):
+        path = loaded.resolve(rel)
+        if not finder.find_faces(np.asarray(read_rgb(path))):
+            out.append(f"warning: {path}: references[{i}]: no character found in this frame (the face pack detects no face); "
+                       f"it can steer the setting's look, not a character's")
+    return out
