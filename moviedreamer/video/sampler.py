@@ -141,6 +141,14 @@ class AnchoredSampler:
             return descriptor_inputs(self.descriptor, [cond.text], k)
         return None
 
+    def skipped_steps(self, s: I2VSettings) -> int:
+        """Steps of the schedule a segment skips: those above `start_sigma` (0 without one)."""
+        if s.start_sigma is None:
+            return 0
+        sched = self.model.make_scheduler()
+        sched.set_timesteps(s.steps)
+        return min(int((sched.sigmas[:-1] > s.start_sigma).sum()), s.steps - 1)
+
     def cloner(self) -> MotionCloner:
         """The MotionClone reader/guide on this sampler's model (made once)."""
         if self._cloner is None:
@@ -174,7 +182,15 @@ class AnchoredSampler:
         m = self.model.settings.flow_channels
         if m:  # the clip's flow, denoised jointly with the appearance and dropped at the end (video/motion.py)
             lat = torch.cat([lat, torch.randn((1, length, m, h, w), generator=_gen(seed, 4))], dim=2)
-        lat = (lat * sched.init_noise_sigma).to(dev)
+        first = self.skipped_steps(s)
+        if first:  # a truncated schedule from the conditioning frame (SDEdit-like): the frames start as it
+            sched.set_begin_index(first)
+            start = float(sched.sigmas[first])
+            base = torch.zeros_like(lat)
+            base[:, :, :c] = cond.float().cpu()[:, None] * float(self.vae.config.scaling_factor)
+            lat = (base + start * lat).to(dev)
+        else:  # the whole schedule from pure noise
+            lat = (lat * sched.init_noise_sigma).to(dev)
         plain = concat_latents(cond, length).to(dev, dtype)
         with_end = concat_latents(cond, length, end).to(dev, dtype) if end is not None and tau > 0 else plain
         if self.model.settings.anchor_latent:
@@ -187,6 +203,8 @@ class AnchoredSampler:
         guide = Guidance(s, length, tokens, ids, dev, m)
         clone_steps = round(s.steps * s.clone_share) if clone is not None and s.clone_weight > 0 else 0
         for i, t in enumerate(sched.timesteps):
+            if i < first:
+                continue
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
                 sigma = sched.sigmas[i].to(dev)
                 target = (known.to(dev) + sigma * k_noise)[None]
@@ -209,7 +227,7 @@ class AnchoredSampler:
         s = self.with_settings(**overrides)
         if self.scorer is None:
             s = replace(s, candidates=1)
-        return shot_work(s, plan_segments(n_frames, s.num_frames, s.overlap), cloned)
+        return shot_work(s, plan_segments(n_frames, s.num_frames, s.overlap), cloned, self.skipped_steps(s))
 
     @torch.no_grad()
     def latents(self, keyframe, n_frames: int, condition=None, end_frame=None, seed: int = 0, fps: int | None = None,

@@ -34,6 +34,7 @@ class I2VSettings:
     presence_floor: float = -5.0  # the probe's log p(exact characters) is clipped here and divided by |floor|
     fast_motion: float | None = None  # with a motion prior: shots expected to move >= this (px/frame at the prior's width) ...
     fast_noise_share: float = 0.0  # ... sample with this noise_share instead (fast_motion null: never)
+    start_sigma: float | None = None  # start each segment from its conditioning frame noised to this sigma (the schedule's steps below it), not from pure noise
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
     flow_channels: int = 0  # VAE latents of the flow picture the UNet denoises with the appearance (VideoJAM, video/motion.py)
@@ -92,6 +93,8 @@ class I2VSettings:
             raise UserError(f"i2v settings: expected clone_weight >= 0, clone_share in [0, 1], clone_sigma > 0, clone_top_k >= 1, clone_mode "
                             f"'one-step' or 'inversion' and clone_background in [0, 1], found {self.clone_weight}, {self.clone_share}, "
                             f"{self.clone_sigma}, {self.clone_top_k}, {self.clone_mode!r}, {self.clone_background}")
+        if self.start_sigma is not None and self.start_sigma <= 0:
+            raise UserError(f"i2v settings: start_sigma must be > 0 or null (pure noise), found {self.start_sigma}")
         if self.decode_chunk < 1:
             raise UserError(f"i2v settings: decode_chunk must be >= 1, found {self.decode_chunk}")
         if self.action_guidance is not None and self.action_guidance < 0:

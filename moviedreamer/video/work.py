@@ -57,8 +57,8 @@ def step_units(settings, segment: int, length: int, cloned: bool = False) -> flo
     return (guidance_rows(settings, segment) + inner + clone) * length / settings.num_frames
 
 
-def shot_work(settings, segments: list[tuple[int, int]], cloned: bool = False) -> list[SegmentWork]:
+def shot_work(settings, segments: list[tuple[int, int]], cloned: bool = False, skipped: int = 0) -> list[SegmentWork]:
     """The plan of a shot cut into `segments` ([(first frame, length)], video/sampler.py `plan_segments`); `cloned`:
-    the shot has a motion reference."""
-    return [SegmentWork(settings.steps * step_units(settings, n, length, cloned), settings.candidates if settings.reranks(n) else 1)
+    the shot has a motion reference; `skipped`: steps of the schedule each segment skips (`start_sigma`)."""
+    return [SegmentWork((settings.steps - skipped) * step_units(settings, n, length, cloned), settings.candidates if settings.reranks(n) else 1)
             for n, (_, length) in enumerate(segments)]
