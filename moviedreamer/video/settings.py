@@ -41,7 +41,7 @@ class I2VSettings:
     flow_max: float = 0.03  # the flow picture's full saturation, in frame widths per frame
     inner_guidance: float = 0.0  # VideoJAM's Inner-Guidance weight w (flow channels only): one more UNet row, the flow input zeroed
     inner_guidance_share: float = 0.5  # ... in this first share of the steps
-    clone_weight: float = 1.0  # MotionClone (video/motion_clone.py), shots with a motion reference: guidance step in noise units (0: off)
+    clone_weight: float = 0.1  # MotionClone (video/motion_clone.py), shots with a motion reference: guidance step in noise units (0: off)
     clone_share: float = 0.5  # ... in this first share of the steps
     clone_sigma: float = 2.0  # ... the noise level the reference's temporal attention is read at
     clone_top_k: int = 1  # ... dominant entries kept per (position, head, query frame)
