@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,11 +24,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from moviedreamer.pipeline.profile import Profile, clip_renderer
+from moviedreamer.pipeline.profile import clip_renderer
 from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
 from moviedreamer.eval.referee import truth_clip
 from moviedreamer.video.conditioning import ClipCondition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_referee import toy_profile  # noqa: E402
 
 
 def matmul_peak(reps: int = 5) -> float:
@@ -75,11 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=12, help="operators listed")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    profile_ = Profile.load("toy")
-    if args.i2v is not None:
-        comp = profile_.registry.components["i2v"]
-        profile_.registry.components["i2v"] = dataclasses.replace(comp, path=args.i2v.resolve())
-    renderer = clip_renderer(profile_, candidates=1)
+    renderer = clip_renderer(toy_profile(args.i2v), candidates=1)
     sampler = renderer.sampler
     rng = np.random.default_rng(5)
     shot = random_shot(rng, str(rng.choice(SCENE_IDS)), CHARACTER_IDS, 4.0, int(rng.integers(2**31)))
@@ -141,7 +140,7 @@ def main(argv=None) -> int:
           f"{unet_flops / max(unet_s, 1e-9) / 1e9:.1f} GFLOP/s = **{unet_flops / max(unet_s, 1e-9) / 1e9 / peak:.0%} of the peak**; "
           f"the whole clip at {total / wall / 1e9:.1f} GFLOP/s")
     print(f"(walls: plain {wall:.2f} s, under the FLOP counter {wall_flops:.2f} s, under the profiler {wall_prof:.2f} s)")
-    print(f"\n| operator (self CPU) | ms | calls | share |\n|---|---|---|---|")
+    print("\n| operator (self CPU) | ms | calls | share |\n|---|---|---|---|")
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     cpu_total = sum(e.self_cpu_time_total for e in events)
     for e in events[: args.top]:

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_referee import describe, heldout_shots, setting_value  # noqa: E402
+from bench_referee import describe, heldout_shots, setting_value, toy_profile  # noqa: E402
 
 from moviedreamer.eval.referee import Referee, strip_frames, truth_clip  # noqa: E402
 from moviedreamer.eval.report import strip_sheet  # noqa: E402
 from moviedreamer.media import ClipWriter  # noqa: E402
 from moviedreamer.metrics import judge_fidelity  # noqa: E402
-from moviedreamer.pipeline.profile import Profile, clip_renderer  # noqa: E402
+from moviedreamer.pipeline.profile import clip_renderer  # noqa: E402
 from moviedreamer.video.conditioning import ClipCondition  # noqa: E402
 
 SEED = 82_000_000  # far from every training stream and from the referee bench's shots
@@ -66,10 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    profile = Profile.load("toy")
-    if args.i2v is not None:
-        comp = profile.registry.components["i2v"]
-        profile.registry.components["i2v"] = dataclasses.replace(comp, path=args.i2v.resolve())
+    profile = toy_profile(args.i2v)
     overrides = {k: setting_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     work = Path(tempfile.mkdtemp(prefix="bench-motion-clone-"))
     renderer = clip_renderer(profile, **overrides)

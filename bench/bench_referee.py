@@ -87,6 +87,15 @@ def score(profile: Profile, shots, clips: np.ndarray, fps: int, with_floor: bool
     return summary
 
 
+def toy_profile(i2v: Path | None = None) -> Profile:
+    """The toy profile, with another clip model folder in place of its own when `i2v` is given."""
+    profile = Profile.load("toy")
+    if i2v is not None:
+        comp = profile.registry.components["i2v"]
+        profile.registry.components["i2v"] = dataclasses.replace(comp, path=Path(i2v).resolve())
+    return profile
+
+
 def setting_value(text: str):
     """A --set value as JSON (numbers, true, null), else as the plain string it is (e.g. clone_mode=inversion)."""
     try:
@@ -111,12 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a sampler setting for this run (repeatable), e.g. inner_guidance=0")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    profile = Profile.load("toy")
-    label = "committed I2V"
-    if args.i2v is not None:
-        comp = profile.registry.components["i2v"]
-        profile.registry.components["i2v"] = dataclasses.replace(comp, path=args.i2v.resolve())
-        label = str(args.i2v)
+    profile = toy_profile(args.i2v)
+    label = "committed I2V" if args.i2v is None else str(args.i2v)
     overrides = {k: setting_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     if overrides:
         label += ", " + ", ".join(args.set)
