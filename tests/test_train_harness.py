@@ -181,3 +181,53 @@ def test_the_weight_average_is_checkpointed_resumed_and_exported(workdir):
     late = train("vae", "--config", plain, "steps=5", "ema_decay=0.9", "--resume")
     assert late.returncode == 0 and "holds no weight average; it starts now, at step 3" in late.stderr
     assert json.loads((root / "ema-late" / "export" / "moviedreamer_train.json").read_text())["weights"] == "moving average of 2 steps"
+
+
+def test_a_carried_run_resumes_on_a_machine_without_its_checkpoints(workdir):
+    """The compact copy (train/carry.py) a config's `carry` writes at each checkpoint: float16, no optimizer moments,
+    and enough to go on where the run stopped once runs/ is gone."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    root, data = workdir
+    carried = root / "carried"
+    straight = train("vae", "--config", config(root, data, "carry-straight", steps=5, save_every=5), "ema_decay=0.9")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    cfg = config(root, data, "carry-run", steps=6, save_every=3)
+    killed = train("vae", "--config", cfg, "ema_decay=0.9", f"carry={carried}", **{KILL: "4"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    meta = json.loads((carried / "carry.json").read_text())
+    assert meta["step"] == 3 and meta["world_size"] == 1 and not (root / "carried.tmp").exists()
+    w = load_file(str(carried / "weights.safetensors"))
+    assert all(t.dtype == torch_float16() for t in w.values() if t.is_floating_point())
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())  # noqa: E731
+    assert size(carried) < 0.5 * size(root / "carry-run" / "checkpoints" / "step-0000003")
+
+    other = train("vae", "--config", config(root, data, "carry-other", steps=6, save_every=3), f"carry={carried}")
+    assert other.returncode == 2 and "holds a run: pass --resume" in other.stderr  # never overwrites a carried run
+
+    shutil.rmtree(root / "carry-run")  # a new machine: only the repository (and so the carry folder) is left
+    resumed = train("vae", "--config", cfg, "ema_decay=0.9", f"carry={carried}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = log(root / "carry-run")
+    assert [r["event"] for r in records if "event" in r] == ["resume", "done"] and records[0]["step"] == 3
+    first = next(r for r in records if r.get("step") == 4 and "loss" in r)
+    twin = next(r for r in log(root / "carry-straight") if r.get("step") == 4 and "loss" in r)
+    # the same batch on the same weights (up to float16): the data position and the weights were carried
+    assert abs(first["loss"] - twin["loss"]) < 0.01 * abs(twin["loss"]), (first["loss"], twin["loss"])
+    assert first["lr"] < 0.05 * twin["lr"]  # fresh optimizer moments: the rate ramps up again
+    assert json.loads((carried / "carry.json").read_text())["step"] == 6
+    # a run that was not carried gets its folder when resumed with one, even with no step left to train
+    late = root / "carried-late"
+    again = train("vae", "--config", config(root, data, "carry-straight", steps=5, save_every=5), "ema_decay=0.9", f"carry={late}", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((late / "carry.json").read_text())["step"] == 5
+    info = json.loads((root / "carry-run" / "export" / "moviedreamer_train.json").read_text())
+    assert info["weights"] == "moving average of 6 steps"  # the average came across too
+
+
+def torch_float16():
+    import torch
+
+    return torch.float16

@@ -69,6 +69,7 @@ class StageConfig(BaseModel):
     tensorboard: bool = False
     ema_decay: float | None = Field(None, gt=0, lt=1, description="keep a moving average of the weights (train/ema.py) and export it")
     ema_export: bool = Field(True, description="with ema_decay: export the average (false: the raw weights, e.g. to compare)")
+    carry: Path | None = Field(None, description="also write a compact copy of each checkpoint here, to commit: a run that outlives its machine (train/carry.py)")
     model: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     hardware: Hardware | None = None

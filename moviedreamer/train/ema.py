@@ -41,8 +41,9 @@ class WeightAverage:
         """{parameter name: averaged weights} (CPU copies)."""
         return {n: s.detach().cpu().clone() for n, s in zip(self.names, self.ema.shadow_params)}
 
-    def save(self, folder: Path) -> None:
-        save_file({n: t.contiguous() for n, t in self.state().items()}, str(folder / WEIGHTS))
+    def save(self, folder: Path, dtype: torch.dtype | None = None) -> None:
+        """dtype: store the average in it (a carried copy keeps float16); loading casts back to the weights' dtype."""
+        save_file({n: (t if dtype is None else t.to(dtype)).contiguous() for n, t in self.state().items()}, str(folder / WEIGHTS))
         scalars = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
         (folder / STATE).write_text(json.dumps(scalars))
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from moviedreamer.errors import UserError
-from moviedreamer.train import dist
+from moviedreamer.train import carry, dist
 from moviedreamer.train.config import StageConfig, finalize_deepspeed, format_validation_error
 from moviedreamer.train.data import EpisodeStream, ShardIndex
 from moviedreamer.train.ema import WeightAverage
@@ -39,6 +39,7 @@ from moviedreamer.train.stages import load_stage
 
 KILL_ENV = "MOVIEDREAMER_TRAIN_KILL_AT_STEP"  # testing hook: SIGKILL this process right after step N
 STATE_FILE = "trainer_state_rank{rank}.json"
+CARRIED = ":carried"  # the tag check_checkpoint_dir gives a carry folder
 
 
 class Stage:
@@ -89,7 +90,9 @@ def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
 
 
 def check_checkpoint_dir(cfg: StageConfig, resume: str | None) -> tuple[Path, str] | None:
-    """Where to resume from: None (fresh), or (checkpoint root, tag). Refuses to overwrite a run silently."""
+    """Where to resume from: None (fresh), (checkpoint root, tag), or (carry folder, CARRIED) for a compact carried
+    copy (train/carry.py) — what `--resume` falls back to when OUT holds no checkpoint but the config's `carry` does.
+    Refuses to overwrite a run silently."""
     root = cfg.checkpoint_dir
     latest = root / "latest"
     if resume is None:
@@ -98,14 +101,20 @@ def check_checkpoint_dir(cfg: StageConfig, resume: str | None) -> tuple[Path, st
                 f"{root} already holds a run (latest: {latest.read_text().strip()}): pass --resume to continue it, "
                 f"or choose another output folder (out=...)"
             )
+        if cfg.carry is not None and carry.is_carry(cfg.carry):
+            raise UserError(f"{cfg.carry} (the config's carry) holds a run: pass --resume to continue it, or set carry=... to another folder")
         return None
     if resume == "latest":
         if not latest.exists():
+            if cfg.carry is not None and carry.is_carry(cfg.carry):
+                return cfg.carry, CARRIED
             raise UserError(f"--resume: expected a checkpoint in {root} (a 'latest' file), found none; start without --resume")
         tag = latest.read_text().strip()
         path = root / tag
     else:
         path = Path(resume)
+        if carry.is_carry(path):
+            return path, CARRIED
         root, tag = path.parent, path.name
     if not (path / STATE_FILE.format(rank=0)).is_file():
         raise UserError(f"--resume: expected a complete checkpoint folder at {path} (with {STATE_FILE.format(rank=0)}), found none")
@@ -165,7 +174,11 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16 if cfg.precision == "fp16" else torch.float32
     stream = EpisodeStream(index, stage.samples, stage.keys, info.rank, info.world_size, cfg.seed, stage.mix)
 
-    if resume_from is not None:
+    rewarm = None
+    if resume_from is not None and resume_from[1] == CARRIED:
+        carry.restore(engine, stream, average, resume_from[0], info)
+        rewarm = carry.Rewarm(engine)
+    elif resume_from is not None:
         root, tag = resume_from
         state = json.loads((root / tag / STATE_FILE.format(rank=info.rank)).read_text())
         if state["world_size"] != info.world_size:
@@ -178,6 +191,10 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
             raise UserError(f"{root / tag}: DeepSpeed restored step {engine.global_steps}, the trainer state says {state['step']}")
         if average is not None and not average.load(root / tag):
             print(f"note: {root / tag} holds no weight average; it starts now, at step {engine.global_steps}", file=sys.stderr)
+
+    if resume_from is not None and cfg.carry is not None and carry.carried_step(cfg.carry) < engine.global_steps:
+        # a run that gains a carry folder on resume (or whose folder is older) gets one now, not only at its next save
+        carry.write(engine, stream, average, cfg.carry, info, engine.global_steps, source=str(Path(resume_from[0]) / resume_from[1]))
 
     out = cfg.out
     logger = MetricLogger(out, cfg.tensorboard) if info.is_main else None
@@ -211,6 +228,8 @@ def _train(cfg: StageConfig, resume: str | None) -> dict:
             count += 1
         if average is not None:
             average.step()
+        if rewarm is not None:
+            rewarm.apply()
         done = engine.global_steps
         window_steps += 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -260,6 +279,8 @@ def save_checkpoint(engine, stream: EpisodeStream, cfg: StageConfig, info, step:
     dist.barrier()
     engine.save_checkpoint(str(cfg.checkpoint_dir), tag=tag, client_state={"moviedreamer_step": step})
     dist.barrier()
+    if cfg.carry is not None:
+        carry.write(engine, stream, average, cfg.carry, info, step, source=str(folder))
     if info.is_main:
         tags = sorted(p for p in cfg.checkpoint_dir.glob("step-*") if p.is_dir())
         for old in tags[: -cfg.keep_checkpoints]:
