@@ -89,6 +89,17 @@ def tap_attention(unet, kind: str, sink: Callable[[str, torch.Tensor], None]):
             attn.set_processor(saved[name])
 
 
+def relative_to_first(x0: torch.Tensor, model) -> torch.Tensor:
+    """Clip latents [1, L, C (+ flow), h, w] as the model denoises them: a residual model (I2VSettings.residual) sees
+    each frame's appearance minus the first frame's."""
+    if not model.settings.residual:
+        return x0
+    c = model.latent_channels
+    out = x0.clone()
+    out[:, :, :c] = x0[:, :, :c] - x0[:, :1, :c]
+    return out
+
+
 def top_k_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
     """True on the k largest entries over the last dim (the key frames) of each query row: the dominant motion."""
     k = max(1, min(int(k), maps.shape[-1]))
@@ -245,6 +256,7 @@ class MotionCloner:
         m, sf = self.model, float(self.sampler.vae.config.scaling_factor)
         length = x0.shape[1]
         first = x0[:, 0, : m.latent_channels] / sf
+        x0 = relative_to_first(x0, m)
         cond = first[:, None].expand(-1, length, -1, -1, -1)
         if m.settings.anchor_latent:
             cond = torch.cat([cond, cond], dim=2)
@@ -289,9 +301,9 @@ class MotionCloner:
             x0 = z[start : start + length][None].to(self.sampler.device)
             sigma = float(s.clone_sigma)
             if s.clone_mode == "inversion":
-                x = self.invert(x0, sigma, s)
+                x = self.invert(relative_to_first(x0, m), sigma, s)
             else:
-                x = x0 + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + i)).to(x0.device)
+                x = relative_to_first(x0, m) + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + i)).to(x0.device)
             maps = {k: v.half() for k, v in self.read_maps(x, sigma, s).items()}
             out.append(SegmentMotion(maps, self.foreground(x0, pixels[start : start + 1], sigma, s, seed + i)))
         if cached is not None:

@@ -183,11 +183,14 @@ class AnchoredSampler:
         if m:  # the clip's flow, denoised jointly with the appearance and dropped at the end (video/motion.py)
             lat = torch.cat([lat, torch.randn((1, length, m, h, w), generator=_gen(seed, 4))], dim=2)
         first = self.skipped_steps(s)
+        # a residual model's frames are the conditioning frame plus what it denoises (I2VSettings.residual)
+        offset = cond.float()[:, None] * float(self.vae.config.scaling_factor) if self.model.settings.residual else None
         if first:  # a truncated schedule from the conditioning frame (SDEdit-like): the frames start as it
             sched.set_begin_index(first)
             start = float(sched.sigmas[first])
             base = torch.zeros_like(lat)
-            base[:, :, :c] = cond.float().cpu()[:, None] * float(self.vae.config.scaling_factor)
+            if offset is None:
+                base[:, :, :c] = cond.float().cpu()[:, None] * float(self.vae.config.scaling_factor)
             lat = (base + start * lat).to(dev)
         else:  # the whole schedule from pure noise
             lat = (lat * sched.init_noise_sigma).to(dev)
@@ -207,7 +210,7 @@ class AnchoredSampler:
                 continue
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
                 sigma = sched.sigmas[i].to(dev)
-                target = (known.to(dev) + sigma * k_noise)[None]
+                target = (known.to(dev) - (0 if offset is None else offset[0].to(dev)) + sigma * k_noise)[None]
                 lat[:, : len(known), :c] = (1 - k_w) * lat[:, : len(known), :c] + k_w * target
             x = sched.scale_model_input(lat, t).to(dtype)
             concat = with_end if i < tau else plain
@@ -217,7 +220,7 @@ class AnchoredSampler:
             lat = sched.step(out, t, lat).prev_sample
             if on_step is not None:
                 on_step()
-        return lat[0, :, :c]
+        return lat[0, :, :c] if offset is None else lat[0, :, :c] + offset[0].to(lat)
 
     # ------------------------------------------------------------------------------------------------ shots
 

@@ -86,6 +86,7 @@ class I2VStage(Stage):
         self.device = torch.device("cpu")
         self.flow_max = None  # the model's flow_max once built, when it has flow channels (video/motion.py)
         self.anchor_latent = False  # whether the model takes the keyframe's latents too
+        self.residual = False  # whether it denoises differences from the conditioning frame (I2VSettings.residual)
         self.model_words = 0  # the model's descriptor_words once built
 
     # ------------------------------------------------------------------------------------------------ frozen parts
@@ -140,7 +141,8 @@ class I2VStage(Stage):
                 unet["projection_class_embeddings_input_dim"] = 3 * unet["addition_time_embed_dim"]
             try:
                 model = AnchoredI2V.build(unet, self.vision.embed_dim, desc_dim, a.descriptor_mode,
-                                          I2VSettings.from_dict({"num_frames": o.frames, "flow_channels": m, "anchor_latent": anchor, **a.settings}), descriptor_words=a.descriptor_words or 0)
+                                          I2VSettings.from_dict({"num_frames": o.frames, "flow_channels": m, "anchor_latent": anchor,
+                                                                 "residual": bool(a.residual), **a.settings}), descriptor_words=a.descriptor_words or 0)
             except (TypeError, ValueError) as e:
                 raise UserError(f"{self.cfg.source or 'stage config'}: model.unet: diffusers cannot build this UNetSpatioTemporalConditionModel ({e})") from None
         else:
@@ -158,6 +160,9 @@ class I2VStage(Stage):
                 model.add_anchor_latent()
             elif a.anchor_latent is False and model.settings.anchor_latent:
                 raise UserError(f"model.init_from {a.init_from}: a model that takes anchor latents; model.anchor_latent false cannot remove them")
+            if a.residual is not None and a.residual != model.settings.residual:
+                raise UserError(f"model.init_from {a.init_from}: a model trained with residual {model.settings.residual}; "
+                                f"model.residual {a.residual} would change what its outputs mean (leave it out)")
             have = model.settings.flow_channels
             if a.flow_channels is not None and a.flow_channels != have:
                 if have:
@@ -178,6 +183,7 @@ class I2VStage(Stage):
             raise UserError(f"model.flow_channels {m}: the flow picture is encoded by the VAE, so expected its latent channels ({model.latent_channels})")
         self.flow_max = model.settings.flow_max if m else None
         self.anchor_latent = model.settings.anchor_latent
+        self.residual = model.settings.residual
         self.model_words = model.conditioning.descriptor_words
         if o.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
@@ -267,6 +273,8 @@ class I2VStage(Stage):
             key_px = self._resize(keys.float() / 127.5 - 1.0)
             anchor = encode_latents(self.vae, key_px.to(self.device)).to(self.device) / sf + ab * torch.randn(z[:, 0].shape).to(self.device)
             cond = torch.cat([cond, anchor[:, None].expand(-1, length, -1, -1, -1)], dim=2)
+        if self.residual:  # the frames' differences from the conditioning frame (as the sampler adds it back: augmented)
+            z = z - (cond0 * sf)[:, None]
         uncond = (torch.rand(b) < o.uncond_prob).to(self.device)
         cond = cond * (~uncond).to(cond.dtype).view(-1, 1, 1, 1, 1)
         sigma = torch.exp(o.sigma_mean + o.sigma_std * torch.randn(b)).to(self.device)

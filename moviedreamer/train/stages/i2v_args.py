@@ -32,6 +32,8 @@ class I2VModelArgs(BaseModel):
     flow_channels: int | None = Field(None, ge=0, description="VAE latent channels of the flow picture denoised with the frames (VideoJAM, "
                                       "video/motion.py): 0 or the VAE's latent channels; None: 0 for a fresh model, a continued one keeps its "
                                       "own; given to an appearance-only folder, adds them")
+    residual: bool | None = Field(None, description="the UNet denoises each frame's difference from the segment's conditioning frame "
+                                  "(what stays still is exact by construction); a fresh model only, a continued one keeps its own")
     anchor_latent: bool | None = Field(None, description="the UNet also takes the keyframe's latents on every frame (long shots keep their "
                                        "picture); None: off for a fresh model, a continued one keeps its own; true on a folder without adds them")
     export_vae: bool = Field(False, description="copy the VAE into export/vae (when it is not the profile's VAE, e.g. SVD's)")
