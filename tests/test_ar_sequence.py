@@ -15,6 +15,7 @@ from moviedreamer.ar.model import causal_mask
 from moviedreamer.testing.ar import QuadrantTokenizer, quadrant_tokens, random_sheet, random_shots, tiny_model
 from moviedreamer.ar.tokens import TokenSource
 from moviedreamer.script.models import Story
+from moviedreamer.errors import UserError
 from moviedreamer.train.stages.ar import episode_order, pick_faces, pick_references
 
 
@@ -221,6 +222,35 @@ def test_a_loaded_story_encodes_faces_and_reference_frames_for_the_planner(tmp_p
     torch.testing.assert_close(part.vectors["key"], refs.reshape(4, 6))
 
 
+def test_a_characters_own_reference_frames_sit_in_its_entry_of_the_sheet(tmp_path):
+    """characters[].references: encoded with the keyframe tokenizer into that character's entry, after its faces and
+    before the next character; the story-level references still follow the whole sheet."""
+    import yaml
+    from PIL import Image
+
+    from moviedreamer.ar.embed import encode_story
+    from moviedreamer.script import load_story
+
+    (tmp_path / "refs").mkdir()
+    for name, value in (("tom_a.png", 60), ("tom_b.png", 120), ("scene.png", 30)):
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(tmp_path / "refs" / name)
+    story = {**STORY, "references": ["refs/scene.png"],
+             "characters": [STORY["characters"][0], {**STORY["characters"][1], "references": ["refs/tom_a.png", "refs/tom_b.png"]}]}
+    (tmp_path / "story.yaml").write_text(yaml.safe_dump(story))
+    encoders = type("Encoders", (), {"text_tokenizer": FakeTokenizer(), "descriptor": FakeDescriptor(), "faces": None})()
+    sheet, _, refs = encode_story(load_story(tmp_path / "story.yaml"), encoders, QuadrantTokenizer())
+    assert sheet.characters[0].references is None and sheet.characters[1].references.shape == (2, 2, 6)
+    part = prefix_part(sheet, refs)
+    t = part.types.tolist()
+    descs = [i for i, x in enumerate(t) if x == CHAR_DESC]
+    marks = [i for i, x in enumerate(t) if x == REFS]
+    assert len(marks) == 2 and descs[1] < marks[0] < marks[1]  # the character's own block, then the story's
+    assert t[marks[0] + 1 : marks[0] + 5] == [REF0, REF0 + 1, REF0, REF0 + 1] and t[marks[1] + 1 :] == [REF0, REF0 + 1]
+    torch.testing.assert_close(part.vectors["key"][:4, 0], torch.tensor([60, 60, 120, 120]) / 255)
+    with pytest.raises(UserError, match="need the profile's keyframe tokenizer"):
+        encode_story(load_story(tmp_path / "story.yaml"), encoders, None)
+
+
 def test_memo_descriptor_encodes_each_text_once():
     from types import SimpleNamespace
 
@@ -273,7 +303,9 @@ def test_a_reference_frame_without_a_character_is_warned_about_by_name(tmp_path)
     shot = ShotParams("beach", ("mia",), "stand", None, "close", "static")
     Image.fromarray(render_frame(shot, 0, 8, (128, 128)).image).save(tmp_path / "mia.png")
     Image.fromarray(np.full((128, 128, 3), 200, np.uint8)).save(tmp_path / "blank.png")
-    loaded = SimpleNamespace(story=SimpleNamespace(references=["mia.png", "blank.png"]), resolve=lambda rel: tmp_path / rel)
+    mia = SimpleNamespace(id="mia", references=["blank.png", "mia.png"])
+    loaded = SimpleNamespace(story=SimpleNamespace(references=["mia.png", "blank.png"], characters=[mia]), resolve=lambda rel: tmp_path / rel)
     lines = references_without_characters(loaded, Profile.load("toy"))
-    assert len(lines) == 1 and "blank.png: references[1]: no character found" in lines[0]
+    assert len(lines) == 2 and "blank.png: references[1]: no character found" in lines[0]
+    assert "blank.png: characters[0].references[0] (mia): no character found" in lines[1] and "how mia looks" in lines[1]
     assert references_without_characters(loaded, SimpleNamespace(faces=SimpleNamespace(finder=None))) == []

@@ -1,8 +1,11 @@
 """The multimodal script as one sequence for the AR model.
 
-    prefix (pinned)  [SHEET] [STYLE]? { [id text tokens…] [DESCRIPTION] [FACE]* }* ( [REFS] {ref tokens ×n}* )?
+    prefix (pinned)  [SHEET] [STYLE]? { [id text tokens…] [DESCRIPTION] [FACE]* ( [REFS] {ref tokens ×n}* )? }*
+                     ( [REFS] {ref tokens ×n}* )?
     shot t           [SHOT] [SETTING] [PLOT]? [ACTION] [CAMERA] { [id text tokens…] }* [KF] [key_0] … [key_{n-1}]
 
+A character's own reference frames (`characters[].references:`) sit inside its entry, after its faces, so the model
+ties them to that character; the story-level `references:` follow the whole sheet.
 Identifiers are text tokens (the backbone's own token embeddings); descriptors, faces and keyframe tokens are
 vectors that the model's MLPs project into the backbone's embedding space. Every element also gets a learned
 type embedding (its role above; keyframe/reference token slots have their own types). The output at [KF]
@@ -114,6 +117,7 @@ class CharacterEntry:
     text_ids: list[int]
     description: torch.Tensor  # [Dd]
     faces: torch.Tensor  # [n_faces, Df] (n_faces may be 0)
+    references: torch.Tensor | None = None  # [R, n_tokens, d]: keyframe tokens of frames showing this character
 
 
 @dataclass
@@ -134,8 +138,17 @@ class ShotScript:
     character_ids: list[str] = field(default_factory=list)
 
 
+def _reference_frames(b: PartBuilder, frames: torch.Tensor | None) -> None:
+    if frames is not None and len(frames):
+        b.marker(REFS)
+        for frame in frames:
+            for j, tok in enumerate(frame):
+                b.vector("key", tok, REF0 + j)
+
+
 def prefix_part(sheet: Sheet, references: torch.Tensor | None = None) -> Part:
-    """Character sheet (+ few-shot reference frames [R, n_tokens, d]): the pinned prefix."""
+    """Character sheet (each character's own reference frames inside its entry) + the story's few-shot reference
+    frames [R, n_tokens, d]: the pinned prefix."""
     b = PartBuilder(-1).marker(SHEET)
     if sheet.style is not None:
         b.vector("desc", sheet.style, STYLE)
@@ -143,11 +156,8 @@ def prefix_part(sheet: Sheet, references: torch.Tensor | None = None) -> Part:
         b.tokens(c.text_ids, CHAR_ID).vector("desc", c.description, CHAR_DESC)
         for f in c.faces:
             b.vector("face", f, FACE)
-    if references is not None and len(references):
-        b.marker(REFS)
-        for frame in references:
-            for j, tok in enumerate(frame):
-                b.vector("key", tok, REF0 + j)
+        _reference_frames(b, c.references)
+    _reference_frames(b, references)
     return b.build()
 
 
@@ -233,18 +243,25 @@ def encode_story(loaded, encoders, keyframe_tokenizer=None) -> tuple[Sheet, list
     faces = encoders.faces if any(c.faces for c in story.characters) else None
     sheet, shots = encode_script(story, encoders.text_tokenizer, encoders.descriptor, face_embedder=faces, resolve=loaded.resolve)
     refs = None
+    if (story.references or any(c.references for c in story.characters)) and keyframe_tokenizer is None:
+        raise UserError(f"{loaded.path}: the story has reference frames, which need the profile's keyframe tokenizer")
+    for entry, char in zip(sheet.characters, story.characters):
+        if char.references:
+            entry.references = encode_references([loaded.resolve(p) for p in char.references], keyframe_tokenizer)
     if story.references:
-        if keyframe_tokenizer is None:
-            raise UserError(f"{loaded.path}: the story has references: frames, which need the profile's keyframe tokenizer")
         refs = encode_references([loaded.resolve(p) for p in story.references], keyframe_tokenizer)
-        for line in references_without_characters(loaded, encoders):
-            log.warning(line)
+    for line in references_without_characters(loaded, encoders):
+        log.warning(line)
     return sheet, shots, refs
 
 
 def references_without_characters(loaded, encoders) -> list[str]:
-    """A warning per `references:` frame in which the profile's face pack finds no character: such a frame can steer
-    the setting's look, not a character's. Nothing when the profile has no face detector to look with."""
+    """A warning per reference frame in which the profile's face pack finds no character: a story-level one can steer
+    the setting's look, not a character's; a character's own shows nothing of that character. Nothing when the
+    profile has no face detector to look with."""
+    story = loaded.story
+    if not story.references and not any(c.references for c in story.characters):
+        return []
     try:
         finder = getattr(encoders.faces, "finder", None)  # a face pack without a detector (or a stand-in) cannot look
     except UserError:
@@ -252,9 +269,15 @@ def references_without_characters(loaded, encoders) -> list[str]:
     if finder is None:
         return []
     out = []
-    for i, rel in enumerate(loaded.story.references):
+    for i, rel in enumerate(story.references):
         path = loaded.resolve(rel)
         if not finder.find_faces(np.asarray(read_rgb(path))):
             out.append(f"warning: {path}: references[{i}]: no character found in this frame (the face pack detects no face); "
                        f"it can steer the setting's look, not a character's")
+    for ci, char in enumerate(story.characters):
+        for i, rel in enumerate(char.references):
+            path = loaded.resolve(rel)
+            if not finder.find_faces(np.asarray(read_rgb(path))):
+                out.append(f"warning: {path}: characters[{ci}].references[{i}] ({char.id}): no character found in this frame "
+                           f"(the face pack detects no face), so it cannot show how {char.id} looks")
     return out

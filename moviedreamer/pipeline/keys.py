@@ -28,7 +28,8 @@ def compute_keys(components, loaded, story, timeline) -> UnitKeys:
 
     sheet = {
         "style": story.style,
-        "characters": [{"id": c.id, "name": c.name, "description": c.description, "faces": files(c.faces)} for c in story.characters],
+        "characters": [{"id": c.id, "name": c.name, "description": c.description, "faces": files(c.faces),
+                        **({"references": files(c.references)} if c.references else {})} for c in story.characters],
         "references": files(story.references),
     }
     plan, keyframe, clip = [], [], []

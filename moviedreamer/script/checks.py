@@ -34,6 +34,8 @@ def cross_check(story: Story, located: Located, base_dir: Path, check_files: boo
         _check_tokens(char.description, ("characters", ci, "description"), located, problems)
         for fi, face in enumerate(char.faces):
             files.image(face, ("characters", ci, "faces", fi))
+        for ri, ref in enumerate(char.references):
+            files.image(ref, ("characters", ci, "references", ri))
     for ri, ref in enumerate(story.references):
         files.image(ref, ("references", ri))
     if story.style:

@@ -51,6 +51,12 @@ class Character(_Model):
     faces: list[RelPath] = Field(
         default_factory=list, max_length=32, description="Reference face images (PNG/JPEG/WebP) of this character.", examples=[["refs/mia_face.png"]]
     )
+    references: list[RelPath] = Field(
+        default_factory=list, max_length=8,
+        description="Frames (PNG/JPEG/WebP) showing this character as it should look: where they disagree with the "
+        "description (other clothes, hat, colours) or the description is short, they win. 1-3 frames, the character large and alone.",
+        examples=[["refs/mia_winter.png"]],
+    )
 
 
 class Shot(_Model):

@@ -24,12 +24,12 @@ from typing import Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moviedreamer.ar.embed import build_sequence, encode_script
 from moviedreamer.ar.gmm import gmm_loss
 from moviedreamer.ar.model import ARConfig, ARModel
-from moviedreamer.ar.tokens import TokenSource
+from moviedreamer.ar.tokens import TokenSource, encode_frames
 from moviedreamer.encoders.cache import fingerprint_files
 from moviedreamer.errors import UserError, first_line
 from moviedreamer.pipeline.profile import Profile
@@ -37,6 +37,7 @@ from moviedreamer.script.models import Story
 from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
+from moviedreamer.train.stages.ar_references import check_modes, draw_character_references, portrait_frames, with_description
 from moviedreamer.train.stages.ar_restyle import Restyler, draw_restyle
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -103,6 +104,16 @@ class AROptions(BaseModel):
                              "re-rendered in clothes of another colour while its description keeps the old one (ar_restyle.py; toy world)")
     history_hide_p: float = Field(0.0, ge=0, le=1, description="of the sequences with references, the fraction whose earlier shots' "
                                   "keyframe tokens are hidden from later shots: the look must come from the sheet and the references")
+    character_references: int = Field(0, ge=0, le=8, description="portraits of one character inside its sheet entry (ar_references.py; "
+                                      "toy world): 0 = off")
+    character_references_p: float = Field(0.5, ge=0, le=1, description="fraction of sequences that get them")
+    character_modes: dict[str, float] = Field(default_factory=lambda: {"agree": 0.3, "restyle": 0.4, "vague": 0.3},
+                                              description="weights of agree / restyle / vague (ar_references.py)")
+
+    @field_validator("character_modes")
+    @classmethod
+    def _modes(cls, v):
+        return check_modes(v)
     stats_episodes: int = Field(16, ge=1, description="episodes read to measure the token mean/std")
     token_cache: bool = Field(True, description="encode keyframe tokens missing from the shards once, into OUT/keyframe_tokens/, "
                               "before training (then the tokenizer is released)")
@@ -183,7 +194,7 @@ class ARStage(Stage):
                 self.tokens.keyframes(episode, flip)
         if td.is_initialized() and world > 1:
             td.barrier()
-        if self.opts.references_from != "clips" and not self.opts.restyle_p:
+        if self.opts.references_from != "clips" and not self.opts.restyle_p and not self.opts.character_references:
             self.tokens.release()
 
     @cached_property
@@ -293,22 +304,39 @@ class ARStage(Stage):
             if o.restyle_p and rng.random() < o.restyle_p:
                 restyle = draw_restyle(self.story(episode), rng)
         hide = bool(refs) and bool(o.history_hide_p) and bool(rng.random() < o.history_hide_p)
-        return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs, "restyle": restyle, "hide_history": hide}
+        character = None
+        if o.character_references and rng.random() < o.character_references_p:
+            params, _ = self.restyler.shot_params(episode)
+            character = draw_character_references(self.story(episode), params, rng, o.character_references, o.character_modes)
+            restyle = None if character is not None else restyle  # one look override per sequence
+        return {"flip": flip, "reverse": reverse, "faces": faces, "refs": refs, "restyle": restyle, "hide_history": hide, "character": character}
 
     @cached_property
     def restyler(self):
         return Restyler(lambda i: self.index.path(i, ".yaml"), self.tokens)
 
     def sequences(self, episode: dict, flip: bool = False, reverse: bool = False, faces: dict | None = None, refs=None, restyle=None,
-                  hide_history: bool = False) -> list:
+                  hide_history: bool = False, character=None) -> list:
         """restyle: (character id, clothes colour) re-renders the keyframes and references with that look;
-        hide_history: the sequences' earlier keyframe tokens are hidden from later shots (the model's forward)."""
+        hide_history: the sequences' earlier keyframe tokens are hidden from later shots (the model's forward);
+        character: an ar_references.CharacterReferenceDraw — that character's portraits in its sheet entry (and, by its
+        mode, restyled keyframes or a vague description)."""
         o = self.opts
-        sheet, scripts = encode_script(self.story(episode), self.text_tokenizer, self.descriptor, faces=faces or {}, flip=flip and o.hflip_swap_words)
+        story = self.story(episode)
+        if character is not None:
+            story = with_description(story, character.story_id, character.description(story.character(character.story_id).description))
+            if character.mode == "restyle":
+                restyle = character.looks
+        sheet, scripts = encode_script(story, self.text_tokenizer, self.descriptor, faces=faces or {}, flip=flip and o.hflip_swap_words)
+        if character is not None:
+            entry = next(c for c in sheet.characters if c.id == character.story_id)
+            h, w = episode["keyframes"].shape[1:3]
+            self.tokens.encoded += len(character.portraits)
+            entry.references = encode_frames(self.tokens.tokenizer, portrait_frames(character, (w, h), self.restyler.shot_params(episode)[1]), flip)
         from_clips = o.references_from == "clips"
-        if restyle is not None and refs:
+        if restyle is not None and (refs or character is not None):
             tokens = self.restyler.keyframe_tokens(episode, restyle, flip)
-            ref_tokens = self.restyler.reference_tokens(episode, restyle, refs, flip, tokens, from_clips)
+            ref_tokens = self.restyler.reference_tokens(episode, restyle, refs, flip, tokens, from_clips) if refs else None
         else:
             tokens = self.tokens.keyframes(episode, flip)
             ref_tokens = self.tokens.frames(episode, refs, flip, from_clips) if refs else None

@@ -55,22 +55,26 @@ class Restyler:
                                 f"this one could not be read back ({str(e).splitlines()[0][:160]})") from None
         return self._params[ep]
 
-    def frames(self, episode: dict, restyle: tuple[str, str], picks: list[tuple[int, int]]) -> torch.Tensor:
-        """uint8 [N, H, W, 3]: frame t of shot s for each (s, t) in picks, the character in its new clothes."""
-        cid, colour = restyle
-        looks = {cid: dataclasses.replace(CHARACTER_BY_ID[cid], clothes_colour=colour)} if cid in CHARACTER_BY_ID else {}
+    def frames(self, episode: dict, restyle: tuple[str, str] | dict, picks: list[tuple[int, int]]) -> torch.Tensor:
+        """uint8 [N, H, W, 3]: frame t of shot s for each (s, t) in picks, the character in its new clothes. restyle:
+        (catalogue id, clothes colour), or a renderer look override {toy-world id: Character} (ar_references.py)."""
+        if isinstance(restyle, dict):
+            looks = restyle
+        else:
+            cid, colour = restyle
+            looks = {cid: dataclasses.replace(CHARACTER_BY_ID[cid], clothes_colour=colour)} if cid in CHARACTER_BY_ID else {}
         params, fps = self.shot_params(episode)
         h, w = episode["keyframes"].shape[1:3]
         if len(params) < max(s for s, _ in picks) + 1:
             raise UserError(f"episode {episode['meta']['id']}: its script has {len(params)} toy-world shots, the shard {len(episode['keyframes'])} keyframes")
         return torch.from_numpy(np.stack([render_frame(params[s], t, fps, (w, h), looks=looks).image for s, t in picks]))
 
-    def keyframe_tokens(self, episode: dict, restyle: tuple[str, str], flip: bool = False) -> torch.Tensor:
+    def keyframe_tokens(self, episode: dict, restyle: tuple[str, str] | dict, flip: bool = False) -> torch.Tensor:
         picks = [(s, 0) for s in range(len(episode["keyframes"]))]  # a keyframe is its shot's first frame
         self.tokens.encoded += len(picks)
         return encode_frames(self.tokens.tokenizer, self.frames(episode, restyle, picks), flip)
 
-    def reference_tokens(self, episode: dict, restyle: tuple[str, str], picks: list[tuple[int, int]], flip: bool,
+    def reference_tokens(self, episode: dict, restyle: tuple[str, str] | dict, picks: list[tuple[int, int]], flip: bool,
                          keyframe_tokens: torch.Tensor, from_clips: bool) -> torch.Tensor:
         """Like TokenSource.frames, from the restyled renders."""
         if not from_clips:
