@@ -4,8 +4,6 @@ inside the character's sheet entry, keyframes re-rendered only when restyled, th
 
 from __future__ import annotations
 
-import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -13,28 +11,15 @@ import torch
 
 from moviedreamer.ar.embed import CHAR_DESC, REF0, REFS
 
-from test_ar_restyle import MeanColourTokenizer
+from moviedreamer.testing.ar import MeanColourTokenizer
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from moviedreamer.ar.tokens import TokenSource
-    from moviedreamer.testing.ar import write_training_fixture
-    from moviedreamer.toyworld.dataset import write_dataset
-    from moviedreamer.train.config import load_config
-    from moviedreamer.train.stages import load_stage
+    from moviedreamer.testing.ar import toy_world_ar_stage
 
-    root = tmp_path_factory.mktemp("charrefs")
-    data = write_dataset(root / "toy", episodes=2, shots=4, clip_frames=2, size=128, face_size=32, progress=False, composed=0.5)
-    _, profile = write_training_fixture(root / "enc", episodes=1, shots=1)
-    (root / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}))
-    (root / "ar.yaml").write_text(
-        f"stage: ar\ndata: {data}\nout: {root / 'run'}\ndeepspeed: {root / 'ds.json'}\nsteps: 1\n"
-        f"model: {{hidden_size: 32, layers: 1, heads: 4, max_position_embeddings: 256, token_dim: 3, face_dim: 8}}\n"
-        f"options: {{encoders: {profile}, max_shots: 8, references: 0, character_references: 2, character_references_p: 1.0}}\n")
-    stage = load_stage("ar")(load_config(root / "ar.yaml"))
-    stage.__dict__["tokens"] = TokenSource(tokenizer=MeanColourTokenizer())
-    return stage
+    return toy_world_ar_stage(tmp_path_factory.mktemp("charrefs"), "references: 0, character_references: 2, character_references_p: 1.0",
+                              composed=0.5)
 
 
 def test_a_draw_changes_only_what_its_mode_says():

@@ -5,7 +5,6 @@ stays as written."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -14,33 +13,11 @@ import torch
 from moviedreamer.ar.embed import REF0
 
 
-class MeanColourTokenizer:
-    """A stand-in keyframe tokenizer: 2 tokens = mean RGB of the left and right halves (enough to see clothes change)."""
-
-    def encode(self, x):  # [B, 3, H, W] in [0, 1]
-        w = x.shape[-1] // 2
-        return torch.stack([x[..., :w].mean((-2, -1)), x[..., w:].mean((-2, -1))], 1)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from moviedreamer.testing.ar import write_training_fixture
-    from moviedreamer.ar.tokens import TokenSource
-    from moviedreamer.toyworld.dataset import write_dataset
-    from moviedreamer.train.config import load_config
-    from moviedreamer.train.stages import load_stage
+    from moviedreamer.testing.ar import toy_world_ar_stage
 
-    root = tmp_path_factory.mktemp("restyle")
-    data = write_dataset(root / "toy", episodes=2, shots=4, clip_frames=2, size=128, face_size=32, progress=False)
-    _, profile = write_training_fixture(root / "enc", episodes=1, shots=1)
-    (root / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}))
-    (root / "ar.yaml").write_text(
-        f"stage: ar\ndata: {data}\nout: {root / 'run'}\ndeepspeed: {root / 'ds.json'}\nsteps: 1\n"
-        f"model: {{hidden_size: 32, layers: 1, heads: 4, max_position_embeddings: 256, token_dim: 3, face_dim: 8}}\n"
-        f"options: {{encoders: {profile}, max_shots: 8, references: 2, references_p: 1.0, restyle_p: 1.0}}\n")
-    stage = load_stage("ar")(load_config(root / "ar.yaml"))
-    stage.__dict__["tokens"] = TokenSource(tokenizer=MeanColourTokenizer())
-    return stage
+    return toy_world_ar_stage(tmp_path_factory.mktemp("restyle"), "references: 2, references_p: 1.0, restyle_p: 1.0")
 
 
 def _with_character(stage, episode):

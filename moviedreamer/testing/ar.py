@@ -114,3 +114,32 @@ def write_training_fixture(root, episodes: int = 6, shots: int = 3, face_dim: in
         "keyframe_tokenizer": {"path": "keyframe_tokenizer", "format": "moviedreamer"}}}
     (root / "encoders.yaml").write_text(yaml.safe_dump(profile))
     return data, root / "encoders.yaml"
+
+
+class MeanColourTokenizer:
+    """A stand-in keyframe tokenizer: 2 tokens = mean RGB of the left and right halves (enough to see clothes change)."""
+
+    def encode(self, x):  # [B, 3, H, W] in [0, 1]
+        w = x.shape[-1] // 2
+        return torch.stack([x[..., :w].mean((-2, -1)), x[..., w:].mean((-2, -1))], 1)
+
+
+def toy_world_ar_stage(root, options: str, composed: float = 0.0):
+    """An AR stage on two real toy-world episodes (4 shots each, 128 px) with `options` (a YAML flow mapping's
+    inside) added to the tiny encoders profile, its keyframe tokenizer the MeanColourTokenizer."""
+    from moviedreamer.ar.tokens import TokenSource
+    from moviedreamer.toyworld.dataset import write_dataset
+    from moviedreamer.train.config import load_config
+    from moviedreamer.train.stages import load_stage
+
+    root = Path(root)
+    data = write_dataset(root / "toy", episodes=2, shots=4, clip_frames=2, size=128, face_size=32, progress=False, composed=composed)
+    _, profile = write_training_fixture(root / "enc", episodes=1, shots=1)
+    (root / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}))
+    (root / "ar.yaml").write_text(
+        f"stage: ar\ndata: {data}\nout: {root / 'run'}\ndeepspeed: {root / 'ds.json'}\nsteps: 1\n"
+        f"model: {{hidden_size: 32, layers: 1, heads: 4, max_position_embeddings: 256, token_dim: 3, face_dim: 8}}\n"
+        f"options: {{encoders: {profile}, max_shots: 8, {options}}}\n")
+    stage = load_stage("ar")(load_config(root / "ar.yaml"))
+    stage.__dict__["tokens"] = TokenSource(tokenizer=MeanColourTokenizer())
+    return stage
