@@ -58,20 +58,25 @@ def figures(judge, faces, keyframes: np.ndarray, params, fps: int) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stories", type=int, default=3, help="stories per kind")
+def story_bench_setup(argv, doc: str, per: str, seed: int, out: str):
+    """The arguments shared by the story benches (stories, minutes, seed, profile, out, json) and what they load:
+    (args, the profile's look judge, its face pack, the pipeline)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stories", type=int, default=3, help=f"stories per {per}")
     ap.add_argument("--minutes", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--seed", type=int, default=seed)
     ap.add_argument("--profile", default="toy")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench-compose"))
+    ap.add_argument("--out", type=Path, default=Path(out))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     profile = Profile.load(args.profile)
-    judge, faces = profile.judge, profile.faces
-    if not getattr(judge, "reads_looks", False):
+    if not getattr(profile.judge, "reads_looks", False):
         raise SystemExit("this bench needs the compositional frame judge (LookJudge) in the profile")
-    pipe = MovieDreamerPipeline.from_pretrained(args.profile)
+    return args, profile.judge, profile.faces, MovieDreamerPipeline.from_pretrained(args.profile)
+
+
+def main(argv=None) -> int:
+    args, judge, faces, pipe = story_bench_setup(argv, __doc__, "kind", SEED, "runs/bench-compose")
     table: dict[str, dict[str, list]] = {}
     rng = np.random.default_rng(args.seed)
     for kind in ("composed", "catalogue"):

@@ -19,23 +19,25 @@ with and without references, and the target's face consistency (ST / LT) over it
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from moviedreamer import MovieDreamerPipeline, load_story
+from moviedreamer import load_story
 from moviedreamer.eval.run import solo_appearances
 from moviedreamer.metrics import consistency, judge_fidelity
-from moviedreamer.pipeline.profile import Profile
 from moviedreamer.script.write import write_story
 from moviedreamer.toyworld.look_judge import drawn, slot_order
 from moviedreamer.toyworld.render import render_frame
 from moviedreamer.toyworld.story import generate_story, read_story_params
 from moviedreamer.toyworld.world import CHARACTER_IDS, character
 from moviedreamer.train.stages.ar_references import KIND_WORDS, RESTYLED, changed_look, portrait, story_to_world_ids
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_compose import story_bench_setup  # noqa: E402
 
 SEED = 93_000_000  # far from every training stream
 NEW_CHECKED = ("kind", "head_colour", "clothes", "clothes_colour", "hat")
@@ -121,19 +123,7 @@ def run_case(pipe, judge, faces, use: str, k: int, seed: int, minutes: float, ou
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stories", type=int, default=4, help="stories per use")
-    ap.add_argument("--minutes", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--profile", default="toy")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench-references"))
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    profile = Profile.load(args.profile)
-    judge, faces = profile.judge, profile.faces
-    if not getattr(judge, "reads_looks", False):
-        raise SystemExit("this bench needs the compositional frame judge (LookJudge) in the profile")
-    pipe = MovieDreamerPipeline.from_pretrained(args.profile)
+    args, judge, faces, pipe = story_bench_setup(argv, __doc__, "use", SEED, "runs/bench-references")
     noise_rng = np.random.default_rng(args.seed)
     summary: dict[str, dict] = {}
     for use in ("restyle", "new"):
