@@ -138,6 +138,13 @@ def test_a_reference_guides_only_the_guided_steps_and_is_read_once(sampler, tmp_
     again = np.stack(list(sampler.frames(key, 4, cond, seed=1, clone_share=0.67, clone_weight=0.5)))
     assert np.array_equal(again, guided)
     assert motion_clone.file_digest(ref) == motion_clone.file_digest(ref)
+    # other weights (the renderer's fingerprint of its files) are other maps: read afresh, not taken from the cache
+    from moviedreamer.video.sampler import I2VClipRenderer
+
+    I2VClipRenderer(sampler, fingerprint="other-weights")
+    monkeypatch.undo()
+    np.stack(list(sampler.frames(key, 4, cond, seed=1, clone_share=0.67, clone_weight=0.5)))
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
 
 
 def test_motion_clone_runs_on_an_svd_folder(tmp_path):

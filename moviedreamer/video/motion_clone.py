@@ -278,8 +278,9 @@ class MotionCloner:
         from moviedreamer.video.motion import flow_latents
 
         vae, m = self.sampler.vae, self.model
+        weights = getattr(self.sampler, "weights_fingerprint", "") or sum(float(p.float().sum()) for p in m.unet.parameters())
         key = hashlib.sha256(repr((file_digest(path), n_frames, float(fps), size, plans, s.clone_mode, float(s.clone_sigma), s.steps,
-                                   seed, sum(float(p.float().sum()) for p in list(m.unet.parameters())[:4]))).encode()).hexdigest()[:24]
+                                   seed, weights, m.settings.residual)).encode()).hexdigest()[:24]
         cached = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
         if cached is not None and cached.exists():
             tensors = load_file(str(cached))

@@ -98,6 +98,7 @@ class AnchoredSampler:
                  scorer=None, clone_cache: str | Path | None = None):
         self.model, self.vae, self.vision, self.descriptor = model.eval(), vae, vision, descriptor
         self.clone_cache, self._cloner = clone_cache, None  # motion references' maps (video/motion_clone.py), by file content
+        self.weights_fingerprint = ""  # of the weight files, when the pipeline knows it (I2VClipRenderer): part of those maps' key
         self.scorer = scorer  # a rerank.SegmentScorer: best-of-N segments when settings.candidates > 1 (candidates.py)
         self.device = torch.device(device)
         self.settings = (settings or model.settings).check()
@@ -333,6 +334,7 @@ class I2VClipRenderer:
     def __init__(self, sampler: AnchoredSampler, fingerprint: str = "", **overrides):
         self.sampler, self.overrides = sampler, overrides
         self.fingerprint = fingerprint or "i2v-unfingerprinted"
+        sampler.weights_fingerprint = fingerprint
 
     def work(self, n_frames: int, condition=None) -> list[SegmentWork]:
         """The denoising work of a shot, per segment (video/work.py), for progress counted in work; `condition` (the
