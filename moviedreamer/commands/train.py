@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v) with DeepSpeed, from a laptop CPU to a GPU cluster; or the text-tokenizer and the i2v motion prior"
+HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v, i2v-distill, presence, edit) with DeepSpeed, from a laptop CPU to a GPU cluster; or the text-tokenizer and the i2v motion prior"
 DESCRIPTION = """Train one stage with the DeepSpeed harness.
 
 examples:
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # overrides can come in any order (a plain argparse subcommand rejects positionals after an option).
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.usage = "moviedreamer train STAGE --config FILE [KEY=VALUE ...] [--resume [CHECKPOINT]] [--check]"
-    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar, i2v, text-tokenizer or motion-prior")
+    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar, i2v, i2v-distill, presence, edit, text-tokenizer or motion-prior")
     parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="--config FILE, overrides and options (see `moviedreamer train vae --help`)")
 
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from moviedreamer.errors import UserError
 
-STAGE_NAMES = ("vae", "clip", "faces", "tokenizer", "ar", "i2v", "presence", "edit")
+STAGE_NAMES = ("vae", "clip", "faces", "tokenizer", "ar", "i2v", "i2v-distill", "presence", "edit")
 GB = 1e9  # memory figures are decimal GB (as GPU vendors count them)
 
 

@@ -48,6 +48,7 @@ class I2VSettings:
     clone_mode: str = "one-step"  # ... "one-step" (noised once) or "inversion" (the sampler's ODE run backwards)
     clone_background: float = 0.3  # ... weight of positions outside the shot's rough foreground
     anchor_latent: bool = False  # the UNet also takes the keyframe's latents on every frame of every segment (long shots keep it)
+    distilled_steps: int = 0  # the teacher's steps this model was distilled from (train/stages/i2v_distill.py); 0: not distilled
     residual: bool = False  # the UNet denoises each frame's difference from the segment's conditioning frame, not the frame (trained so)
     vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
     descriptor_template: str = "{action}. {camera}"

@@ -16,6 +16,7 @@ STAGES = {
     "tokenizer": ("moviedreamer.train.stages.tokenizer", "the keyframe tokenizer (issue #6)"),
     "ar": ("moviedreamer.train.stages.ar", "the LLaMA + GMM planner (issue #7)"),
     "i2v": ("moviedreamer.train.stages.i2v", "the anchored image-to-video model (issue #8)"),
+    "i2v-distill": ("moviedreamer.train.stages.i2v_distill", "the clip model in half the steps, guidance built in (issue #42)"),
     "presence": ("moviedreamer.train.stages.presence", "the presence probe the best-of-N renderers score with (issues #6, #8)"),
     "edit": ("moviedreamer.train.stages.edit", "the instruction editor restyle samples with (issue #39)"),
 }

@@ -56,9 +56,11 @@ class I2VStage(Stage):
     keys = ("keyframes", "clips", "flow", "shots")
     mix = 4
 
+    model_args, options = I2VModelArgs, I2VOptions  # a subclass (i2v_distill.py) extends them
+
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.args, self.opts = self.parse_sections(I2VModelArgs, I2VOptions)
+        self.args, self.opts = self.parse_sections(self.model_args, self.options)
         a = self.args
         for key, path in (("init_from", a.init_from), ("vae", a.vae), ("vision_encoder", a.vision_encoder), ("descriptor_encoder", a.descriptor_encoder)):
             if path is not None and not Path(path).expanduser().exists():
@@ -221,6 +223,7 @@ class I2VStage(Stage):
                 "motion": motion_bucket(fl, width, self._settings_value("motion_scale", 2048.0)),
                 "flow": fl,
                 "text": script[s] if script is not None and s < len(script) else fallback,  # the script's phrases, as at inference
+                "first": start == 0,  # a shot's first segment (where the sampler guides)
             })
         return out
 
