@@ -167,12 +167,14 @@ class AnchoredSampler:
     @torch.no_grad()
     def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
                        end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None,
-                       on_step: Callable[[], None] | None = None, anchor: torch.Tensor | None = None, clone: dict | None = None) -> torch.Tensor:
+                       on_step: Callable[[], None] | None = None, anchor: torch.Tensor | None = None, clone: dict | None = None,
+                       base: torch.Tensor | None = None) -> torch.Tensor:
         """One segment. cond / end / anchor: unscaled, augmented latents [1, C, h, w] (anchor: the keyframe's, for a
         model with `anchor_latent`); tokens [1, N, D]; ids [1, 3]; known: scaled latents [K, C, h, w] its first K
         frames are tied to; `on_step` is called after each denoising step; `clone`: a motion reference's guidance
-        targets (MotionCloner.targets), applied in the first `clone_share` of the steps. Returns scaled latents [L, C, h, w] as
-        sampled (the caller cross-fades the known frames)."""
+        targets (MotionCloner.targets), applied in the first `clone_share` of the steps; base: the conditioning frame's
+        clean scaled latents [1, C, h, w], what a residual model's differences are added to (default: cond, scaled, its
+        augmentation noise included). Returns scaled latents [L, C, h, w] as sampled (the caller cross-fades the known frames)."""
         dev, dtype = self.device, self.model.dtype
         sched = self.scheduler
         sched.set_timesteps(s.steps, device=dev)
@@ -185,7 +187,9 @@ class AnchoredSampler:
             lat = torch.cat([lat, torch.randn((1, length, m, h, w), generator=_gen(seed, 4))], dim=2)
         first = self.skipped_steps(s)
         # a residual model's frames are the conditioning frame plus what it denoises (I2VSettings.residual)
-        offset = cond.float()[:, None] * float(self.vae.config.scaling_factor) if self.model.settings.residual else None
+        offset = None
+        if self.model.settings.residual:  # the clean frame: augmentation noise added to it would stay in every frame and build up
+            offset = (base.float() if base is not None else cond.float() * float(self.vae.config.scaling_factor))[:, None].to(dev)
         if first:  # a truncated schedule from the conditioning frame (SDEdit-like): the frames start as it
             sched.set_begin_index(first)
             start = float(sched.sigmas[first])
@@ -301,7 +305,7 @@ class AnchoredSampler:
                 tried.append(k)
                 return self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
                                            end=end_now, tau=tau_now, known=known_now, on_step=on_step, anchor=anchor_lat,
-                                           clone=clone).float().cpu()
+                                           clone=clone, base=source[None]).float().cpu()
 
             raw = choose(n, sample)
             if progress is not None:

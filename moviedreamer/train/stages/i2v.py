@@ -276,8 +276,8 @@ class I2VStage(Stage):
             key_px = self._resize(keys.float() / 127.5 - 1.0)
             anchor = encode_latents(self.vae, key_px.to(self.device)).to(self.device) / sf + ab * torch.randn(z[:, 0].shape).to(self.device)
             cond = torch.cat([cond, anchor[:, None].expand(-1, length, -1, -1, -1)], dim=2)
-        if self.residual:  # the frames' differences from the conditioning frame (as the sampler adds it back: augmented)
-            z = z - (cond0 * sf)[:, None]
+        if self.residual:  # the frames' differences from the clean conditioning frame (the sampler adds it back)
+            z = z - z[:, :1]
         uncond = (torch.rand(b) < o.uncond_prob).to(self.device)
         cond = cond * (~uncond).to(cond.dtype).view(-1, 1, 1, 1, 1)
         sigma = torch.exp(o.sigma_mean + o.sigma_std * torch.randn(b)).to(self.device)
