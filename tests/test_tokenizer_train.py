@@ -317,3 +317,32 @@ def test_init_zero_adds_full_resolution_cross_attention_that_starts_as_the_sourc
         assert torch.allclose(before, after, atol=1e-6)  # the new blocks add exactly 0 at step 0 ...
         grown.down_blocks[0].attentions[0].proj_out.weight.normal_()
         assert not torch.allclose(before, grown(x, t, ctx, added_cond_kwargs=added_cond).sample, atol=1e-3)  # ... and act once trained
+
+
+def test_reference_prompts_put_a_portraits_image_embedding_in_the_character_slot(workdir):
+    """options.reference_prompt_p (tokenizer/references.py): a character's descriptor slot becomes the image embedding
+    of a portrait of it, at its description's norm; the decoder's config says it reads such slots."""
+    from moviedreamer.tokenizer.references import apply_reference_slots, reference_slot
+    from moviedreamer.toyworld.dataset import write_dataset
+
+    data = write_dataset(workdir / "toy", episodes=1, shots=3, clip_frames=2, size=64, face_size=16, progress=False)
+    plain = stage_for(workdir, f"data={data}", "options.hflip=false")
+    prompted = stage_for(workdir, f"data={data}", "options.hflip=false", "options.reference_prompt_p=1.0")
+    assert prompted.build_model().decoder.config.reference_prompts and not plain.build_model().decoder.config.reference_prompts
+    ep = plain.index.load(0, plain.keys)
+    a, b = plain.samples(ep, np.random.default_rng(0)), prompted.samples(ep, np.random.default_rng(0))
+    story = plain.story(ep)
+    shots = [shot for _, _, _, shot in story.shots()]
+    for sa, sb, shot in zip(a, b, shots):
+        n = len(shot.characters)
+        assert torch.equal(sa["desc"][:4], sb["desc"][:4])  # setting, action, camera, style: still the words
+        for k in range(4, 4 + n):  # each character: another vector at the same norm
+            assert not torch.allclose(sa["desc"][k], sb["desc"][k]) and torch.isclose(sa["desc"][k].norm(), sb["desc"][k].norm(), rtol=1e-4)
+    # the slot itself: the mean direction of the frames' embeddings, at the text's norm; only referenced characters
+    images, text = torch.randn(3, 8), torch.randn(8) * 5
+    slot = reference_slot(images, text)
+    mean = torch.nn.functional.normalize(images, dim=-1).mean(0)
+    assert torch.isclose(slot.norm(), text.norm()) and torch.allclose(slot / slot.norm(), mean / mean.norm(), atol=1e-6)
+    rows = torch.randn(6, 8)
+    out = apply_reference_slots(rows, ["mia", "tom"], {"tom": images}, first=4)
+    assert torch.equal(out[:5], rows[:5]) and torch.allclose(out[5], reference_slot(images, rows[5]))

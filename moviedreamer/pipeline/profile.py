@@ -25,7 +25,7 @@ from moviedreamer.ar.embed import encode_story
 from moviedreamer.ar.sample import ARPlanner
 from moviedreamer.encoders.cache import fingerprint_files
 from moviedreamer.encoders.clip_vision import load_vision_encoder
-from moviedreamer.encoders.faces import load_face_pack
+from moviedreamer.encoders.faces import load_face_pack, read_rgb
 from moviedreamer.encoders.longclip import embed_texts, load_descriptor_encoder
 from moviedreamer.encoders.presence import PresenceCheck, load_presence
 from moviedreamer.encoders.text import load_text_tokenizer
@@ -34,8 +34,9 @@ from moviedreamer.pipeline.components import Components, EncodedStory
 from moviedreamer.pipeline.placement import Placement, dtype_name, resolve_dtype
 from moviedreamer.registry import Registry
 from moviedreamer.rerank import IdentityScorer, LookCheck, SegmentScorer
-from moviedreamer.script.shot_text import story_shot_texts
+from moviedreamer.script.shot_text import FIXED_SLOTS, story_shot_texts
 from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer
+from moviedreamer.tokenizer.references import apply_reference_slots, character_reference_embeddings
 from moviedreamer.tokenizer.render import KeyframeCondition, TokenizerRenderer
 from moviedreamer.toyworld.action_judge import load_action_judge
 from moviedreamer.toyworld.judge import load_judge
@@ -275,18 +276,33 @@ class StoryEncoder:
         face_dim = next((f.shape[-1] for f in faces.values() if f.numel()), None)
         cast = embed_texts(self.encoders.descriptor, [c.description or "" for c in story.characters])
         by_id = {c.id: c for c in story.characters}
+        looked = self.reference_embeddings(loaded)  # characters drawn from their reference frames (tokenizer/references.py)
+        cast = apply_reference_slots(cast, [c.id for c in story.characters], looked)
         keyframe_conditions, clip_conditions = [], []
         for _, _, scene, shot in story.shots():
             # one face row per character of the shot, in its order (a zero row: a character without a reference face)
             rows = [faces[c][0].float() if c in faces and faces[c].numel() else None for c in shot.characters]
             face_rows = torch.stack([r if r is not None else torch.zeros(face_dim) for r in rows]) if face_dim and rows else None
-            keyframe_conditions.append(KeyframeCondition(
-                embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)), face_rows, len(shot.characters), cast))
+            slots = apply_reference_slots(embed_texts(self.encoders.descriptor, story_shot_texts(story, scene, shot)), list(shot.characters),
+                                          looked, first=len(FIXED_SLOTS))
+            keyframe_conditions.append(KeyframeCondition(slots, face_rows, len(shot.characters), cast))
             looks = embed_texts(self.encoders.descriptor, [by_id[c].description or "" if c in by_id else "" for c in shot.characters])
+            looks = apply_reference_slots(looks, list(shot.characters), looked)
             reference = str(loaded.resolve(shot.motion_reference)) if shot.motion_reference else None
             clip_conditions.append(ClipCondition(text=self.template.format(action=shot.action, camera=shot.camera), looks=looks, cast=cast,
                                                  motion_reference=reference))
         return EncodedStory(sheet, shots, refs, keyframe_conditions, clip_conditions, self.fingerprint)
+
+    def reference_embeddings(self, loaded) -> dict:
+        """Image embeddings of the characters' reference frames, for a keyframe decoder trained to read them in their
+        descriptor slots; none (with a warning) for one that was not: its references then steer the planner only."""
+        if not any(c.references for c in loaded.story.characters):
+            return {}
+        if not getattr(self.keyframe_tokenizer.decoder.config, "reference_prompts", False):
+            log.warning("characters' references: this profile's keyframe decoder was not trained to read them (tokenizer "
+                        "reference_prompts); they reach the planner only")
+            return {}
+        return character_reference_embeddings(loaded, self.keyframe_tokenizer.vision, read_rgb)
 
 
 def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, look_vision=None, presence=None):

@@ -62,6 +62,7 @@ class DecoderConfig:
     token_weight: float = 0.0  # weight of (1 - cosine of a candidate's re-encoded tokens to its tokens) in the score; 0 = off
     presence_weight: float = 0.0  # weight of the presence probe's term (encoders/presence.py) in the score; 0 = off
     presence_floor: float = -5.0  # its log p(exact characters) is clipped here and divided by |floor|
+    reference_prompts: bool = False  # trained to read a character's reference frames in its descriptor slot (tokenizer/references.py)
 
     @classmethod
     def from_dict(cls, data: dict) -> "DecoderConfig":

@@ -30,11 +30,16 @@ from moviedreamer.errors import UserError
 from moviedreamer.pipeline.profile import Profile
 from moviedreamer.safeio import load_json
 from moviedreamer.script.shot_text import load_episode_story as read_story
-from moviedreamer.script.shot_text import story_shot_texts, swap_left_right
+from moviedreamer.script.load import load_story
+from moviedreamer.script.shot_text import FIXED_SLOTS, story_shot_texts, swap_left_right
 from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer, TokenizerSettings, load_vae, vae_settings
 from moviedreamer.tokenizer.decoder import DecoderConfig, MaskRates, build_unet, draw_keep, load_unet_folder, pad_slots, time_ids
+from moviedreamer.tokenizer.references import check_shared_space, embed_frames, reference_slot
+from moviedreamer.toyworld.render import render_frame
+from moviedreamer.toyworld.story import read_story_params
 from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
+from moviedreamer.train.stages.ar_references import portrait, story_to_world_ids
 from moviedreamer.train.stages.tokenizer_args import TokenizerModelArgs, TokenizerOptions
 from moviedreamer.train.stages.tokenizer_utils import load_matching, region_weight_map
 
@@ -60,6 +65,7 @@ class TokenizerStage(Stage):
         self.device = torch.device("cpu")
         self._cache: dict = {}
         self._faces: dict = {}
+        self._world: dict = {}
 
     # ------------------------------------------------------------------------------------------------ frozen parts
 
@@ -145,6 +151,9 @@ class TokenizerStage(Stage):
             model.compressor.requires_grad_(False)
         if o.gradient_checkpointing:
             model.decoder.unet.enable_gradient_checkpointing()
+        if o.reference_prompt_p:
+            check_shared_space(self.vision, self.descriptor)
+            model.decoder.config.reference_prompts = True
         return model
 
     def after_initialize(self, engine, world_size: int) -> None:
@@ -191,6 +200,34 @@ class TokenizerStage(Stage):
                 self._faces.clear()
             self._faces[ep_id] = out
         return self._faces[ep_id]
+
+    def world_ids(self, episode: dict) -> tuple[dict[str, str], int]:
+        """(script id -> toy-world id, fps) of an episode's characters, read back from its script (toy world only)."""
+        ep_id = episode["meta"]["id"]
+        if ep_id not in self._world:
+            path = self.index.path(episode["index"], ".yaml")
+            try:
+                loaded = load_story(path)
+                ids = story_to_world_ids(loaded.story, read_story_params(loaded))
+            except Exception as e:  # a script the toy grammar cannot read: not a toy-world episode
+                raise UserError(f"{path}: options.reference_prompt_p needs toy-world episodes (their characters are rendered as "
+                                f"references); this one could not be read back ({str(e).splitlines()[0][:160]})") from None
+            if len(self._world) > 64:
+                self._world.clear()
+            self._world[ep_id] = (ids, loaded.story.fps)
+        return self._world[ep_id]
+
+    def reference_prompts(self, episode: dict, shot, desc: torch.Tensor, flip: bool, rng) -> None:
+        """With chance reference_prompt_p per character of the shot, its descriptor slot (in place) becomes the image
+        embedding of a portrait of it, as a story's `characters[].references:` reach the decoder at inference."""
+        ids, fps = self.world_ids(episode)
+        size = tuple(episode["keyframes"].shape[1:3][::-1])
+        for j, cid in enumerate(shot.characters):
+            if cid in ids and rng.random() < self.opts.reference_prompt_p:
+                frame = render_frame(portrait(ids[cid], rng), 0, fps, size).image
+                frame = frame[:, ::-1] if flip else frame
+                k = len(FIXED_SLOTS) + j
+                desc[k] = reference_slot(embed_frames(self.vision, frame[None].copy()), desc[k])
 
     @torch.no_grad()
     def features(self, ep_id: str, keyframes: torch.Tensor, picks: list[tuple[int, bool]]) -> list[tuple]:
@@ -243,7 +280,10 @@ class TokenizerStage(Stage):
                     face_rows.append(crops[int(rng.integers(len(crops)))][1])
                 else:
                     face_rows.append(same[0] if same else crops[0][1])
-            out.append({"latent": z, "patches": patches, "pooled": pooled, "desc": embed_texts(self.descriptor, texts),
+            desc = embed_texts(self.descriptor, texts)
+            if self.opts.reference_prompt_p:
+                self.reference_prompts(episode, shot, desc, flip, rng)
+            out.append({"latent": z, "patches": patches, "pooled": pooled, "desc": desc,
                         "faces": torch.stack(face_rows) if face_rows else torch.zeros(0, face_dim), "frame": keyframes[s], "flip": flip})
             if rw.active:
                 m = metas[s]

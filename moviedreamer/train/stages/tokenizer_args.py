@@ -90,6 +90,9 @@ class TokenizerOptions(BaseModel):
     encoder_device: str | None = Field(None, description="device of the frozen encoders (None: the engine's)")
     gradient_checkpointing: bool = False
     min_characters: int = Field(0, ge=0, description="train only on the shots with at least this many characters (a fine-tune on crowded shots)")
+    reference_prompt_p: float = Field(0.0, ge=0, le=1, description="per character slot, the chance its description is replaced by the image "
+                                      "embedding of a toy-world portrait of it (tokenizer/references.py): the decoder learns to draw a character "
+                                      "from its reference frames (toy world)")
     freeze_compressor: bool = Field(False, description="train only the decoder (needs model.init_from): the tokens, and so a trained AR model's targets, stay as they are")
     export_samples: int = Field(8, ge=0, description="keyframes reconstructed at export to report PSNR")
     bundle_frozen: bool = Field(False, description="copy the VAE and vision encoder folders into the export")
