@@ -48,3 +48,25 @@ def test_reference_frames_take_the_characters_slots_only_for_a_decoder_that_read
     emb = vision.encode_image(torch.as_tensor(render_frame(ShotParams("beach", ("lea",), "stand", None, "close", "static"), 0, 8,
                                                                         (128, 128)).image)[None].permute(0, 3, 1, 2))[0][0]
     assert torch.nn.functional.cosine_similarity(b[5], emb, dim=0) > 0.999
+
+
+def test_a_character_shown_only_in_references_gets_its_face_from_them(tmp_path):
+    """A new character with references and no faces: its sheet faces are the largest face of each reference frame
+    (a frame without a face is left out), so its identity is kept like a character with face files."""
+    from moviedreamer.ar.embed import encode_story
+    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.script import load_story
+
+    Image.fromarray(render_frame(ShotParams("beach", ("lea",), "stand", None, "close", "static"), 0, 8, (128, 128)).image).save(tmp_path / "a.png")
+    Image.fromarray(render_frame(ShotParams("city", ("lea",), "stand", None, "medium", "static"), 0, 8, (128, 128)).image).save(tmp_path / "b.png")
+    Image.fromarray(render_frame(ShotParams("beach", (), "stand", None, "wide", "static"), 0, 8, (128, 128)).image).save(tmp_path / "empty.png")
+    story = {"title": "t", "characters": [{"id": "nia", "name": "Nia", "description": "a girl", "references": ["a.png", "empty.png", "b.png"]}],
+             "scenes": [{"id": "s", "setting": "a sunny beach", "shots": [{"duration": 1, "characters": ["nia"], "action": "stands", "camera": "wide"}]}]}
+    (tmp_path / "story.yaml").write_text(yaml.safe_dump(story))
+    profile = Profile.load("toy")
+    sheet, _, _ = encode_story(load_story(tmp_path / "story.yaml"), profile, profile.keyframe_tokenizer)
+    faces = sheet.characters[0].faces
+    assert faces.shape[0] == 2  # the frame without a face is left out
+    direct = profile.faces.embed_reference(tmp_path / "a.png")
+    torch.testing.assert_close(faces[0], direct)
+    assert torch.nn.functional.cosine_similarity(faces[0], faces[1], dim=0) > 0.5  # one face, two frames

@@ -199,7 +199,8 @@ def encode_script(story, text_tokenizer, descriptor, faces: dict[str, torch.Tens
                   resolve=None, flip: bool = False) -> tuple[Sheet, list[ShotScript]]:
     """A `Story` → (Sheet, [ShotScript] in movie order). Face embeddings come from `faces` (character id →
     [n, Df], e.g. precomputed from an episode's crops) or, for characters not in it, from their reference files
-    through `face_embedder.embed_reference(resolve(path))`. `flip` swaps left/right in the shot descriptors
+    through `face_embedder.embed_reference(resolve(path))` — their `faces:`, else the largest face of each of their
+    `references:` frames (with a face detector). `flip` swaps left/right in the shot descriptors
     (the script of a mirrored episode)."""
     fix = swap_left_right if flip else (lambda t: t)
     texts = [c.description for c in story.characters] + ([story.style] if story.style else [])
@@ -214,6 +215,8 @@ def encode_script(story, text_tokenizer, descriptor, faces: dict[str, torch.Tens
             f = faces[c.id]
         elif c.faces and face_embedder is not None:
             f = torch.stack([face_embedder.embed_reference(resolve(p) if resolve else p) for p in c.faces])
+        elif getattr(c, "references", None) and getattr(face_embedder, "finder", None) is not None:
+            f = faces_in_references(face_embedder, [resolve(p) if resolve else p for p in c.references])
         else:
             f = torch.zeros(0, 0)
         chars.append(CharacterEntry(c.id, ids[c.id], emb[c.description], f))
@@ -224,6 +227,18 @@ def encode_script(story, text_tokenizer, descriptor, faces: dict[str, torch.Tens
                                 emb[scene.plot] if scene.plot else None,
                                 [ids[c] if c in ids else identifier_ids(text_tokenizer, c) for c in shot.characters], list(shot.characters)))
     return sheet, shots
+
+
+def faces_in_references(face_embedder, paths) -> torch.Tensor:
+    """A character without `faces:` but with `references:`: the largest face of each reference frame [n, Df] (frames
+    without a face are left out; references_without_characters warns about them)."""
+    found = []
+    for path in paths:
+        try:
+            found.append(face_embedder.embed_reference(path))
+        except UserError:
+            continue
+    return torch.stack(found) if found else torch.zeros(0, 0)
 
 
 def encode_references(paths, keyframe_tokenizer, read_image=None) -> torch.Tensor | None:
@@ -240,7 +255,7 @@ def encode_story(loaded, encoders, keyframe_tokenizer=None) -> tuple[Sheet, list
     encoders (`moviedreamer.pipeline.profile.Profile`, or anything with text_tokenizer, descriptor and faces; the face pack is loaded only when a character has face files) and,
     for `references:` frames, the keyframe tokenizer."""
     story = loaded.story
-    faces = encoders.faces if any(c.faces for c in story.characters) else None
+    faces = encoders.faces if any(c.faces or c.references for c in story.characters) else None
     sheet, shots = encode_script(story, encoders.text_tokenizer, encoders.descriptor, face_embedder=faces, resolve=loaded.resolve)
     refs = None
     if (story.references or any(c.references for c in story.characters)) and keyframe_tokenizer is None:
