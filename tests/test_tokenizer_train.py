@@ -346,3 +346,20 @@ def test_reference_prompts_put_a_portraits_image_embedding_in_the_character_slot
     rows = torch.randn(6, 8)
     out = apply_reference_slots(rows, ["mia", "tom"], {"tom": images}, first=4)
     assert torch.equal(out[:5], rows[:5]) and torch.allclose(out[5], reference_slot(images, rows[5]))
+
+
+def test_faces_of_a_composed_dataset_reach_their_characters(workdir):
+    """Shards with composed casts name face crops by the world's faces: each character slot still gets its face."""
+    from moviedreamer.toyworld.dataset import write_dataset
+
+    data = write_dataset(workdir / "toy-composed", episodes=1, shots=3, clip_frames=2, size=64, face_size=16, progress=False, composed=1.0)
+    stage = stage_for(workdir, f"data={data}", "options.hflip=false")
+    ep = stage.index.load(0, stage.keys)
+    faces = stage.episode_faces(ep)
+    story = stage.story(ep)
+    assert faces and set(faces) <= {c.id for c in story.characters}
+    samples = stage.samples(ep, np.random.default_rng(0))
+    shots = [shot for _, _, _, shot in story.shots()]
+    for s, shot in zip(samples, shots):
+        rows = [k for k, cid in enumerate(shot.characters) if cid in faces]
+        assert rows and all(s["faces"][k].abs().sum() > 0 for k in rows)

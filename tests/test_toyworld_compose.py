@@ -91,3 +91,28 @@ def test_composed_casts_start_with_look_alikes_and_faces_are_identities():
     boy = look_id({"kind": "boy", "hat": "red hat"})
     girl = look_id({"kind": "girl", "hat": "blue cap"})
     assert face_key(boy) == face_key(girl)  # drawn alike: one face
+
+
+def test_a_datasets_face_names_lead_back_to_the_episodes_characters(tmp_path):
+    """A dataset with composed casts names its face crops by the world's faces, not by the script's ids: face_owners
+    maps each name to the characters of the episode with that face (the tokenizer and AR stages read faces so)."""
+    from moviedreamer.script.shot_text import load_episode_story
+    from moviedreamer.toyworld.dataset import write_dataset
+    from moviedreamer.toyworld.story import face_owners
+    from moviedreamer.train.data import ShardIndex
+
+    data = write_dataset(tmp_path / "toy", episodes=2, shots=3, clip_frames=2, size=64, face_size=16, progress=False, composed=1.0)
+    index = ShardIndex(data)
+    names = index.meta["identities"]
+    for i in range(2):
+        episode = index.load(i, ("face_identity", "face_shot"))
+        story = load_episode_story(index.path(i, ".yaml"))
+        owners = face_owners(story, names)
+        found = [names[j] for j in episode["face_identity"].tolist()]
+        assert found and all(n in owners for n in found)  # every crop has an owner among the episode's characters
+        assert all(set(v) <= {c.id for c in story.characters} for v in owners.values())
+        shots = [shot for _, _, _, shot in story.shots()]
+        for j, s in zip(episode["face_identity"].tolist(), episode["face_shot"].tolist()):
+            assert set(owners[names[j]]) & set(shots[s].characters)  # ... and that owner is in the crop's shot
+    catalogue = story.model_copy(update={"characters": story.characters[:1]})
+    assert face_owners(catalogue, ["mia", "tom"]) == {story.characters[0].id: [story.characters[0].id]}

@@ -25,12 +25,14 @@ from moviedreamer.toyworld.world import (
     CHARACTER_IDS,
     CHARACTERS,
     DIRECTED_ACTIONS,
+    FACE_KEYS,
     FRAMINGS,
     MOVES,
     NAMES,
     SCENE_IDS,
     ShotParams,
     character,
+    face_key,
     is_character,
     look_id,
     random_cast,
@@ -135,6 +137,29 @@ def story_from_params(scenes: list[dict], cast: list[str], seed: int, fps: int, 
         "characters": [{"id": story_ids[c], "name": names[c], "description": describe_character(character(c))} for c in cast],
         "scenes": out_scenes,
     }
+
+
+def character_world_ids(story) -> dict[str, str]:
+    """Script id -> toy-world id of each character whose description the toy world reads (others left out)."""
+    out = {}
+    for ci, char in enumerate(story.characters):
+        try:
+            out[char.id] = read_character(char.description, char.id, f"characters[{ci}].description", names=(char.id, char.name))
+        except PhraseError:
+            continue
+    return out
+
+
+def face_owners(story, identities: list[str]) -> dict[str, list[str]]:
+    """A shard's face identity names (its index's `identities`: catalogue ids, or the world's faces for a dataset
+    with composed casts) -> the script ids of the episode's characters with that face. Characters who differ only in
+    clothes or hat share a face, so a name can own several."""
+    if not set(identities) & set(FACE_KEYS):  # identities named by character id (catalogue datasets, real films)
+        return {c.id: [c.id] for c in story.characters}
+    out: dict[str, list[str]] = {}
+    for sid, wid in character_world_ids(story).items():
+        out.setdefault(face_key(wid), []).append(sid)
+    return out
 
 
 def read_story_params(loaded) -> list[ShotParams]:

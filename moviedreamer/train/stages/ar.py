@@ -37,6 +37,7 @@ from moviedreamer.script.models import Story
 from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
+from moviedreamer.toyworld.story import face_owners
 from moviedreamer.train.stages.ar_references import check_modes, draw_character_references, portrait_frames, with_description
 from moviedreamer.train.stages.ar_restyle import Restyler, draw_restyle
 
@@ -228,9 +229,12 @@ class ARStage(Stage):
             else:
                 emb = self.face_embedder.embed_crops([c.numpy() for c in episode["faces"]]).float()
             names = self.index.meta.get("identities", [])
+            owners = face_owners(self.story(episode), names)  # a face name -> the script ids with that face
             out: dict[str, list] = {}
             for i, e in zip((ident.tolist() if ident is not None else []), emb):
-                out.setdefault(names[i] if i < len(names) else str(i), []).append(e)
+                name = names[i] if i < len(names) else str(i)
+                for cid in owners.get(name, [name]):
+                    out.setdefault(cid, []).append(e)
             self._faces_cache[ep_id] = {k: torch.stack(v) for k, v in out.items()}
         return self._faces_cache[ep_id]
 

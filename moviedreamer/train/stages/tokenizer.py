@@ -36,7 +36,7 @@ from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer, TokenizerSetti
 from moviedreamer.tokenizer.decoder import DecoderConfig, MaskRates, build_unet, draw_keep, load_unet_folder, pad_slots, time_ids
 from moviedreamer.tokenizer.references import check_shared_space, embed_frames, reference_slot
 from moviedreamer.toyworld.render import render_frame
-from moviedreamer.toyworld.story import read_story_params
+from moviedreamer.toyworld.story import face_owners, read_story_params
 from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
 from moviedreamer.train.stages.ar_references import portrait, story_to_world_ids
@@ -193,9 +193,12 @@ class TokenizerStage(Stage):
                 else:
                     emb = self.face_embedder.embed_crops([c.numpy() for c in episode["faces"]]).float()
                 names = self.index.meta.get("identities", [])
+                owners = face_owners(self.story(episode), names)  # a face name -> the script ids with that face
                 shots = episode.get("face_shot", torch.full((len(ident),), -1)).tolist()
                 for i, s, e in zip(ident.tolist(), shots, emb):
-                    out.setdefault(names[i] if i < len(names) else str(i), []).append((int(s), e))
+                    name = names[i] if i < len(names) else str(i)
+                    for cid in owners.get(name, [name]):
+                        out.setdefault(cid, []).append((int(s), e))
             if len(self._faces) > 64:
                 self._faces.clear()
             self._faces[ep_id] = out
