@@ -38,6 +38,7 @@ from moviedreamer.train.config import format_validation_error
 from moviedreamer.train.data import ShardIndex
 from moviedreamer.train.harness import Stage
 from moviedreamer.toyworld.story import face_owners
+from moviedreamer.train.stages.ar_draws import episode_order, pick_faces, pick_references
 from moviedreamer.train.stages.ar_references import check_modes, draw_character_references, portrait_frames, with_description
 from moviedreamer.train.stages.ar_restyle import Restyler, draw_restyle
 
@@ -372,31 +373,6 @@ class ARStage(Stage):
             _, m = gmm_loss(model.head.params(raw), targets)
             figures.update({f"eval_{k}": v for k, v in m.items()})
         return figures
-
-
-def pick_faces(faces: dict[str, torch.Tensor], rng, random_face: bool, face_drop: float = 0.0) -> dict[str, torch.Tensor]:
-    """One face embedding [1, Df] per character: a random one of its crops (`random_face`) or its first; a character
-    is left without a face with probability `face_drop`."""
-    out = {}
-    for cid, embs in faces.items():
-        if face_drop and rng.random() < face_drop:
-            continue
-        i = int(rng.integers(len(embs))) if random_face else 0
-        out[cid] = embs[i : i + 1]
-    return out
-
-
-def episode_order(n_shots: int, reverse: bool) -> list[int]:
-    """The order shots enter the sequence: as filmed, or reversed (episode reversal)."""
-    return list(range(n_shots))[::-1] if reverse else list(range(n_shots))
-
-
-def pick_references(n_shots: int, count: int, rng, clips=None) -> list[tuple[int, int]]:
-    """`count` frames (shot, t) of the episode for few-shot references (distinct shots while there are enough);
-    t > 0 when the shard has clips, so a reference is rarely the exact keyframe the model must predict."""
-    shots = rng.choice(n_shots, size=count, replace=count > n_shots).tolist()
-    frames = clips.shape[1] if clips is not None else 1
-    return [(int(s), int(rng.integers(1, frames)) if frames > 1 else 0) for s in shots]
 
 
 STAGE = ARStage
