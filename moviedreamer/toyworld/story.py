@@ -139,15 +139,20 @@ def story_from_params(scenes: list[dict], cast: list[str], seed: int, fps: int, 
     }
 
 
-def character_world_ids(story) -> dict[str, str]:
-    """Script id -> toy-world id of each character whose description the toy world reads (others left out)."""
-    out = {}
+def _read_characters(story) -> tuple[dict[str, str], dict[int, PhraseError]]:
+    """(script id -> toy-world id of each character whose description the world reads, {index: why not} for the rest)."""
+    ids, errors = {}, {}
     for ci, char in enumerate(story.characters):
         try:
-            out[char.id] = read_character(char.description, char.id, f"characters[{ci}].description", names=(char.id, char.name))
-        except PhraseError:
-            continue
-    return out
+            ids[char.id] = read_character(char.description, char.id, f"characters[{ci}].description", names=(char.id, char.name))
+        except PhraseError as e:
+            errors[ci] = e
+    return ids, errors
+
+
+def character_world_ids(story) -> dict[str, str]:
+    """Script id -> toy-world id of each character whose description the toy world reads (others left out)."""
+    return _read_characters(story)[0]
 
 
 def face_owners(story, identities: list[str]) -> dict[str, list[str]]:
@@ -168,12 +173,8 @@ def read_story_params(loaded) -> list[ShotParams]:
     story = loaded.story
     located = load_located(loaded.path)
     problems: list[Problem] = []
-    catalogue: dict[str, str] = {}
-    for ci, char in enumerate(story.characters):
-        try:
-            catalogue[char.id] = read_character(char.description, char.id, f"characters[{ci}].description", names=(char.id, char.name))
-        except PhraseError as e:
-            problems.append(located.problem(("characters", ci, "description"), str(e).split(": ", 1)[1]))
+    catalogue, errors = _read_characters(story)
+    problems += [located.problem(("characters", ci, "description"), str(e).split(": ", 1)[1]) for ci, e in errors.items()]
     out = []
     for si, ti, scene, shot in story.shots():
         base = ("scenes", si, "shots", ti)

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from moviedreamer.errors import UserError
+from moviedreamer.train import sharded
 
 CARRY_FILE = "carry.json"
 WEIGHTS = "weights.safetensors"
@@ -56,7 +56,7 @@ def write(engine, stream, average, folder: Path, info, step: int, source: str) -
     dist.barrier()
     (tmp / RANK_FILE.format(rank=info.rank)).write_text(json.dumps(stream.state_dict()))
     if info.is_main:
-        save_file({k: _dtype(v).contiguous() for k, v in engine.module.state_dict().items()}, str(tmp / WEIGHTS))
+        sharded.save({k: _dtype(v) for k, v in engine.module.state_dict().items()}, tmp, WEIGHTS)
         if average is not None:
             average.save(tmp, dtype=torch.float16)
         meta = {"format": FORMAT, "step": step, "world_size": info.world_size, "source": source,
@@ -82,7 +82,7 @@ def restore(engine, stream, average, folder: Path, info) -> int:
         raise UserError(f"{folder / CARRY_FILE}: expected carry format {FORMAT}, found {meta.get('format')}")
     if meta["world_size"] != info.world_size:
         raise UserError(f"{folder}: carried from {meta['world_size']} processes, resumed with {info.world_size}; resume with the same number")
-    weights = load_file(str(folder / WEIGHTS))
+    weights = sharded.load(folder, WEIGHTS)
     own = engine.module.state_dict()
     missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     if missing or extra:

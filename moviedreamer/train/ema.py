@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from moviedreamer.errors import UserError
+from moviedreamer.train import sharded
 
 WEIGHTS, STATE = "ema.safetensors", "ema.json"
 
@@ -43,15 +43,15 @@ class WeightAverage:
 
     def save(self, folder: Path, dtype: torch.dtype | None = None) -> None:
         """dtype: store the average in it (a carried copy keeps float16); loading casts back to the weights' dtype."""
-        save_file({n: (t if dtype is None else t.to(dtype)).contiguous() for n, t in self.state().items()}, str(folder / WEIGHTS))
+        sharded.save({n: (t if dtype is None else t.to(dtype)) for n, t in self.state().items()}, folder, WEIGHTS)
         scalars = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
         (folder / STATE).write_text(json.dumps(scalars))
 
     def load(self, folder: Path) -> bool:
         """Restore from a checkpoint folder; False when it holds no average (a run that started without one)."""
-        if not (folder / WEIGHTS).is_file():
+        if not sharded.exists(folder, WEIGHTS):
             return False
-        weights = load_file(str(folder / WEIGHTS))
+        weights = sharded.load(folder, WEIGHTS)
         missing = [n for n in self.names if n not in weights]
         if missing:
             raise UserError(f"{folder / WEIGHTS}: the weight average lacks {len(missing)} of the model's parameters (first: {missing[0]})")
