@@ -35,7 +35,6 @@ def load(args):
     import yaml
 
     from moviedreamer.encoders.clip_vision import load_vision_encoder
-    from moviedreamer.encoders.longclip import load_descriptor_encoder
     from moviedreamer.registry import Registry
     from moviedreamer.vae import load_vae
     from moviedreamer.video.model import AnchoredI2V, I2VSettings
@@ -51,9 +50,21 @@ def load(args):
         model = AnchoredI2V.build(unet, vision.embed_dim, 0, "token", I2VSettings.from_dict(cfg["settings"]))
         model.settings.vae_scaling_factor = float(vae.config.scaling_factor)
         descriptor = None
-    else:
-        model = AnchoredI2V.from_pretrained(args.model or reg.path("i2v"))
-        descriptor = load_descriptor_encoder(reg.path("descriptor_encoder")) if model.conditioning.descriptor_proj is not None else None
+    else:  # the profile's composition root: the VAE, vision and descriptor encoders the clip model was trained with
+        import dataclasses
+
+        from moviedreamer.pipeline.profile import Profile, clip_renderer
+
+        profile = Profile.load("toy")
+        if args.model is not None:
+            comp = profile.registry.components["i2v"]
+            profile.registry.components["i2v"] = dataclasses.replace(comp, path=Path(args.model).resolve())
+        sampler = clip_renderer(profile, candidates=1).sampler
+        if sampler.scorer is None:  # used where --set candidates=K > 1
+            from moviedreamer.rerank import SegmentScorer
+
+            sampler.scorer = SegmentScorer(profile.faces)
+        return sampler, sampler.vision
     from moviedreamer.encoders.faces import load_face_pack
     from moviedreamer.rerank import SegmentScorer
 

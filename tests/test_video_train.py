@@ -141,6 +141,8 @@ def test_the_stage_starts_from_an_svd_folder_and_exports_its_vae(workdir, tmp_pa
     # the anchor's encoder it was trained with (SVD's image_encoder/) goes with it, and its settings name it
     assert (out / "image_encoder" / "model.safetensors").read_bytes() == (svd / "image_encoder" / "model.safetensors").read_bytes()
     assert again.settings.image_encoder == {"path": "image_encoder", "format": "hf-clip-vision"}
+    # and the descriptor token's text encoder, named relative to the export (it is not bundled: another folder than SVD's)
+    assert (out / again.settings.descriptor_encoder["path"]).resolve() == (root / "text").resolve()
 
 
 def test_the_end_frame_is_drawn_from_the_last_three_frames_noised_and_dropped_a_quarter_of_the_time(workdir):

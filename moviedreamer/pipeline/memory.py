@@ -196,6 +196,18 @@ def _i2v_units(profile: Profile, put, units: dict) -> None:
         put("i2v_vision", vision_counts(folder / "image_encoder"), note)
     elif "vision_encoder" in units:
         units["i2v_vision"] = units["vision_encoder"]
+    if svd:
+        return
+    settings = folder / "moviedreamer_i2v.json"
+    source = (json.loads(settings.read_text(encoding="utf-8")).get("descriptor_encoder") if settings.is_file() else None) or {}
+    where = Path(source["path"]).expanduser() if source.get("path") else None
+    where = where if where is None or where.is_absolute() else folder / where
+    own = profile.path("descriptor_encoder").resolve() if profile.has("descriptor_encoder") else None
+    if where is not None and where.resolve() != own and where.exists():
+        fmt = source.get("format") or ("open_clip-folder" if (where / "open_clip_model.safetensors").is_file() else "longclip-pt" if where.is_file() else None)
+        put("i2v_descriptor", descriptor_counts(where, fmt), note)
+    elif "descriptor_encoder" in units:
+        units["i2v_descriptor"] = units["descriptor_encoder"]
 
 
 def memory_plan(profile: Profile, dtype: torch.dtype) -> dict:

@@ -34,7 +34,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "plan": ("ar",),
     "keyframes": ("keyframe_tokenizer.compressor", "keyframe_tokenizer.decoder", "vae", "keyframe_vision", "keyframe_vae",
                   "vision_encoder"),
-    "clips": ("i2v", "i2v_vae", "i2v_vision", "descriptor_encoder"),
+    "clips": ("i2v", "i2v_vae", "i2v_vision", "i2v_descriptor", "descriptor_encoder"),
 }
 
 

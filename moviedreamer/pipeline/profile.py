@@ -230,6 +230,23 @@ class Profile:
         return load_vision_encoder(where, fmt, self.load_device, self._dtype)
 
     @cached_property
+    def i2v_descriptor(self):
+        """The text encoder of the clip model's descriptor token: the one it was trained with (its settings'
+        `descriptor_encoder`, relative to the i2v folder), else the profile's (models saved without that record)."""
+        source = self.i2v.settings.descriptor_encoder or {}
+        if not source.get("path"):
+            return self.descriptor
+        i2v, own = self.path("i2v"), self.path(DESCRIPTOR).resolve() if self.has(DESCRIPTOR) else None
+        where = Path(source["path"]).expanduser()
+        where = where if where.is_absolute() else i2v / where
+        if own is not None and where.resolve() == own:
+            return self.descriptor
+        if not where.exists():
+            raise CheckpointError(f"{i2v / 'moviedreamer_i2v.json'}: the clip model was trained with the descriptor encoder at {where}, "
+                                  f"which is not there: copy that folder into {i2v} and name it in descriptor_encoder.path")
+        return load_descriptor_encoder(where, source.get("format"), self.load_device, self._dtype)
+
+    @cached_property
     def presence_probe(self):
         """The profile's learned presence verifier (component `presence`), or None when it has none."""
         return load_presence(self.path("presence")) if self.has("presence") else None
@@ -327,7 +344,7 @@ def clip_renderer(profile: Profile, **overrides) -> I2VClipRenderer:
     profile's descriptor encoder when the model attends to descriptors, and a segment reranker on the face pack when
     the model samples more than one candidate."""
     model = profile.i2v
-    descriptor = profile.descriptor if model.conditioning.descriptor_proj is not None else None
+    descriptor = profile.i2v_descriptor if model.conditioning.descriptor_proj is not None else None
     scorer = None
     if int(overrides.get("candidates") or model.settings.candidates) > 1:
         if not profile.has(FACES):
@@ -375,7 +392,8 @@ def register_units(profile: Profile, keyframe_tokenizer, planner, clips) -> Plac
     units = {"descriptor_encoder": profile.descriptor, "vision_encoder": profile.vision, "vae": profile.vae if profile.has("vae") else None,
              "keyframe_tokenizer.compressor": keyframe_tokenizer.compressor, "keyframe_tokenizer.decoder": keyframe_tokenizer.decoder,
              "keyframe_vision": keyframe_tokenizer.vision, "keyframe_vae": keyframe_tokenizer.vae, "ar": planner.model,
-             "i2v": clips.sampler.model, "i2v_vae": clips.sampler.vae, "i2v_vision": clips.sampler.vision}
+             "i2v": clips.sampler.model, "i2v_vae": clips.sampler.vae, "i2v_vision": clips.sampler.vision,
+             "i2v_descriptor": clips.sampler.descriptor}
     for name, unit in units.items():
         placement.add(name, unit)
     return placement

@@ -53,6 +53,7 @@ class I2VSettings:
     vae_scaling_factor: float = 1.0  # of the VAE it was trained with (checked when loading)
     descriptor_template: str = "{action}. {camera}"
     image_encoder: dict = field(default_factory=dict)  # {"path", "format"} of the anchor's vision encoder it was trained with (path relative to the folder)
+    descriptor_encoder: dict = field(default_factory=dict)  # {"path", "format"} of the text encoder of its descriptor token, likewise ({}: the profile's)
 
     @classmethod
     def from_dict(cls, data: dict) -> "I2VSettings":

@@ -114,6 +114,14 @@ class I2VStage(Stage):
         enc.model.requires_grad_(False)
         return enc
 
+    @property
+    def descriptor_source(self) -> dict:
+        """{"path", "format"} of the descriptor token's text encoder ({} without one): the pipeline must embed the shot's
+        text with the encoder the model was trained with, not whatever the profile's keyframe stages read."""
+        if self.args.descriptor_encoder is None:
+            return {}
+        return {"path": str(Path(self.args.descriptor_encoder).expanduser().resolve()), "format": self.args.descriptor_format}
+
     @cached_property
     def descriptor(self):
         if self.args.descriptor_encoder is None:
@@ -178,6 +186,7 @@ class I2VStage(Stage):
                 model.add_descriptor_words(a.descriptor_words)
         model.settings.vae_scaling_factor = float(self.vae.config.scaling_factor)
         model.settings.image_encoder = dict(self.vision_source)  # the encoder it renders with (pipeline/profile.py)
+        model.settings.descriptor_encoder = self.descriptor_source
         model.settings.fps = self.data_fps
         model.settings.check()
         m = model.settings.flow_channels
@@ -335,6 +344,11 @@ class I2VStage(Stage):
         source = dict(self.vision_source)  # named relative to the export, as the keyframe tokenizer's sources are: the folders can move together
         source["path"] = "image_encoder" if self.args.export_image_encoder else os.path.relpath(source["path"], Path(out_dir).resolve())
         model.settings.image_encoder = source
+        described = dict(self.descriptor_source)
+        if described:  # the same folder as the bundled vision encoder (one CLIP, as the toy's): named as that copy
+            bundled = self.args.export_image_encoder and described["path"] == self.vision_source["path"]
+            described["path"] = "image_encoder" if bundled else os.path.relpath(described["path"], Path(out_dir).resolve())
+        model.settings.descriptor_encoder = described
         (copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model).save_pretrained(out_dir, self.opts.export_shard_size)
         if self.args.export_vae:  # in the export dtype too (it loads back as float32)
             (copy.deepcopy(self.vae).to(dtype) if dtype != torch.float32 else self.vae).save_pretrained(str(out_dir / "vae"), safe_serialization=True)
