@@ -90,6 +90,8 @@ def _folder(key: str, folder: Path, kind: str) -> list[tuple[Path, bool, str]]:
         expected, strict = _expected(key, folder, config, kind), kind == "moviedreamer"
     except Exception as e:  # a config the model class cannot build from
         return [(weights, False, f"{config_path.name} does not describe a model that can be built ({first_line(e)})")]
+    # weights stored in int8 carry one scale per output channel beside them (toyworld/judge_weights.py)
+    expected.update({f"{k}.int8_scale": (shape[0],) for k, shape in expected.items() if f"{k}.int8_scale" in tensors and shape})
     out = [(weights, *_compare(tensors, expected, strict, config_path.name))]
     if kind == "diffusers":  # the parts saved beside the model (the i2v's conditioning/, its motion prior)
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file() and _weights_in(p)):
