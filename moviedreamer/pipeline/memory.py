@@ -19,7 +19,7 @@ import torch
 
 from moviedreamer.pipeline import paper_shapes
 from moviedreamer.pipeline.placement import STAGES, dtype_name, resolve_dtype
-from moviedreamer.pipeline.profile import VISION, Profile
+from moviedreamer.pipeline.profile import VISION, Profile, i2v_recorded_encoder
 from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer
 
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
@@ -199,12 +199,10 @@ def _i2v_units(profile: Profile, put, units: dict) -> None:
     if svd:
         return
     settings = folder / "moviedreamer_i2v.json"
-    source = (json.loads(settings.read_text(encoding="utf-8")).get("descriptor_encoder") if settings.is_file() else None) or {}
-    where = Path(source["path"]).expanduser() if source.get("path") else None
-    where = where if where is None or where.is_absolute() else folder / where
-    own = profile.path("descriptor_encoder").resolve() if profile.has("descriptor_encoder") else None
-    if where is not None and where.resolve() != own and where.exists():
-        fmt = source.get("format") or ("open_clip-folder" if (where / "open_clip_model.safetensors").is_file() else "longclip-pt" if where.is_file() else None)
+    recorded = json.loads(settings.read_text(encoding="utf-8")).get("descriptor_encoder") if settings.is_file() and profile.has("i2v") else None
+    where, fmt = i2v_recorded_encoder(profile, recorded)
+    if where is not None and where.exists():
+        fmt = fmt or ("open_clip-folder" if (where / "open_clip_model.safetensors").is_file() else "longclip-pt" if where.is_file() else None)
         put("i2v_descriptor", descriptor_counts(where, fmt), note)
     elif "descriptor_encoder" in units:
         units["i2v_descriptor"] = units["descriptor_encoder"]

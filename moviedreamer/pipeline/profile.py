@@ -233,18 +233,14 @@ class Profile:
     def i2v_descriptor(self):
         """The text encoder of the clip model's descriptor token: the one it was trained with (its settings'
         `descriptor_encoder`, relative to the i2v folder), else the profile's (models saved without that record)."""
-        source = self.i2v.settings.descriptor_encoder or {}
-        if not source.get("path"):
-            return self.descriptor
-        i2v, own = self.path("i2v"), self.path(DESCRIPTOR).resolve() if self.has(DESCRIPTOR) else None
-        where = Path(source["path"]).expanduser()
-        where = where if where.is_absolute() else i2v / where
-        if own is not None and where.resolve() == own:
+        where, fmt = i2v_recorded_encoder(self, self.i2v.settings.descriptor_encoder)
+        if where is None:
             return self.descriptor
         if not where.exists():
+            i2v = self.path("i2v")
             raise CheckpointError(f"{i2v / 'moviedreamer_i2v.json'}: the clip model was trained with the descriptor encoder at {where}, "
                                   f"which is not there: copy that folder into {i2v} and name it in descriptor_encoder.path")
-        return load_descriptor_encoder(where, source.get("format"), self.load_device, self._dtype)
+        return load_descriptor_encoder(where, fmt, self.load_device, self._dtype)
 
     @cached_property
     def presence_probe(self):
@@ -337,6 +333,18 @@ def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, 
     look = LookCheck(look_vision, c.look_weight, c.look_temperature) if look_vision is not None and c.look_weight > 0 else None
     scorer = IdentityScorer(faces, look=look, token_weight=c.token_weight, presence=presence)
     return TokenizerRenderer(keyframe_tokenizer, scorer=scorer, candidates=n)
+
+
+def i2v_recorded_encoder(profile: Profile, source: dict | None) -> tuple[Path | None, str | None]:
+    """(path, format) of the descriptor encoder a clip model's settings record (relative paths: to the i2v folder);
+    (None, None) when there is no record or it names the profile's own descriptor encoder."""
+    if not (source or {}).get("path"):
+        return None, None
+    where = Path(source["path"]).expanduser()
+    where = where if where.is_absolute() else profile.path("i2v") / where
+    if profile.has(DESCRIPTOR) and where.resolve() == profile.path(DESCRIPTOR).resolve():
+        return None, None
+    return where, source.get("format")
 
 
 def clip_renderer(profile: Profile, **overrides) -> I2VClipRenderer:

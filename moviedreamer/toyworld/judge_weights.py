@@ -41,7 +41,7 @@ def dequantise(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The float32 state dict of a stored judge, int8 or float16."""
     state = {}
     for name, t in stored.items():
-        if name.endswith(".int8_scale"):
+        if name.endswith(QUANTISED_SCALE.format(name="")):
             continue
         scale = stored.get(QUANTISED_SCALE.format(name=name))
         if scale is not None:
@@ -51,11 +51,10 @@ def dequantise(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_half(model: nn.Module, config: dict, out_dir: str | Path, extra: dict | None = None, int8: bool = False) -> Path:
+def save_half(model: nn.Module, config: dict, out_dir: str | Path, extra: dict | None = None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = model.state_dict()
-    save_safetensors(quantise_int8(state) if int8 else {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out / "model.safetensors")
+    save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps({**config, **(extra or {})}, indent=1))
     return out
 
