@@ -59,6 +59,14 @@ class FakeDescriptor:
         rows = [torch.randn(self.embed_dim, generator=torch.Generator().manual_seed(sum(map(ord, t)))) for t in texts]
         return EncodedText(torch.stack(rows), [len(t) for t in texts], [False] * len(texts))
 
+    def encode_words(self, texts, n):
+        """[B, n, D]: one fixed random state per word (zeros past the text's words)."""
+        out = torch.zeros(len(texts), n, self.embed_dim)
+        for i, t in enumerate(texts):
+            for j, word in enumerate(t.split()[:n]):
+                out[i, j] = torch.randn(self.embed_dim, generator=torch.Generator().manual_seed(sum(map(ord, word))))
+        return out
+
 
 def tiny_model(descriptor_dim: int = 16, seed: int = 0, vision_dim: int = 24, **settings):
     from moviedreamer.video.model import AnchoredI2V, I2VSettings

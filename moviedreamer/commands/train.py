@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v, i2v-distill, presence, edit) with DeepSpeed, from a laptop CPU to a GPU cluster; or the text-tokenizer and the i2v motion prior"
+HELP = "train a model stage (vae, clip, faces, tokenizer, ar, i2v, i2v-distill, presence, edit) with DeepSpeed, from a laptop CPU to a GPU cluster; or the text-tokenizer, the i2v motion prior and its motion field"
 DESCRIPTION = """Train one stage with the DeepSpeed harness.
 
 examples:
@@ -17,6 +17,7 @@ examples:
   moviedreamer train ar --config configs/paper/ar.yaml --check           # validate + print the memory plan
   moviedreamer train text-tokenizer [--vocab 2048] [-o DIR]               # the toy BPE (no DeepSpeed: a tokenizers fit)
   moviedreamer train motion-prior --data SHARDS --model I2V_FOLDER        # shot text -> motion (no DeepSpeed: a ridge fit)
+  moviedreamer train motion-field --out DIR --encoder CLIP [--export I2V_FOLDER]   # where each pixel moves (toy renders)
 
 KEY=VALUE overrides change the stage config (dotted keys: steps=10, model.latent_channels=8) or, with a
 ds. prefix, the DeepSpeed JSON (ds.zero_optimization.stage=3, ds.bf16.enabled=true)."""
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # overrides can come in any order (a plain argparse subcommand rejects positionals after an option).
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.usage = "moviedreamer train STAGE --config FILE [KEY=VALUE ...] [--resume [CHECKPOINT]] [--check]"
-    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar, i2v, i2v-distill, presence, edit, text-tokenizer or motion-prior")
+    parser.add_argument("stage", metavar="STAGE", help="vae, clip, faces, tokenizer, ar, i2v, i2v-distill, presence, edit, text-tokenizer, motion-prior or motion-field")
     parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="--config FILE, overrides and options (see `moviedreamer train vae --help`)")
 
 
@@ -57,6 +58,10 @@ def run(args) -> int:
         from moviedreamer.train.fit_motion_prior import run as fit_motion_prior
 
         return fit_motion_prior(args.rest)
+    if args.stage == "motion-field":  # fitted on segments the toy world renders on the fly (train/fit_motion_field.py)
+        from moviedreamer.train.fit_motion_field import main as fit_motion_field
+
+        return fit_motion_field(args.rest)
     parser = inner_parser()
     try:
         inner = parser.parse_intermixed_args(args.rest)

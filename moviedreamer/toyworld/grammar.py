@@ -126,6 +126,32 @@ def read_camera(text: str, field: str = "camera") -> tuple[str, str]:
     return framing[0], move[0] if move else "static"
 
 
+MOTION_LABELS = [f"action:{a}" for a in VERB_WORDS] + ["direction:left", "direction:right"] + \
+    [f"framing:{f}" for f in FRAMING_WORDS] + [f"move:{m}" for m in MOVE_WORDS]
+
+
+def motion_labels(text: str) -> np.ndarray:
+    """A shot's "{action}. {camera}" text read into what decides its motion: one-hot action, direction, framing
+    and camera move (float32 [len(MOTION_LABELS)], in that order). Lenient: a part it cannot read stays zeros (the
+    validator reports it); the direction is read from the action part only (a camera can pan left too)."""
+    out = np.zeros(len(MOTION_LABELS), np.float32)
+    action_text, _, camera_text = text.rpartition(". ") if ". " in text else (text, "", "")
+    words = _words(action_text)
+    for i, (a, forms) in enumerate(VERB_WORDS.items()):
+        out[i] = float(any(w in forms for w in words))
+    k = len(VERB_WORDS)
+    out[k], out[k + 1] = float("left" in words), float("right" in words)
+    low = camera_text.lower()
+    for j, table in enumerate((FRAMING_WORDS, MOVE_WORDS)):
+        base = k + 2 + (len(FRAMING_WORDS) if j else 0)
+        for i, forms in enumerate(table.values()):
+            out[base + i] = float(any(re.search(rf"\b{re.escape(x)}\b", low) for x in forms))
+    moves = slice(k + 2 + len(FRAMING_WORDS), None)
+    if camera_text.strip() and not out[moves].any():  # a camera without a move holds still
+        out[k + 2 + len(FRAMING_WORDS) + list(MOVE_WORDS).index("static")] = 1.0
+    return out
+
+
 def read_character(description: str, char_id: str, field: str, names=()) -> str:
     """The character a description draws (its id, see looks.py): the description decides, never the name (`names`,
     the character's own id and name, may appear in it)."""

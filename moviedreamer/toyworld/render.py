@@ -41,6 +41,8 @@ class Frame:
     boxes: dict[str, tuple[int, int, int, int]]  # character id → (x0, y0, x1, y1) pixels, clipped to the frame
     face_boxes: dict[str, tuple[int, int, int, int]]
     flow: np.ndarray | None = None  # float32 [H, W, 2]: forward flow to the next frame, pixels (x, y)
+    source: np.ndarray | None = None  # float32 [H, W, 2]: where each pixel's point was in another frame, pixels (x, y)
+    source_visible: np.ndarray | None = None  # bool [H, W]: ... and it was in view there (inside, not hidden behind another primitive)
     visible: tuple[str, ...] = ()  # characters whose face is at least half inside the frame
 
 
@@ -263,11 +265,29 @@ def _project(cam, x, y, width: int, height: int):
 
 
 def render_frame(params: ShotParams, frame: int, fps: int = 8, size: tuple[int, int] = (128, 128), flow: bool = False,
-                 looks: dict | None = None) -> Frame:
-    """Frame `frame` of the shot at `size` = (width, height); with `flow`, the exact flow to frame + 1. `looks`
+                 looks: dict | None = None, source: int | None = None) -> Frame:
+    """Frame `frame` of the shot at `size` = (width, height); with `flow`, the exact flow to frame + 1; with `source`
+    (a frame number), where each pixel's point was in that frame (a backward warp's sampling map). `looks`
     (character id -> Character) draws those characters otherwise than the catalogue (e.g. other clothes)."""
     width, height = size
-    t = frame / fps
+    image, owner, prims, (X, Y), boxes, faces = _draw(params, frame / fps, width, height, looks)
+    out = Frame(image, _clip_boxes(boxes, width, height), _clip_boxes(faces, width, height), visible=_visible(faces, width, height))
+    if flow:
+        out.flow = _moved_to(params, prims, owner, X, Y, (frame + 1) / fps, looks, width, height)
+    if source is not None:
+        u0, v0 = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        out.source = _moved_to(params, prims, owner, X, Y, source / fps, looks, width, height) + np.stack([u0, v0], axis=-1)
+        # seen there too: the primitive in front at that point of the source frame is the pixel's own
+        before = _draw(params, source / fps, width, height, looks)[1]
+        sx = np.clip(np.round(out.source[..., 0]).astype(np.int64), 0, width - 1)
+        sy = np.clip(np.round(out.source[..., 1]).astype(np.int64), 0, height - 1)
+        inside = (out.source[..., 0] > -0.5) & (out.source[..., 0] < width - 0.5) & (out.source[..., 1] > -0.5) & (out.source[..., 1] < height - 0.5)
+        out.source_visible = inside & (before[sy, sx] == owner)
+    return out
+
+
+def _draw(params: ShotParams, t: float, width: int, height: int, looks):
+    """(image, owner [H, W] (index of the front-most primitive, -1 none), primitives, world grid, boxes, face boxes)."""
     cam = camera(params, t)
     X, Y = _grid(cam, width, height)
     prims = scene_prims(params, t, looks)
@@ -288,16 +308,19 @@ def render_frame(params: ShotParams, frame: int, fps: int = 8, size: tuple[int, 
             _grow(boxes, p.owner, p, cam, width, height)
             if p.part == "head":
                 _grow(faces, p.owner, p, cam, width, height)
-    out = Frame(image, _clip_boxes(boxes, width, height), _clip_boxes(faces, width, height), visible=_visible(faces, width, height))
-    if flow:
-        cam_next = camera(params, (frame + 1) / fps)
-        nxt = scene_prims(params, (frame + 1) / fps, looks)
-        disp = np.array([[b.anchor[0] - a.anchor[0], b.anchor[1] - a.anchor[1]] for a, b in zip(prims, nxt)], np.float64)
-        d = disp[owner]
-        u1, v1 = _project(cam_next, X + d[..., 0], Y + d[..., 1], width, height)
-        u0, v0 = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-        out.flow = np.stack([u1 - u0, v1 - v0], axis=-1).astype(np.float32)
-    return out
+    return image, owner, prims, (X, Y), boxes, faces
+
+
+def _moved_to(params, prims, owner, X, Y, t: float, looks, width: int, height: int) -> np.ndarray:
+    """Each pixel's displacement [H, W, 2] to where its world point (moved with its front-most primitive) is seen at
+    time t."""
+    cam = camera(params, t)
+    other = scene_prims(params, t, looks)
+    disp = np.array([[b.anchor[0] - a.anchor[0], b.anchor[1] - a.anchor[1]] for a, b in zip(prims, other)] + [[0.0, 0.0]], np.float64)
+    d = disp[owner]  # owner -1 (no primitive) takes the last row: still
+    u1, v1 = _project(cam, X + d[..., 0], Y + d[..., 1], width, height)
+    u0, v0 = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    return np.stack([u1 - u0, v1 - v0], axis=-1).astype(np.float32)
 
 
 def _extent(p: Prim) -> tuple[float, float]:

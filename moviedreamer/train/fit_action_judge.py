@@ -13,9 +13,6 @@ that the new model first computes what the old one did (its frame weights spread
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from moviedreamer.train.fitting import cosine_lr, log_record, resume_state, save_state
 from moviedreamer.toyworld.action_judge import (
     ActionJudge,
     evaluate_action_judge,
@@ -74,19 +72,6 @@ def augment(x: torch.Tensor, gen: torch.Generator, noise: float = 0.06) -> torch
     return (x + torch.randn(x.shape, generator=gen) * sigma).clamp(0, 1)
 
 
-def _lr(step: int, steps: int, lr: float, warmup: int = 200) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup)))))
-
-
-def _log(path: Path, record: dict) -> None:
-    line = json.dumps(record)
-    print(line, flush=True)
-    with path.open("a") as f:
-        f.write(line + "\n")
-
-
 def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, seed: int = 0, lr: float = 2e-3, log_every: int = 50,
                        threads: int = 1, resume: bool = True, width: int = 32, fresh_per_step: int = 12, buffer_size: int | None = None,
                        ckpt_every: int = 250, eval_every: int = 1000, eval_samples: int = 2000, stem: str = "half",
@@ -101,13 +86,9 @@ def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, 
     if init:
         _init_from(model, load_action_judge(init))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    step, seconds = 0, 0.0
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, seconds = int(state["step"]), float(state["seconds"])
-        _log(log, {"resumed_at": step, "train_seconds": round(seconds)})
+    step, seconds = resume_state(ckpt, model, opt) if resume else (0, 0.0)
+    if step:
+        log_record(log, {"resumed_at": step, "train_seconds": round(seconds)})
     size = model.read_size
     buffer_size = buffer_size or (2400 if size <= 64 else 1200)  # about 0.5 / 0.9 GB of uint8 clips
     noise = 0.06 if size <= 64 else 0.12  # the same noise at 128 px is about half as strong once downsampled
@@ -148,7 +129,7 @@ def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, 
             losses.append(F.cross_entropy(pred["direction"], y[:, 1], ignore_index=-1))
         loss = sum(losses)
         for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr)
+            g["lr"] = cosine_lr(step, steps, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -164,14 +145,14 @@ def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, 
         if step % log_every == 0 or step == steps:
             n = running.pop("n")
             elapsed = seconds + time.time() - t0
-            _log(log, {"step": step, **{k: round(v / n, 4) for k, v in running.items()}, "lr": round(_lr(step - 1, steps, lr), 6),
+            log_record(log, {"step": step, **{k: round(v / n, 4) for k, v in running.items()}, "lr": round(cosine_lr(step - 1, steps, lr), 6),
                        "train_minutes": round(elapsed / 60, 1)})
             running = {k: 0.0 for k in running} | {"n": 0}
         if step % ckpt_every == 0 or step == steps:
-            _save_checkpoint(ckpt, model, opt, step, seconds + time.time() - t0)
+            save_state(ckpt, model, opt, step, seconds + time.time() - t0)
         if eval_every and step % eval_every == 0 and step < steps:
             scores = evaluate_action_judge(model, 300, VAL_SEED)
-            _log(log, {"step": step, "val_300": {k: round(scores[k], 4) for k in ("action", "direction", "move")}, "per_action": scores["per_action"]})
+            log_record(log, {"step": step, "val_300": {k: round(scores[k], 4) for k in ("action", "direction", "move")}, "per_action": scores["per_action"]})
             model.train()
     seconds += time.time() - t0
     source.clear()
@@ -181,7 +162,7 @@ def train_action_judge(out_dir: str | Path, steps: int = 3000, batch: int = 32, 
             "train_minutes": round(seconds / 60, 1), f"eval_{eval_samples}_fresh": {k: round(scores[k], 4) for k in ("action", "direction", "move")},
             "command": f"python -m moviedreamer.train.fit_action_judge --out DIR --steps {steps} --batch {batch} --seed {seed} --lr {lr}"}
     save_action_judge(model, out, {"training": info})
-    _log(log, {"final": info, "confusion_action": scores["confusion_action"], "confusion_move": scores["confusion_move"]})
+    log_record(log, {"final": info, "confusion_action": scores["confusion_action"], "confusion_move": scores["confusion_move"]})
     return info
 
 
@@ -200,12 +181,6 @@ def _init_from(model: ActionJudge, src: ActionJudge) -> None:
     for k, v in model.state_dict().items():  # heads the source lacks start fresh
         state.setdefault(k, v)
     model.load_state_dict(state)
-
-
-def _save_checkpoint(path: Path, model, opt, step: int, seconds: float) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "seconds": seconds}, tmp)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,8 @@ from moviedreamer.errors import CheckpointError, UserError
 from moviedreamer.vae import load_diffusers as _load
 from moviedreamer.vae import read_json as _read_json
 from moviedreamer.video.motion import grow_anchor_channels, grow_flow_channels
+from moviedreamer.video.motion_field import FOLDER as MOTION_FIELD_DIR
+from moviedreamer.video.motion_field import MotionField
 from moviedreamer.video.motion_prior import MotionPrior
 from moviedreamer.video.settings import I2VSettings
 from moviedreamer.video.temporal_conv import temporal_convs_as_2d
@@ -132,6 +134,7 @@ class AnchoredI2V(nn.Module):
         self.settings = settings or I2VSettings(latent_channels=unet.config.out_channels)
         self.scheduler_config = dict(scheduler_config or TOY_SCHEDULER)
         self.motion_prior = None  # a video.motion_prior.MotionPrior (motion_prior.safetensors in the folder), if fitted
+        self.motion_field = None  # a video.motion_field.MotionField (motion_field/ in the folder), if trained
         m = self.settings.flow_channels
         c = unet.config.out_channels - m
         if unet.config.in_channels != c + m + c * (2 if self.settings.anchor_latent else 1):
@@ -200,6 +203,8 @@ class AnchoredI2V(nn.Module):
         (out_dir / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings), indent=2) + "\n")
         if self.motion_prior is not None:
             self.motion_prior.save(out_dir)
+        if self.motion_field is not None:
+            self.motion_field.save(out_dir / MOTION_FIELD_DIR)
         return out_dir
 
     @classmethod
@@ -227,6 +232,11 @@ class AnchoredI2V(nn.Module):
         sched = {k: v for k, v in _read_json(path / SCHEDULER_DIR / "scheduler_config.json").items() if not k.startswith("_")}
         model = cls(unet.eval(), cond.eval(), settings, sched)
         model.motion_prior = MotionPrior.load(path)
+        if (path / MOTION_FIELD_DIR).is_dir():
+            model.motion_field = MotionField.load(path / MOTION_FIELD_DIR)
+            if model.motion_field.config.frames < settings.num_frames:
+                raise CheckpointError(f"{path / MOTION_FIELD_DIR}: a motion field of {model.motion_field.config.frames}-frame segments; the model "
+                                      f"samples {settings.num_frames}: train it with the model's segment length")
         return model
 
     # ------------------------------------------------------------------------------------------------ use

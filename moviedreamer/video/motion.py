@@ -44,6 +44,20 @@ def flow_image(flow: np.ndarray | torch.Tensor, flow_max: float) -> torch.Tensor
     return torch.from_numpy(out).permute(0, 3, 1, 2) * 2 - 1
 
 
+def image_flow(picture: torch.Tensor, flow_max: float, floor: float = 0.05) -> torch.Tensor:
+    """The inverse of `flow_image`: colour-wheel pictures [N, 3, H, W] in [-1, 1] -> forward flow [N, H, W, 2]
+    (pixels). Saturation below `floor` reads as still: a decoded picture is never exactly white."""
+    rgb = ((picture.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty((*rgb.shape[:3], 2), np.float32)
+    full = float(flow_max) * rgb.shape[2]
+    for i in range(len(rgb)):
+        hsv = cv2.cvtColor(np.ascontiguousarray(rgb[i]), cv2.COLOR_RGB2HSV)
+        sat = np.where(hsv[..., 1] < floor, 0.0, hsv[..., 1])
+        x, y = cv2.polarToCart(sat * full, hsv[..., 0].astype(np.float32), angleInDegrees=True)
+        out[i, ..., 0], out[i, ..., 1] = x, y
+    return torch.from_numpy(out)
+
+
 def per_frame_flow(flow: torch.Tensor, length: int, flip: torch.Tensor | None = None) -> torch.Tensor:
     """The shards' forward flow [B, >= length - 1, H, W, 2] -> one field per frame [B, length, H, W, 2]: frame t
     gets t -> t + 1, the last frame the one before it; rows with `flip` [B] mirrored (x negated) like their frames."""

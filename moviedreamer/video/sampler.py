@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from moviedreamer.errors import UserError
 from moviedreamer.video.candidates import SegmentPicker, plain
@@ -50,6 +51,7 @@ from moviedreamer.video.conditioning import (
 )
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
 from moviedreamer.video.motion_clone import MotionCloner
+from moviedreamer.video.motion_field import compose, fill_unseen, warp
 from moviedreamer.video.work import SegmentWork, WorkMeter, shot_work, step_units
 
 
@@ -89,6 +91,8 @@ class SegmentRecord:
     raw: torch.Tensor  # [L, C, h, w] scaled latents as sampled, before the overlap cross-fade
     final: torch.Tensor  # [L, C, h, w] after it (its lookahead frames are faded into the next segment)
     known: int  # leading frames tied to the previous segment (or the keyframe)
+    pixels: torch.Tensor | None = None  # [L, 3, H, W] in [-1, 1]: the keyframe warped along the motion field (video/motion_field.py)
+    seen: torch.Tensor | None = None  # [L, H, W]: how surely each of those pixels was in view in the keyframe
 
 
 class AnchoredSampler:
@@ -99,6 +103,7 @@ class AnchoredSampler:
         self.model, self.vae, self.vision, self.descriptor = model.eval(), vae, vision, descriptor
         self.clone_cache, self._cloner = clone_cache, None  # motion references' maps (video/motion_clone.py), by file content
         self.weights_fingerprint = ""  # of the weight files, when the pipeline knows it (I2VClipRenderer): part of those maps' key
+        self.last_flow = None  # the flow latents [L, m, h, w] the last sampled segment predicted (joint models)
         self.scorer = scorer  # a rerank.SegmentScorer: best-of-N segments when settings.candidates > 1 (candidates.py)
         self.device = torch.device(device)
         self.settings = (settings or model.settings).check()
@@ -142,13 +147,26 @@ class AnchoredSampler:
             return descriptor_inputs(self.descriptor, [cond.text], k)
         return None
 
+    def motion_field(self, s: I2VSettings):
+        """The model's motion field when the settings use it (`motion_field_sigma`), else None."""
+        if s.motion_field_sigma is None:
+            return None
+        if self.model.motion_field is None:
+            raise UserError("i2v settings: motion_field_sigma needs a clip model with a motion field (moviedreamer train motion-field --export MODEL)")
+        return self.model.motion_field
+
     def skipped_steps(self, s: I2VSettings) -> int:
-        """Steps of the schedule a segment skips: those above `start_sigma` (0 without one)."""
-        if s.start_sigma is None:
+        """Steps of the schedule a segment skips: with the motion field, all of them at `motion_field_sigma` 0 (the warp
+        as it is) and none above (what the warp cannot show is drawn from pure noise); else those above `start_sigma`
+        (0 without one)."""
+        if self.motion_field(s) is not None:
+            return s.steps if s.motion_field_sigma == 0 else 0
+        sigma = s.start_sigma
+        if sigma is None:
             return 0
         sched = self.model.make_scheduler()
         sched.set_timesteps(s.steps)
-        return min(int((sched.sigmas[:-1] > s.start_sigma).sum()), s.steps - 1)
+        return min(int((sched.sigmas[:-1] > sigma).sum()), s.steps - 1)
 
     def cloner(self) -> MotionCloner:
         """The MotionClone reader/guide on this sampler's model (made once)."""
@@ -165,27 +183,54 @@ class AnchoredSampler:
         return float(prior.predict(prior.text_features(self.descriptor, [cond.text]))[0])
 
     @torch.no_grad()
+    def field_frames(self, field, states: torch.Tensor, key_px: torch.Tensor, cond: tuple | None, length: int):
+        """((maps [L, H, W, 2], visibility [L, H, W]), warped frames [L, 3, H, W], their latents [L, C, h, w] scaled) of a
+        segment: the motion field
+        reads the segment's conditioning frame (the keyframe moved along `cond` = (its map back to the keyframe,
+        its visibility); None: the keyframe itself) and each frame is drawn from the keyframe's pixels along its map
+        composed with the conditioning frame's, what was not in view inpainted: a long shot never re-encodes its own
+        output (no blur carried from segment to segment)."""
+        h, w = key_px.shape[-2:]
+        cond_map, cond_seen = cond if cond is not None else (torch.zeros(h, w, 2), torch.ones(h, w))
+        cond_px = warp(key_px, cond_map[None]) if bool(cond_map.abs().any()) else key_px[None].float()
+        if cond is not None:
+            cond_px = fill_unseen(cond_px, cond_seen[None])
+        d, seen = field.predict(cond_px.to(self.device), states)
+        d, seen = d[0, : length - 1].cpu(), seen[0, : length - 1].cpu()
+        d, seen = compose(d, cond_map, seen, cond_seen)
+        maps, seen = torch.cat([cond_map[None], d]), torch.cat([cond_seen[None], seen])
+        frames = fill_unseen(warp(key_px, maps).clamp(-1, 1), seen)
+        return (maps, seen), frames, encode_latents(self.vae, frames).cpu()
+
+    @torch.no_grad()
     def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
                        end: torch.Tensor | None = None, tau: int = 0, known: torch.Tensor | None = None,
                        on_step: Callable[[], None] | None = None, anchor: torch.Tensor | None = None, clone: dict | None = None,
-                       base: torch.Tensor | None = None) -> torch.Tensor:
+                       base: torch.Tensor | None = None, warped: torch.Tensor | None = None, seen: torch.Tensor | None = None) -> torch.Tensor:
         """One segment. cond / end / anchor: unscaled, augmented latents [1, C, h, w] (anchor: the keyframe's, for a
         model with `anchor_latent`); tokens [1, N, D]; ids [1, 3]; known: scaled latents [K, C, h, w] its first K
         frames are tied to; `on_step` is called after each denoising step; `clone`: a motion reference's guidance
         targets (MotionCloner.targets), applied in the first `clone_share` of the steps; base: the conditioning frame's
         clean scaled latents [1, C, h, w], what a residual model's differences are added to (default: cond, scaled, its
-        augmentation noise included). Returns scaled latents [L, C, h, w] as sampled (the caller cross-fades the known frames)."""
+        augmentation noise included); warped: the segment's frames warped along the motion field [L, C, h, w] (scaled)
+        and seen [L, H, W] where they show what was in view: in the steps above `motion_field_sigma` those pixels are
+        pinned to the warp (noised to the step's level, RePaint-like), so the clip model draws the rest around them
+        (0: no denoising, the warp as it is). Returns scaled latents [L, C, h, w] as sampled (the caller
+        cross-fades the known frames)."""
         dev, dtype = self.device, self.model.dtype
         sched = self.scheduler
         sched.set_timesteps(s.steps, device=dev)
         c, h, w = cond.shape[1:]
+        first = self.skipped_steps(s) if warped is not None or s.motion_field_sigma is None else 0
+        if warped is not None and first >= s.steps:  # sigma 0: the warped frames as they are (video/motion_field.fill_unseen)
+            self.last_flow = None
+            return warped.float()
         lat = torch.randn((1, length, c, h, w), generator=_gen(seed, 0))
         if s.noise_share > 0:  # frames start from correlated noise: less frame-to-frame flicker in few steps
             lat = s.noise_share ** 0.5 * torch.randn((1, 1, c, h, w), generator=_gen(seed, 2)) + (1 - s.noise_share) ** 0.5 * lat
         m = self.model.settings.flow_channels
         if m:  # the clip's flow, denoised jointly with the appearance and dropped at the end (video/motion.py)
             lat = torch.cat([lat, torch.randn((1, length, m, h, w), generator=_gen(seed, 4))], dim=2)
-        first = self.skipped_steps(s)
         # a residual model's frames are the conditioning frame plus what it denoises (I2VSettings.residual)
         offset = None
         if self.model.settings.residual:  # the clean frame: augmentation noise added to it would stay in every frame and build up
@@ -207,12 +252,19 @@ class AnchoredSampler:
             rep = concat_latents(anchor, length).to(dev, dtype)
             plain, with_end = torch.cat([plain, rep], dim=2), torch.cat([with_end, rep], dim=2)
         k_noise = torch.randn(known.shape, generator=_gen(seed, 1)).to(dev) if known is not None else None
+        pin = None
+        if warped is not None and seen is not None:  # [1, L, 1, h, w]: the latent cells the warp shows
+            pin = F.interpolate(seen[:, None].float(), size=(h, w), mode="area").clamp(0, 1)[None].to(dev)
+            pin_target = (warped.float()[None].to(dev) - (0 if offset is None else offset))
+            pin_noise = torch.randn(pin_target.shape, generator=_gen(seed, 6)).to(dev)
         k_w = blend_weights(len(known)).view(1, -1, 1, 1, 1).to(dev) if known is not None else None
         guide = Guidance(s, length, tokens, ids, dev, m)
         clone_steps = round(s.steps * s.clone_share) if clone is not None and s.clone_weight > 0 else 0
         for i, t in enumerate(sched.timesteps):
             if i < first:
                 continue
+            if pin is not None and float(sched.sigmas[i]) > s.motion_field_sigma:  # the warp where it sees, noised to this level
+                lat[:, :, :c] = pin * (pin_target + sched.sigmas[i].to(dev) * pin_noise) + (1 - pin) * lat[:, :, :c]
             if known is not None:  # pull the shared frames towards the previous segment, noised to this step's level
                 sigma = sched.sigmas[i].to(dev)
                 target = (known.to(dev) - (0 if offset is None else offset[0].to(dev)) + sigma * k_noise)[None]
@@ -225,6 +277,7 @@ class AnchoredSampler:
             lat = sched.step(out, t, lat).prev_sample
             if on_step is not None:
                 on_step()
+        self.last_flow = lat[0, :, c:].float().cpu() if m else None  # the segment's own motion (scaled flow latents), for motion_warp
         return lat[0, :, :c] if offset is None else lat[0, :, :c] + offset[0].to(lat)
 
     # ------------------------------------------------------------------------------------------------ shots
@@ -272,12 +325,14 @@ class AnchoredSampler:
         anchor_lat = augment(key_lat / sf, noise_aug, _gen(seed, 5)) if self.model.settings.anchor_latent else None
         ids = time_ids(fps, motion, noise_aug).to(dev, dtype)
 
+        field = self.motion_field(s)
+        field_states = field.states(self.descriptor, [cond.text or ""]).to(dev) if field is not None else None
         picker = SegmentPicker(self.scorer, self.vae, self.model.motion_prior) if self.scorer is not None and s.candidates > 1 else None
         choose = picker.for_shot(key_px, cond, s, expected) if picker is not None else plain
         plans = plan_segments(n_frames, s.num_frames, s.overlap)
         cloning = bool(cond.motion_reference) and s.clone_weight > 0 and s.clone_share > 0
         refs = self.cloner().reference(cond.motion_reference, n_frames, fps, (key_px.shape[-1], key_px.shape[-2]), plans, s, seed) if cloning else None
-        prev, prev_start = None, 0
+        prev, prev_start, prev_maps = None, 0, None
         for n, (start, length) in enumerate(plans):
             if n == 0:
                 source, known = key_lat[0], (key_lat if s.pin_keyframe else None)
@@ -298,6 +353,10 @@ class AnchoredSampler:
                     still = torch.cat([still, torch.zeros((1, length, self.model.settings.flow_channels, *still.shape[-2:]), device=dev)], dim=2)
                 shot_fg = self.cloner().foreground(still, decode_latents(self.vae, source[None]), s.clone_sigma, s, sub_seed(seed, 11, n))
                 clone = self.cloner().targets(refs[n], shot_fg, s.clone_background, s.clone_top_k)
+            maps, warped, warped_px = None, None, None
+            if field is not None:  # where each frame's pixels were in the keyframe, and the keyframe moved there
+                maps, warped_px, warped = self.field_frames(field, field_states, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps), length)
+                warped[0] = source
             units, tried = step_units(s, n, length, clone is not None), []
             on_step = (lambda units=units: progress.advance(units)) if progress is not None else None
 
@@ -305,7 +364,8 @@ class AnchoredSampler:
                 tried.append(k)
                 return self.sample_segment(cond_lat, tokens, ids, length, seg_s, sub_seed(seed, 10, n) if k == 0 else sub_seed(seed, 10, n, k),
                                            end=end_now, tau=tau_now, known=known_now, on_step=on_step, anchor=anchor_lat,
-                                           clone=clone, base=source[None]).float().cpu()
+                                           clone=clone, base=source[None], warped=warped,
+                                           seen=None if maps is None else maps[1]).float().cpu()
 
             raw = choose(n, sample)
             if progress is not None:
@@ -315,18 +375,27 @@ class AnchoredSampler:
                 w = blend_weights(len(known)).view(-1, 1, 1, 1)
                 lat[: len(known)] = w * known.cpu() + (1 - w) * raw[: len(known)]
             if record is not None:
-                record.append(SegmentRecord(start, length, raw, lat.clone(), 0 if known is None else len(known)))
+                record.append(SegmentRecord(start, length, raw, lat.clone(), 0 if known is None else len(known), warped_px,
+                                            None if maps is None else maps[1]))
             stop = length if last else plans[n + 1][0] - start + 1
             yield lat[(0 if n == 0 else 1) : stop]
-            prev, prev_start = lat, start
+            prev, prev_start, prev_maps = lat, start, maps
 
     def frames(self, keyframe, n_frames: int, condition=None, end_frame=None, seed: int = 0, fps: int | None = None,
                anchor: str = "keyframe", progress: WorkMeter | None = None, **overrides) -> Iterator[np.ndarray]:
         """The shot's frames (uint8 [H, W, 3]), streamed: each segment is decoded in chunks as soon as it is final."""
         chunk = int(overrides.get("decode_chunk") or self.settings.decode_chunk)
-        for lat in self.latents(keyframe, n_frames, condition, end_frame, seed, fps, anchor, progress=progress, **overrides):
+        records: list[SegmentRecord] = []
+        for n, lat in enumerate(self.latents(keyframe, n_frames, condition, end_frame, seed, fps, anchor, record=records, progress=progress, **overrides)):
+            rec, first = records[-1], (0 if n == 0 else 1)  # the segment's yielded frames start there
+            del records[:-1]  # flat memory over a long shot
             for i in range(0, len(lat), chunk):
-                yield from to_uint8(decode_latents(self.vae, lat[i : i + chunk], chunk))
+                px = decode_latents(self.vae, lat[i : i + chunk], chunk)
+                if rec.pixels is not None:  # the keyframe's own pixels where the motion field saw them, the clip model's elsewhere
+                    k = slice(first + i, first + i + len(px))
+                    w = rec.seen[k, None].to(px)
+                    px = w * rec.pixels[k].to(px) + (1 - w) * px
+                yield from to_uint8(px)
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline

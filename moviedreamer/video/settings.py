@@ -35,6 +35,7 @@ class I2VSettings:
     fast_motion: float | None = None  # with a motion prior: shots expected to move >= this (px/frame at the prior's width) ...
     fast_noise_share: float = 0.0  # ... sample with this noise_share instead (fast_motion null: never)
     start_sigma: float | None = None  # start each segment from its conditioning frame noised to this sigma (the schedule's steps below it), not from pure noise
+    motion_field_sigma: float | None = None  # with the model's motion field (video/motion_field.py): each segment starts from the keyframe warped along the field's maps, noised to this sigma (0: the warped frames as they are; null: the field is not used)
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
     flow_channels: int = 0  # VAE latents of the flow picture the UNet denoises with the appearance (VideoJAM, video/motion.py)
@@ -96,6 +97,8 @@ class I2VSettings:
             raise UserError(f"i2v settings: expected clone_weight >= 0, clone_share in [0, 1], clone_sigma > 0, clone_top_k >= 1, clone_mode "
                             f"'one-step' or 'inversion' and clone_background in [0, 1], found {self.clone_weight}, {self.clone_share}, "
                             f"{self.clone_sigma}, {self.clone_top_k}, {self.clone_mode!r}, {self.clone_background}")
+        if self.motion_field_sigma is not None and self.motion_field_sigma < 0:
+            raise UserError(f"i2v settings: motion_field_sigma must be >= 0 or null (no motion field), found {self.motion_field_sigma}")
         if self.start_sigma is not None and self.start_sigma <= 0:
             raise UserError(f"i2v settings: start_sigma must be > 0 or null (pure noise), found {self.start_sigma}")
         if self.decode_chunk < 1:
