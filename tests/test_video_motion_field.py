@@ -141,3 +141,23 @@ def test_the_toy_vocabulary_reads_what_decides_a_shots_motion():
     assert states.shape == (2, 1, len(MOTION_LABELS)) and not torch.equal(states[0], states[1])
     d, _ = field.predict(torch.zeros(2, 3, 16, 16), states)
     assert d.shape == (2, 3, 16, 16, 2)
+
+
+def test_train_motion_field_carries_its_checkpoint_resumes_from_it_and_exports_into_a_clip_folder(tmp_path):
+    import json
+
+    from moviedreamer.train.fit_motion_field import train_motion_field
+    from moviedreamer.video.motion_field import MotionField, MotionFieldConfig
+
+    small = lambda: MotionFieldConfig(frames=4, size=16, block_out_channels=[16, 32])  # noqa: E731
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "moviedreamer_i2v.json").write_text('{"num_frames": 4}')
+    train_motion_field(tmp_path / "a", None, steps=2, batch=2, config=small(), ckpt_every=1, carry=tmp_path / "carry", export=clip, sigma=1.0)
+    assert (tmp_path / "carry" / "state.pt").is_file()
+    assert MotionField.load(clip / "motion_field").config.trained_steps == 2
+    assert json.loads((clip / "moviedreamer_i2v.json").read_text())["motion_field_sigma"] == 1.0
+    # a new machine: a run folder without a checkpoint continues from the carried one
+    train_motion_field(tmp_path / "b", None, steps=3, batch=2, config=small(), ckpt_every=1, carry=tmp_path / "carry")
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert '"resumed_at": 2' in log and '"steps": 3' in log

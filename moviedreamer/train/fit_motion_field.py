@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import json
 import os
 import time
@@ -109,10 +110,12 @@ def load_encoder(path: str | Path):
 
 def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, steps: int = 6000, batch: int = 16, lr: float = 1e-3, seed: int = 0,
                        threads: int = 1, config: MotionFieldConfig | None = None, moving_weight: float = 4.0, log_every: int = 50,
-                       ckpt_every: int = 250, export: str | Path | None = None, resume: bool = True, sigma: float | None = None) -> dict:
+                       ckpt_every: int = 250, export: str | Path | None = None, resume: bool = True, sigma: float | None = None,
+                       carry: str | Path | None = None) -> dict:
     """Train (or resume) into out_dir; the model goes to out_dir/motion_field and, with `export` (a clip model
     folder), to export/motion_field too, with `sigma` as that model's motion_field_sigma. A `steps` the checkpoint has
-    reached only exports."""
+    reached only exports. `carry`: a folder (committed) that receives a copy of each checkpoint, and that a run
+    without one of its own resumes from (a new machine)."""
     torch.set_num_threads(threads)
     out = Path(out_dir)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -131,7 +134,10 @@ def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, ste
     torch.manual_seed(seed)
     model = MotionField(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    step, seconds = resume_state(ckpt, model, opt) if resume else (0, 0.0)
+    carried = Path(carry) / "state.pt" if carry else None
+    source = ckpt if ckpt.is_file() or carried is None else carried
+    step, seconds = resume_state(source, model, opt) if resume else (0, 0.0)
+    start_step = step
     if step:
         log_record(log, {"resumed_at": step})
     loader = torch.utils.data.DataLoader(_Segments(seed, step, cfg.frames), batch_size=None, num_workers=1, prefetch_factor=4) if step < steps else None
@@ -174,6 +180,10 @@ def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, ste
             running = {k: 0.0 for k in running} | {"n": 0}
         if step % ckpt_every == 0 or step == steps:
             save_state(ckpt, model, opt, step, seconds + time.time() - t0)
+            if carried is not None:
+                carried.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(ckpt, carried.with_name("state.pt.tmp"))
+                os.replace(carried.with_name("state.pt.tmp"), carried)
     seconds += time.time() - t0
     chunks = loader = None  # stops the render worker
     model.config.trained_steps = step
@@ -188,8 +198,8 @@ def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, ste
             settings = json.loads(settings_file.read_text())
             settings["motion_field_sigma"] = sigma
             settings_file.write_text(json.dumps(settings, indent=2) + "\n")
-    info = {"steps": step, "batch": batch, "lr": lr, "train_minutes": round(seconds / 60, 1)}
-    log_record(log, {"final": info})
+    info = {"steps": step, "train_minutes": round(seconds / 60, 1)}
+    log_record(log, {"final": {**info, "batch": batch, "lr": lr}} if step > start_step else {"exported_at": step})
     return info
 
 
@@ -208,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="the UNet's block_out_channels (multiples of 16)")
     p.add_argument("--export", help="also store it in this clip model folder (as motion_field/)")
     p.add_argument("--sigma", type=float, help="with --export: the clip model samples from the warped frames at this noise level (0: as warped)")
+    p.add_argument("--carry", help="a folder that keeps a copy of each checkpoint (committed), resumed from on a new machine")
     p.add_argument("--no-resume", action="store_true")
     a = p.parse_args(argv)
     if a.encoder is not None and not Path(a.encoder).is_dir():
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = MotionFieldConfig(reader=a.reader, size=a.size, words=a.words, block_out_channels=list(a.channels))
     if a.export is not None and not (Path(a.export) / "moviedreamer_i2v.json").is_file():
         raise UserError(f"--export {a.export}: not a clip model folder (no moviedreamer_i2v.json)")
-    train_motion_field(a.out, a.encoder, a.steps, a.batch, a.lr, a.seed, a.threads, cfg, export=a.export, resume=not a.no_resume, sigma=a.sigma)
+    train_motion_field(a.out, a.encoder, a.steps, a.batch, a.lr, a.seed, a.threads, cfg, export=a.export, resume=not a.no_resume, sigma=a.sigma, carry=a.carry)
     return 0
 
 
