@@ -38,7 +38,7 @@ FORMATS: dict[str, Format] = {
     "hf-clip-text": Format("a LongCLIP text model folder in HF format (config.json with max_position_embeddings 248 + model.safetensors)", _has("config.json", "model.safetensors")),
     "diffusers": Format(
         "a diffusers model folder (config.json + diffusion_pytorch_model.safetensors)",
-        _has("config.json", "diffusion_pytorch_model.safetensors|diffusion_pytorch_model.safetensors.index.json"),
+        _has("config.json", "diffusion_pytorch_model.safetensors|diffusion_pytorch_model.safetensors.index.json|diffusion_pytorch_model.int8.safetensors"),
     ),
     "diffusers-pipeline": Format("a diffusers pipeline folder (model_index.json + component folders)", _has("model_index.json")),
     "open_clip-folder": Format("an open_clip folder (open_clip_config.json + open_clip_model.safetensors)", _has("open_clip_config.json", "open_clip_model.safetensors")),

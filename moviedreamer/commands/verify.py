@@ -114,9 +114,12 @@ def _read_weights(folder: Path, kind: str):
     """(weights path, tensors, problem): the single file, or the index of a sharded one."""
     stem = _weights_stem(kind)
     single, index = folder / f"{stem}.safetensors", folder / f"{stem}.safetensors.index.json"
+    int8 = folder / f"{stem}.int8.safetensors"  # large tensors in int8 with per-channel scales (video/model.py store_unet_int8)
     try:
         if single.is_file():
             return single, safetensors_header(single), None
+        if int8.is_file():
+            return int8, safetensors_header(int8), None
         if index.is_file():
             return index, sharded_header(index), None
     except WeightFileError as e:

@@ -221,7 +221,7 @@ class AnchoredI2V(nn.Module):
         for need in ("config.json", f"{CONDITIONING_DIR}/config.json", f"{SCHEDULER_DIR}/scheduler_config.json", SETTINGS_FILE):
             if not (path / need).is_file():
                 raise CheckpointError(f"{path / need}: expected this file of an i2v folder (made by `moviedreamer train i2v`), found no such file")
-        unet = _load(UNetSpatioTemporalConditionModel, path, "the i2v UNet", dtype)
+        unet = _load_unet_int8(path, dtype) if (path / INT8_WEIGHTS).is_file() else _load(UNetSpatioTemporalConditionModel, path, "the i2v UNet", dtype)
         if any((path / CONDITIONING_DIR).glob("diffusion_pytorch_model*")):
             cond = _load(I2VConditioning, path / CONDITIONING_DIR, "the i2v conditioning projections", dtype)
         else:  # stock SVD's conditioning has no weights (the image embedding is attended as it is): its config says it all
@@ -339,3 +339,38 @@ def require_svd_folder(path: str | Path) -> Path:
 
 def vae_downsampling(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+INT8_WEIGHTS = "diffusion_pytorch_model.int8.safetensors"  # the UNet's large tensors in int8 (store_unet_int8)
+
+
+def _load_unet_int8(path: Path, dtype: torch.dtype | None):
+    """The i2v UNet from its config and its int8 weights, dequantised (toyworld/judge_weights.py's format)."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from moviedreamer.safeio import load_safetensors
+    from moviedreamer.toyworld.judge_weights import dequantise
+
+    unet = UNetSpatioTemporalConditionModel.from_config(UNetSpatioTemporalConditionModel.load_config(str(path)))
+    try:
+        unet.load_state_dict(dequantise(load_safetensors(path / INT8_WEIGHTS)), strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path / INT8_WEIGHTS}: the weights do not fit config.json ({str(e).splitlines()[0]})") from None
+    return unet.to(dtype or torch.float32)
+
+
+def store_unet_int8(folder: str | Path) -> Path:
+    """Rewrite an i2v folder's UNet weights with its large tensors in int8, one float16 scale per output channel (the
+    toy profile's 50 MB budget; bench/bench_i2v_int8.py measures the clips against float16 on the same shots)."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from moviedreamer.safeio import save_safetensors
+    from moviedreamer.toyworld.judge_weights import quantise_int8
+
+    folder = Path(folder)
+    unet = _load(UNetSpatioTemporalConditionModel, folder, "the i2v UNet", torch.float32)
+    save_safetensors(quantise_int8(unet.state_dict()), folder / INT8_WEIGHTS)
+    for old in folder.glob("diffusion_pytorch_model*.safetensors*"):
+        if old.name != INT8_WEIGHTS:
+            old.unlink()
+    return folder / INT8_WEIGHTS
