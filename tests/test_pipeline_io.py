@@ -149,12 +149,18 @@ def test_storyboard_draws_the_storys_letters(tmp_path, monkeypatch):
     assert write_storyboard([frame], [("Zoë", "close-up")], tmp_path / "c.png").is_file()
 
 
-def test_quiet_silences_the_libraries_progress_bars(repo):
+def test_quiet_silences_the_libraries_progress_bars(tmp_path):
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from video_standins import TINY_UNET
+
+    folder = tmp_path / "sharded-unet"  # a sharded diffusers folder: loading it draws diffusers' shard bar
+    UNetSpatioTemporalConditionModel(**TINY_UNET).save_pretrained(str(folder), max_shard_size="100KB")
     code = ("import sys\nfrom diffusers import UNetSpatioTemporalConditionModel as U\n"
-            f"path = {str(repo / 'moviedreamer' / 'weights' / 'toy' / 'i2v')!r}\n"
+            f"path = {str(folder)!r}\n"
             "U.from_pretrained(path, local_files_only=True)\nprint('=== quiet ===', file=sys.stderr, flush=True)\n"
             "from moviedreamer.pipeline.quiet import quiet_libraries\nquiet_libraries()\nU.from_pretrained(path, local_files_only=True)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     loud, quiet = proc.stderr.split("=== quiet ===")
-    assert proc.returncode == 0 and "Loading checkpoint shards" in loud  # the toy i2v is sharded: diffusers draws a bar
+    assert proc.returncode == 0 and "Loading checkpoint shards" in loud
     assert "Loading checkpoint shards" not in quiet and "%|" not in quiet, quiet
