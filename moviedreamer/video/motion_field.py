@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moviedreamer.errors import CheckpointError, UserError
-from moviedreamer.video.conditioning import descriptor_inputs
+from moviedreamer.video.conditioning import descriptor_inputs, encode_latents
 
 CONFIG_FILE = "motion_field.json"
 READERS = ("toy-vocabulary", "descriptor")
@@ -200,3 +200,23 @@ def fill_unseen(frames: torch.Tensor, seen: torch.Tensor, threshold: float = 0.5
             img = cv2.inpaint(np.ascontiguousarray(img), hole, 3, cv2.INPAINT_TELEA)
             out[t] = torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
     return out
+
+
+@torch.no_grad()
+def segment_frames(field: MotionField, states: torch.Tensor, key_px: torch.Tensor, cond: tuple | None, length: int, vae, device="cpu"):
+    """((maps [L, H, W, 2], visibility [L, H, W]), warped frames [L, 3, H, W], their latents [L, C, h, w] scaled) of a
+    segment (video/sampler.py): the field reads the segment's conditioning frame (the keyframe [3, H, W] moved along
+    `cond` = (its map back to the keyframe, its visibility); None: the keyframe itself) and each frame is drawn from
+    the keyframe's pixels along its map composed with the conditioning frame's, what was not in view inpainted: a long
+    shot never re-encodes its own output (no blur carried from segment to segment)."""
+    h, w = key_px.shape[-2:]
+    cond_map, cond_seen = cond if cond is not None else (torch.zeros(h, w, 2), torch.ones(h, w))
+    cond_px = warp(key_px, cond_map[None]) if bool(cond_map.abs().any()) else key_px[None].float()
+    if cond is not None:
+        cond_px = fill_unseen(cond_px, cond_seen[None])
+    d, seen = field.predict(cond_px.to(device), states)
+    d, seen = d[0, : length - 1].cpu(), seen[0, : length - 1].cpu()
+    d, seen = compose(d, cond_map, seen, cond_seen)
+    maps, seen = torch.cat([cond_map[None], d]), torch.cat([cond_seen[None], seen])
+    frames = fill_unseen(warp(key_px, maps).clamp(-1, 1), seen)
+    return (maps, seen), frames, encode_latents(vae, frames).cpu()

@@ -51,7 +51,7 @@ from moviedreamer.video.conditioning import (
 )
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
 from moviedreamer.video.motion_clone import MotionCloner
-from moviedreamer.video.motion_field import compose, fill_unseen, warp
+from moviedreamer.video.motion_field import segment_frames
 from moviedreamer.video.work import SegmentWork, WorkMeter, shot_work, step_units
 
 
@@ -181,26 +181,6 @@ class AnchoredSampler:
         if prior is None or not cond.text or self.descriptor is None or (not s.motion_weight and s.fast_motion is None):
             return None
         return float(prior.predict(prior.text_features(self.descriptor, [cond.text]))[0])
-
-    @torch.no_grad()
-    def field_frames(self, field, states: torch.Tensor, key_px: torch.Tensor, cond: tuple | None, length: int):
-        """((maps [L, H, W, 2], visibility [L, H, W]), warped frames [L, 3, H, W], their latents [L, C, h, w] scaled) of a
-        segment: the motion field
-        reads the segment's conditioning frame (the keyframe moved along `cond` = (its map back to the keyframe,
-        its visibility); None: the keyframe itself) and each frame is drawn from the keyframe's pixels along its map
-        composed with the conditioning frame's, what was not in view inpainted: a long shot never re-encodes its own
-        output (no blur carried from segment to segment)."""
-        h, w = key_px.shape[-2:]
-        cond_map, cond_seen = cond if cond is not None else (torch.zeros(h, w, 2), torch.ones(h, w))
-        cond_px = warp(key_px, cond_map[None]) if bool(cond_map.abs().any()) else key_px[None].float()
-        if cond is not None:
-            cond_px = fill_unseen(cond_px, cond_seen[None])
-        d, seen = field.predict(cond_px.to(self.device), states)
-        d, seen = d[0, : length - 1].cpu(), seen[0, : length - 1].cpu()
-        d, seen = compose(d, cond_map, seen, cond_seen)
-        maps, seen = torch.cat([cond_map[None], d]), torch.cat([cond_seen[None], seen])
-        frames = fill_unseen(warp(key_px, maps).clamp(-1, 1), seen)
-        return (maps, seen), frames, encode_latents(self.vae, frames).cpu()
 
     @torch.no_grad()
     def sample_segment(self, cond: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, length: int, s: I2VSettings, seed: int,
@@ -355,7 +335,8 @@ class AnchoredSampler:
                 clone = self.cloner().targets(refs[n], shot_fg, s.clone_background, s.clone_top_k)
             maps, warped, warped_px = None, None, None
             if field is not None:  # where each frame's pixels were in the keyframe, and the keyframe moved there
-                maps, warped_px, warped = self.field_frames(field, field_states, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps), length)
+                maps, warped_px, warped = segment_frames(field, field_states, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps),
+                                                         length, self.vae, self.device)
                 warped[0] = source
             units, tried = step_units(s, n, length, clone is not None), []
             on_step = (lambda units=units: progress.advance(units)) if progress is not None else None
