@@ -361,7 +361,7 @@ def _load_unet_int8(path: Path, dtype: torch.dtype | None):
 
 def store_unet_int8(folder: str | Path) -> Path:
     """Rewrite an i2v folder's UNet weights with its large tensors in int8, one float16 scale per output channel (the
-    toy profile's 50 MB budget; bench/bench_i2v_int8.py measures the clips against float16 on the same shots)."""
+    toy profile's 50 MB budget; measured against float16 with `bench/bench_referee.py --i2v FOLDER` on the same shots)."""
     from diffusers import UNetSpatioTemporalConditionModel
 
     from moviedreamer.safeio import save_safetensors

@@ -257,7 +257,7 @@ class AnchoredSampler:
             lat = sched.step(out, t, lat).prev_sample
             if on_step is not None:
                 on_step()
-        self.last_flow = lat[0, :, c:].float().cpu() if m else None  # the segment's own motion (scaled flow latents), for motion_warp
+        self.last_flow = lat[0, :, c:].float().cpu() if m else None  # the motion the model drew (scaled flow latents), for diagnostics
         return lat[0, :, :c] if offset is None else lat[0, :, :c] + offset[0].to(lat)
 
     # ------------------------------------------------------------------------------------------------ shots
