@@ -221,7 +221,7 @@ def main() -> int:
     from moviedreamer.registry import Registry
     from moviedreamer.script import load_story
 
-    from moviedreamer.pipeline.profile import keyframe_renderer
+    from moviedreamer.pipeline.loading import keyframe_renderer
 
     pipeline = MovieDreamerPipeline.from_profile(args.profile, device="cpu")
     faces = Profile(Registry.load(args.profile)).faces

@@ -24,7 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from moviedreamer.pipeline.profile import clip_renderer
+from moviedreamer.pipeline.loading import clip_renderer
 from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
 from moviedreamer.eval.referee import truth_clip

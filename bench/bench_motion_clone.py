@@ -31,7 +31,7 @@ from moviedreamer.eval.referee import Referee, strip_frames, truth_clip  # noqa:
 from moviedreamer.eval.report import strip_sheet  # noqa: E402
 from moviedreamer.media import ClipWriter  # noqa: E402
 from moviedreamer.metrics import judge_fidelity  # noqa: E402
-from moviedreamer.pipeline.profile import clip_renderer  # noqa: E402
+from moviedreamer.pipeline.loading import clip_renderer  # noqa: E402
 from moviedreamer.video.conditioning import ClipCondition  # noqa: E402
 
 SEED = 82_000_000  # far from every training stream and from the referee bench's shots

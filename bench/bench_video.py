@@ -53,7 +53,8 @@ def load(args):
     else:  # the profile's composition root: the VAE, vision and descriptor encoders the clip model was trained with
         import dataclasses
 
-        from moviedreamer.pipeline.profile import Profile, clip_renderer
+        from moviedreamer.pipeline.profile import Profile
+        from moviedreamer.pipeline.loading import clip_renderer
 
         profile = Profile.load("toy")
         if args.model is not None:

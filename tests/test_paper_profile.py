@@ -176,7 +176,8 @@ def test_stock_svd_renders_a_clip_anchored_on_the_keyframe(paper, tmp_path):
     CLIP image embedding, with SVD's own VAE and image encoder and no fine-tuned weight."""
     from safetensors.torch import load_file
 
-    from moviedreamer.pipeline.profile import Profile, clip_renderer
+    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.pipeline.loading import clip_renderer
     from moviedreamer.video.conditioning import to_pixels
 
     entry = yaml.safe_load((paper / "paper.yaml").read_text())

@@ -75,7 +75,7 @@ def test_same_seed_same_keyframes_and_an_edit_changes_only_later_shots(tmp_path,
 def test_story_encoder_feeds_faces_descriptors_and_references(tmp_path, profile):
     import torch
 
-    from moviedreamer.pipeline.profile import load_components
+    from moviedreamer.pipeline.loading import load_components
     from moviedreamer.registry import Registry
     from moviedreamer.script import load_story
 

@@ -58,7 +58,8 @@ def counted_loads(monkeypatch):
 
 def test_generate_loads_each_component_once(tmp_path, counted_loads):
     from moviedreamer.pipeline.movie import MovieDreamerPipeline
-    from moviedreamer.pipeline.profile import Profile, load_components
+    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.pipeline.loading import load_components
     from moviedreamer.script import load_story
     from moviedreamer.testing.pipeline import make_tiny_profile
 

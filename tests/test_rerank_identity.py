@@ -179,7 +179,7 @@ def test_renderer_reranks_with_the_real_toy_face_pack(tmp_path):
 
 def test_config_checks_and_the_pipeline_wiring(caplog):
     from moviedreamer.encoders.faces import load_face_pack
-    from moviedreamer.pipeline.profile import keyframe_renderer
+    from moviedreamer.pipeline.loading import keyframe_renderer
     from moviedreamer.tokenizer.decoder import DecoderConfig
 
     with pytest.raises(UserError, match="candidates must be >= 1"):

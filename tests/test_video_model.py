@@ -108,7 +108,8 @@ def test_an_svd_folder_loads_and_samples_like_diffusers_own_pipeline(svd):
 
 def test_a_profile_gives_a_clip_renderer_and_names_what_is_missing(tmp_path, svd, caplog):
     from moviedreamer.errors import MissingComponentError
-    from moviedreamer.pipeline.profile import Profile, clip_renderer
+    from moviedreamer.pipeline.profile import Profile
+    from moviedreamer.pipeline.loading import clip_renderer
 
     model = tiny_model(descriptor_dim=0, vision_dim=32)
     vae = tiny_vae()

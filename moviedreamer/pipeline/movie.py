@@ -34,7 +34,8 @@ from moviedreamer.pipeline.dist import Ranks
 from moviedreamer.pipeline.inputs import as_loaded_story, profile_reference
 from moviedreamer.pipeline.keys import compute_keys
 from moviedreamer.pipeline.outdir import OutputFolder, is_main_process
-from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile, load_components
+from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile
+from moviedreamer.pipeline.loading import load_components
 from moviedreamer.pipeline.progress import ClipProgress, ClipWorkBar
 from moviedreamer.pipeline.publish import recover
 from moviedreamer.pipeline.quiet import quiet_libraries

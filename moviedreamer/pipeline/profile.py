@@ -23,27 +23,24 @@ import torch
 
 from moviedreamer.ar.embed import encode_story
 from moviedreamer.ar.sample import ARPlanner
-from moviedreamer.encoders.cache import fingerprint_files
 from moviedreamer.encoders.clip_vision import load_vision_encoder
 from moviedreamer.encoders.faces import load_face_pack, read_rgb
 from moviedreamer.encoders.longclip import embed_texts, load_descriptor_encoder
 from moviedreamer.encoders.presence import PresenceCheck, load_presence
 from moviedreamer.encoders.text import load_text_tokenizer
 from moviedreamer.errors import CheckpointError, UserError
-from moviedreamer.pipeline.components import Components, EncodedStory
-from moviedreamer.pipeline.placement import Placement, dtype_name, resolve_dtype
+from moviedreamer.pipeline.components import EncodedStory
+from moviedreamer.pipeline.placement import Placement
 from moviedreamer.registry import Registry
-from moviedreamer.rerank import IdentityScorer, LookCheck, SegmentScorer
 from moviedreamer.script.shot_text import FIXED_SLOTS, story_shot_texts
 from moviedreamer.tokenizer.autoencoder import KeyframeTokenizer
 from moviedreamer.tokenizer.references import apply_reference_slots, character_reference_embeddings
-from moviedreamer.tokenizer.render import KeyframeCondition, TokenizerRenderer
+from moviedreamer.tokenizer.render import KeyframeCondition
 from moviedreamer.toyworld.action_judge import load_action_judge
 from moviedreamer.toyworld.judge import load_judge
 from moviedreamer.vae import load_vae
 from moviedreamer.video.conditioning import ClipCondition
 from moviedreamer.video.model import AnchoredI2V
-from moviedreamer.video.sampler import AnchoredSampler, I2VClipRenderer, folder_files
 
 log = logging.getLogger(__name__)
 
@@ -318,23 +315,6 @@ class StoryEncoder:
         return character_reference_embeddings(loaded, self.keyframe_tokenizer.vision, read_rgb)
 
 
-def keyframe_renderer(keyframe_tokenizer, faces, candidates: int | None = None, look_vision=None, presence=None):
-    """The decoder as the pipeline's KeyframeRenderer, reranking up to `candidates` per shot by face match (default:
-    the tokenizer folder's `decoder.candidates`); a face pack without a detector renders one candidate, with a warning.
-    `look_vision`: an image encoder in the descriptors' space, to check each character's body against its
-    description too (rerank/look.py). `presence`: a presence check (encoders/presence.py) added to the score."""
-    n = keyframe_tokenizer.decoder.config.candidates if candidates is None else int(candidates)
-    if n > 1 and faces.finder is None:
-        log.warning("keyframe reranking off: the face pack has no detector (one candidate per shot)")
-        n = 1
-    if n <= 1:
-        return TokenizerRenderer(keyframe_tokenizer, candidates=1)
-    c = keyframe_tokenizer.decoder.config
-    look = LookCheck(look_vision, c.look_weight, c.look_temperature) if look_vision is not None and c.look_weight > 0 else None
-    scorer = IdentityScorer(faces, look=look, token_weight=c.token_weight, presence=presence)
-    return TokenizerRenderer(keyframe_tokenizer, scorer=scorer, candidates=n)
-
-
 def i2v_recorded_encoder(profile: Profile, source: dict | None) -> tuple[Path | None, str | None]:
     """(path, format) of the descriptor encoder a clip model's settings record (relative paths: to the i2v folder);
     (None, None) when there is no record or it names the profile's own descriptor encoder."""
@@ -345,63 +325,3 @@ def i2v_recorded_encoder(profile: Profile, source: dict | None) -> tuple[Path | 
     if profile.has(DESCRIPTOR) and where.resolve() == profile.path(DESCRIPTOR).resolve():
         return None, None
     return where, source.get("format")
-
-
-def clip_renderer(profile: Profile, **overrides) -> I2VClipRenderer:
-    """The clip renderer of a profile: its `i2v` model, the VAE and the vision encoder it was trained with, the
-    profile's descriptor encoder when the model attends to descriptors, and a segment reranker on the face pack when
-    the model samples more than one candidate."""
-    model = profile.i2v
-    descriptor = profile.i2v_descriptor if model.conditioning.descriptor_proj is not None else None
-    scorer = None
-    if int(overrides.get("candidates") or model.settings.candidates) > 1:
-        if not profile.has(FACES):
-            log.warning("i2v: segment reranking off: the profile has no face_analysis pack (one sample per segment)")
-        elif profile.faces.finder is None:
-            log.warning("i2v: segment reranking off: the face pack has no detector (one sample per segment)")
-        else:
-            weight = float(overrides.get("presence_weight", model.settings.presence_weight) or 0)
-            presence = profile.presence(1.0, float(overrides.get("presence_floor", model.settings.presence_floor))) if weight else None
-            scorer = SegmentScorer(profile.faces, presence=presence)
-    vision = profile.i2v_vision
-    sampler = AnchoredSampler(model, profile.i2v_vae, vision, descriptor, profile.device, scorer=scorer)
-    i2v_path, vae_path = profile.path("i2v"), profile.i2v_vae_path
-    files = folder_files(i2v_path) + ([] if vae_path.parent == i2v_path else folder_files(vae_path))
-    settings = f"i2v:{sorted(overrides.items())}:vision={vision.fingerprint}:desc={getattr(descriptor, 'fingerprint', '')}"
-    settings += f":{scorer.fingerprint}" if scorer is not None else ""
-    settings += f":{dtype_name(model.dtype)}" if model.dtype != torch.float32 else ""
-    settings += ":stock-svd" if profile.i2v_is_svd else ""
-    return I2VClipRenderer(sampler, fingerprint_files(files, settings), **overrides)
-
-
-def load_components(profile: Profile | Registry, device: str | None = "auto", keyframe_candidates: int | None = None,
-                    clip_candidates: int | None = None, dtype: str | torch.dtype | None = "auto") -> Components:
-    """Everything `MovieDreamerPipeline` needs, from one profile: every model loaded once (checked up front by the CLI),
-    in `dtype` (auto: bf16 on CUDA, fp32 on the CPU), into CPU memory; `Components.placement` puts each stage's models
-    on the device while the stage runs. `keyframe_candidates` / `clip_candidates`: best-of-N overrides (None: the
-    profile's settings)."""
-    if isinstance(profile, Registry):
-        profile = Profile(profile)
-    device = resolve_device(device)
-    profile.configure(device, resolve_dtype(dtype, device))
-    keyframe_tokenizer = profile.keyframe_tokenizer
-    clips = clip_renderer(profile, **({} if clip_candidates is None else {"candidates": int(clip_candidates)}))
-    encoder = StoryEncoder(profile, keyframe_tokenizer, clips.sampler.settings.descriptor_template)
-    look_vision = profile.vision if profile.shares_descriptor_space() else None
-    c = keyframe_tokenizer.decoder.config
-    renderer = keyframe_renderer(keyframe_tokenizer, profile.faces, keyframe_candidates, look_vision, profile.presence(c.presence_weight, c.presence_floor))
-    placement = register_units(profile, keyframe_tokenizer, profile.planner, clips)
-    return Components(encoder, profile.planner, renderer, clips, profile=profile.name, window=0, placement=placement)
-
-
-def register_units(profile: Profile, keyframe_tokenizer, planner, clips) -> Placement:
-    """Name every loaded model for stage-wise placement (pipeline/placement.py STAGES)."""
-    placement = profile.placement
-    units = {"descriptor_encoder": profile.descriptor, "vision_encoder": profile.vision, "vae": profile.vae if profile.has("vae") else None,
-             "keyframe_tokenizer.compressor": keyframe_tokenizer.compressor, "keyframe_tokenizer.decoder": keyframe_tokenizer.decoder,
-             "keyframe_vision": keyframe_tokenizer.vision, "keyframe_vae": keyframe_tokenizer.vae, "ar": planner.model,
-             "i2v": clips.sampler.model, "i2v_vae": clips.sampler.vae, "i2v_vision": clips.sampler.vision,
-             "i2v_descriptor": clips.sampler.descriptor}
-    for name, unit in units.items():
-        placement.add(name, unit)
-    return placement
