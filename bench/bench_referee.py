@@ -24,7 +24,8 @@ import torch
 
 from moviedreamer.eval.referee import Referee, strip_frames, truth_clip
 from moviedreamer.eval.report import strip_sheet
-from moviedreamer.pipeline.profile import Profile, clip_renderer
+from moviedreamer.pipeline.profile import Profile
+from moviedreamer.pipeline.loading import clip_renderer
 from moviedreamer.toyworld.grammar import write_action, write_camera
 from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import CHARACTER_BY_ID, CHARACTER_IDS, SCENE_IDS
@@ -80,10 +81,16 @@ def describe(p) -> str:
 
 
 def score(profile: Profile, shots, clips: np.ndarray, fps: int, with_floor: bool) -> dict:
+    """The referee's movie-level figures, plus `by_action` / `by_framing`: action accuracy per group (shot count)."""
     referee = Referee(profile.action_judge, profile.vision, profile.floor_vae if with_floor else None, keep_strips=False)
     for i, (p, clip) in enumerate(zip(shots, clips)):
         referee.add_shot(i, p, clip, fps)
     summary, rows = referee.summary()
+    for group in ("action", "framing"):
+        hits: dict[str, list[bool]] = {}
+        for p, row in zip(shots, rows):
+            hits.setdefault(getattr(p, group), []).append(row["judged"]["action"] == p.action)
+        summary[f"by_{group}"] = {k: [round(float(np.mean(v)), 3), len(v)] for k, v in sorted(hits.items())}
     return summary
 
 
@@ -150,6 +157,10 @@ def main(argv=None) -> int:
     print("|---|" + "---|" * len(rows))
     for k in keys:
         print(f"| {k} | " + " | ".join("n/a" if r.get(k) is None else f"{r[k]:.3f}" for r in rows.values()) + " |")
+    for group in ("by_action", "by_framing"):
+        print(f"\naction accuracy {group.replace('_', ' ')} (shots): " + "; ".join(
+            f"{name} " + " / ".join(f"{r[group][k][0]:.2f}" for r in rows.values()) + f" ({v[1]})"
+            for k, v in next(iter(rows.values()))[group].items() for name in [k]) + "   [" + " / ".join(rows) + "]")
     if args.json:
         args.json.write_text(json.dumps({"shots": args.shots, "frames": args.frames, "rows": rows}, indent=1))
     if args.strips:

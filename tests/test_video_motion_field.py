@@ -161,3 +161,76 @@ def test_train_motion_field_carries_its_checkpoint_resumes_from_it_and_exports_i
     train_motion_field(tmp_path / "b", None, steps=3, batch=2, config=small(), ckpt_every=1, carry=tmp_path / "carry")
     log = (tmp_path / "b" / "train.log").read_text()
     assert '"resumed_at": 2' in log and '"steps": 3' in log
+
+
+def test_the_shot_time_reaches_the_field_and_a_grown_field_predicts_as_before(tmp_path):
+    from moviedreamer.toyworld.grammar import MOTION_LABELS
+    from moviedreamer.train.fit_motion_field import train_motion_field
+    from moviedreamer.video.motion_field import TIME_DIM, MotionField, MotionFieldConfig, time_features
+
+    feats = time_features([0.0, 0.5, 1.0])
+    assert feats.shape == (3, TIME_DIM) and not torch.allclose(feats[1], feats[2])  # half a second apart: another phase
+    cfg = lambda t: MotionFieldConfig(frames=4, size=16, block_out_channels=[16, 32], text_dim=len(MOTION_LABELS), shot_time=t)  # noqa: E731
+    torch.manual_seed(0)
+    old = MotionField(cfg(False)).eval()
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # not the fresh field's near-constant output
+    new = MotionField(cfg(True)).eval()
+    new.load_grown(old.state_dict())
+    texts, frame = ["Mia jumps. wide shot", "Mia jumps. wide shot"], torch.rand(2, 3, 16, 16) * 2 - 1
+    states = new.states(None, texts, [0.0, 0.5])
+    assert states.shape == (2, 1, len(MOTION_LABELS) + TIME_DIM)
+    before, _ = old.predict(frame, old.states(None, texts))
+    grown, _ = new.predict(frame, states)
+    assert torch.allclose(grown, before, atol=1e-5)  # the new inputs start at zero weight
+    with torch.no_grad():  # once its time weights are trained, the same frame and text at another time move otherwise
+        for name, p in new.named_parameters():
+            if name.endswith(("attn2.to_k.weight", "attn2.to_v.weight", "class_embedding.linear_1.weight")):
+                p[:, len(MOTION_LABELS):] = torch.randn_like(p[:, len(MOTION_LABELS):])
+    moved, _ = new.predict(frame, states)
+    assert (moved[0] - moved[1]).abs().max() > 1e-3
+    # a run started from a narrower checkpoint (--init) grows it and trains on with the segments' start times
+    train_motion_field(tmp_path / "a", None, steps=1, batch=2, config=cfg(False), ckpt_every=1)
+    train_motion_field(tmp_path / "b", None, steps=1, batch=2, config=cfg(True), ckpt_every=1, init=tmp_path / "a" / "checkpoint" / "state.pt")
+    assert '"initialised_from"' in (tmp_path / "b" / "train.log").read_text()
+    assert MotionField.load(tmp_path / "b" / "motion_field").config.shot_time
+
+
+def test_the_sampler_tells_the_field_each_segments_start_time(monkeypatch):
+    from moviedreamer.video import motion_field
+
+    sampler = tiny_sampler()
+    sampler.settings.overlap = 1
+    sampler.model.motion_field = tiny_field(frames=4)
+    times = []
+    real = motion_field.segment_frames
+    monkeypatch.setattr("moviedreamer.video.sampler.segment_frames", lambda *a, **k: times.append(a[7]) or real(*a, **k))
+    list(sampler.latents(image(3), 10, "Mia walks", seed=1, steps=1, fps=8, motion_field_sigma=0.0))
+    assert times == [0.0, 3 / 8, 6 / 8]  # segments of 4 frames sharing one: they start at frames 0, 3 and 6
+
+
+def test_without_its_visibility_the_warp_shows_every_pixel(monkeypatch):
+    from moviedreamer.video import motion_field
+    from moviedreamer.video.conditioning import to_pixels
+    from moviedreamer.video.motion_field import segment_frames, warp
+
+    sampler = tiny_sampler()
+    field = tiny_field(frames=4, shift=0.0625)
+    with torch.no_grad():  # the field says nothing of the later frames was in view
+        field.unet.conv_out.bias[2::3] = -5.0
+    key = to_pixels(image(3))[0]
+    text = torch.zeros(1, 3, 16)  # the tiny field's descriptor states (its prediction here is its biases)
+    (maps, seen), frames, _ = segment_frames(field, text, key, None, 4, sampler.vae)
+    assert float(seen[1:].max()) < 0.1  # marked unseen: left to the inpainting / the clip model
+    (maps, seen), frames, _ = segment_frames(field, text, key, None, 4, sampler.vae, visibility=False)
+    assert bool((seen == 1).all())
+    assert torch.allclose(frames, warp(key, maps).clamp(-1, 1), atol=1e-6)  # the warp as it is, every pixel
+    # the sampler hands the setting on
+    sampler.settings.overlap = 1
+    sampler.model.motion_field = field
+    flags = []
+    real = motion_field.segment_frames
+    monkeypatch.setattr("moviedreamer.video.sampler.segment_frames", lambda *a, **k: flags.append(a[8]) or real(*a, **k))
+    list(sampler.latents(image(3), 4, "Mia walks", seed=1, steps=1, motion_field_sigma=0.0, motion_field_visibility=False))
+    assert flags == [False]

@@ -35,13 +35,17 @@ from moviedreamer.toyworld.world import CHARACTER_BY_ID, CHARACTER_IDS, NAMES, S
 from moviedreamer.video.motion_field import FOLDER, MotionField, MotionFieldConfig
 
 RENDER = 128  # the frames are rendered at the clip model's size and area-resampled to the model's
+LONG_SHOTS = 0.2  # this share of the segments come from shots of 7-30 s (the rest 3-6 s, as the toy stories write)
 
 
-def sample_segment(rng: np.random.Generator, frames: int, fps: int = 8, composed: float = 0.5):
+def sample_segment(rng: np.random.Generator, frames: int, fps: int = 8, composed: float = 0.5, with_params: bool = False,
+                   long_shots: float = 0.0):
     """(frame uint8 [H, W, 3], displacements float32 [frames - 1, H, W, 2] in px at RENDER, visibility bool
-    [frames - 1, H, W], text) of a random segment."""
+    [frames - 1, H, W], text, seconds since the shot began at the frame, the shot's length in seconds) of a random
+    segment, from a shot of 3-6 s or, in a `long_shots` share, of 7-30 s; `with_params`: the shot's ShotParams appended
+    (benches group by them)."""
     scene = str(rng.choice(SCENE_IDS))
-    duration = float(rng.integers(3, 7))
+    duration = float(rng.uniform(7, 30)) if long_shots and rng.random() < long_shots else float(rng.integers(3, 7))
     cast = random_cast(rng, 3) if rng.random() < composed else list(CHARACTER_IDS)
     p = random_shot(rng, scene, cast, duration, layout_seed=int(rng.integers(2**31)))
     start = int(rng.integers(0, max(1, int(duration * fps) - frames + 1))) if rng.random() > 0.3 else 0
@@ -51,7 +55,9 @@ def sample_segment(rng: np.random.Generator, frames: int, fps: int = 8, composed
     maps = np.stack([f.source - grid for f in later])
     seen = np.stack([f.source_visible for f in later])
     names = [CHARACTER_BY_ID[c].name if c in CHARACTER_BY_ID else str(NAMES[int(rng.integers(len(NAMES)))]) for c in p.characters]
-    return first, maps, seen, f"{write_action(p, names, rng)}. {write_camera(p, rng)}"
+    text = f"{write_action(p, names, rng)}. {write_camera(p, rng)}"
+    out = (first, maps, seen, text, np.float32(start / fps), np.float32(duration))
+    return out + (p,) if with_params else out
 
 
 class _Segments(torch.utils.data.IterableDataset):
@@ -62,8 +68,8 @@ class _Segments(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, self.start_step, 13])
         while True:
-            items = [sample_segment(rng, self.frames) for _ in range(self.chunk)]
-            yield tuple(torch.from_numpy(np.stack([i[k] for i in items])) for k in range(3)) + ([i[3] for i in items],)
+            items = [sample_segment(rng, self.frames, long_shots=LONG_SHOTS) for _ in range(self.chunk)]
+            yield tuple(torch.from_numpy(np.stack([i[k] for i in items])) for k in range(3)) + ([i[3] for i in items], torch.tensor([i[4] for i in items]), torch.tensor([i[5] for i in items]))
 
 
 def to_model(frames: torch.Tensor, maps: torch.Tensor, seen: torch.Tensor, size: int, scale: float, flip: torch.Tensor | None = None):
@@ -85,20 +91,26 @@ def mirror_text(text: str) -> str:
     return re.sub(r"\b(left|right)\b", lambda m: "right" if m.group(1) == "left" else "left", text)
 
 
-def field_loss(pred: torch.Tensor, target: torch.Tensor, moving_weight: float, seen_weight: float = 0.5) -> tuple[torch.Tensor, dict]:
-    """L1 on displacements, pixels that move (> 0.25 units) weighted 1 + moving_weight; + seen_weight x the
-    visibility's binary cross-entropy."""
+def field_loss(pred: torch.Tensor, target: torch.Tensor, moving_weight: float, seen_weight: float = 0.5,
+               own_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """L1 on displacements, pixels that move (> 0.25 units) weighted 1 + moving_weight, and those that move against
+    the frame's median (the characters' own motion: a camera move shifts every pixel, and most pixels are scenery)
+    + own_weight more; + seen_weight x the visibility's binary cross-entropy."""
     pred = pred.float()
     d, dt = pred[:, :, :2], target[:, :, :2]
     moving = (dt.norm(dim=2, keepdim=True) > 0.25).float()
     err = (d - dt).abs()
     w = 1 + moving_weight * moving
+    scenery = dt.flatten(3).median(dim=3).values[..., None, None]
+    own = ((dt - scenery).norm(dim=2, keepdim=True) > 0.25).float()
+    w = w + own_weight * own
     loss = (err * w).sum() / (w.sum() * 2)
     bce = F.binary_cross_entropy_with_logits(pred[:, :, 2], target[:, :, 2])
     with torch.no_grad():  # end-point error on moving pixels, in model units; visibility read right
         epe = (err.norm(dim=2, keepdim=True) * moving).sum() / moving.sum().clamp_min(1)
+        epe_own = (err.norm(dim=2, keepdim=True) * own).sum() / own.sum().clamp_min(1)
         seen_acc = ((pred[:, :, 2] > 0) == (target[:, :, 2] > 0.5)).float().mean()
-    return loss + seen_weight * bce, {"epe_moving": float(epe), "seen_acc": float(seen_acc)}
+    return loss + seen_weight * bce, {"epe_moving": float(epe), "epe_own": float(epe_own), "seen_acc": float(seen_acc)}
 
 
 def load_encoder(path: str | Path):
@@ -111,11 +123,12 @@ def load_encoder(path: str | Path):
 def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, steps: int = 6000, batch: int = 16, lr: float = 1e-3, seed: int = 0,
                        threads: int = 1, config: MotionFieldConfig | None = None, moving_weight: float = 4.0, log_every: int = 50,
                        ckpt_every: int = 250, export: str | Path | None = None, resume: bool = True, sigma: float | None = None,
-                       carry: str | Path | None = None) -> dict:
+                       carry: str | Path | None = None, init: str | Path | None = None, own_weight: float = 0.0) -> dict:
     """Train (or resume) into out_dir; the model goes to out_dir/motion_field and, with `export` (a clip model
     folder), to export/motion_field too, with `sigma` as that model's motion_field_sigma. A `steps` the checkpoint has
     reached only exports. `carry`: a folder (committed) that receives a copy of each checkpoint, and that a run
-    without one of its own resumes from (a new machine)."""
+    without one of its own resumes from (a new machine). `init`: a fresh run starts from this checkpoint's weights
+    (a state.pt), grown to this config's inputs (`MotionField.load_grown`, e.g. adding `shot_time`)."""
     torch.set_num_threads(threads)
     out = Path(out_dir)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -137,6 +150,9 @@ def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, ste
     carried = Path(carry) / "state.pt" if carry else None
     source = ckpt if ckpt.is_file() or carried is None else carried
     step, seconds = resume_state(source, model, opt) if resume else (0, 0.0)
+    if step == 0 and init is not None:
+        model.load_grown(torch.load(init, map_location="cpu", weights_only=True)["model"])
+        log_record(log, {"initialised_from": str(init)})
     start_step = step
     if step:
         log_record(log, {"resumed_at": step})
@@ -145,12 +161,12 @@ def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, ste
     texts: dict[str, torch.Tensor] = {}
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
     pool: list = []
-    running, t0 = {"loss": 0.0, "epe_moving": 0.0, "seen_acc": 0.0, "n": 0}, time.time()
+    running, t0 = {"loss": 0.0, "epe_moving": 0.0, "epe_own": 0.0, "seen_acc": 0.0, "n": 0}, time.time()
     model.train()
     while step < steps:
         while len(pool) < batch:
-            f, m, v, t = next(chunks)
-            pool += [(f[i], m[i], v[i], t[i]) for i in range(len(t))]
+            f, m, v, t, s, d = next(chunks)
+            pool += [(f[i], m[i], v[i], t[i], s[i], d[i]) for i in range(len(t))]
         items, pool = pool[:batch], pool[batch:]
         flip = torch.rand(len(items), generator=gen) < 0.5
         x, y = to_model(*(torch.stack([i[k] for i in items]) for k in range(3)), cfg.size, cfg.scale, flip)
@@ -158,10 +174,10 @@ def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, ste
         todo = list(dict.fromkeys(t for t in words if t not in texts))
         if todo:
             with torch.no_grad():
-                for t, s in zip(todo, model.states(encoder, todo)):
+                for t, s in zip(todo, model.text_states(encoder, todo)):
                     texts[t] = s
-        states = torch.stack([texts[t] for t in words])
-        loss, logs = field_loss(model(x, states), y, moving_weight)
+        states = model.with_time(torch.stack([texts[t] for t in words]), torch.stack([i[4] for i in items]), torch.stack([i[5] for i in items]))
+        loss, logs = field_loss(model(x, states), y, moving_weight, own_weight=own_weight)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, lr, floor=0.05)
         opt.zero_grad(set_to_none=True)
@@ -171,6 +187,7 @@ def train_motion_field(out_dir: str | Path, encoder_path: str | Path | None, ste
         step += 1
         running["loss"] += loss.item()
         running["epe_moving"] += logs["epe_moving"] * cfg.scale
+        running["epe_own"] += logs["epe_own"] * cfg.scale
         running["seen_acc"] += logs["seen_acc"]
         running["n"] += 1
         if step % log_every == 0 or step == steps:
@@ -220,13 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigma", type=float, help="with --export: the clip model samples from the warped frames at this noise level (0: as warped)")
     p.add_argument("--carry", help="a folder that keeps a copy of each checkpoint (committed), resumed from on a new machine")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--shot-time", action="store_true", help="the field also reads the time since the shot began (an action's phase)")
+    p.add_argument("--own-weight", type=float, default=0.0, help="extra loss weight on pixels that move against the scenery (characters)")
+    p.add_argument("--init", help="a fresh run starts from this checkpoint (state.pt), grown to the new inputs (e.g. --shot-time)")
     a = p.parse_args(argv)
     if a.encoder is not None and not Path(a.encoder).is_dir():
         raise UserError(f"--encoder {a.encoder}: not a folder")
-    cfg = MotionFieldConfig(reader=a.reader, size=a.size, words=a.words, block_out_channels=list(a.channels))
+    cfg = MotionFieldConfig(reader=a.reader, size=a.size, words=a.words, block_out_channels=list(a.channels), shot_time=a.shot_time)
     if a.export is not None and not (Path(a.export) / "moviedreamer_i2v.json").is_file():
         raise UserError(f"--export {a.export}: not a clip model folder (no moviedreamer_i2v.json)")
-    train_motion_field(a.out, a.encoder, a.steps, a.batch, a.lr, a.seed, a.threads, cfg, export=a.export, resume=not a.no_resume, sigma=a.sigma, carry=a.carry)
+    train_motion_field(a.out, a.encoder, a.steps, a.batch, a.lr, a.seed, a.threads, cfg, export=a.export, resume=not a.no_resume, sigma=a.sigma, carry=a.carry, init=a.init, own_weight=a.own_weight)
     return 0
 
 

@@ -21,6 +21,11 @@ channels (x, y, visibility logit). What it reads of the text (`reader`):
   number of names; docs/experiments/2026-12-07-video-motion-field.md);
 - "descriptor": the descriptor encoder's pooled embedding and first `words` per-word states (open vocabularies).
 
+With `shot_time`, every state also carries the time since the shot began at the segment's conditioning frame
+(sinusoids, `time_features`): an action's phase decides where things go next (a jump rises in its first half-second
+and falls in the next; a sitter lowers only in the first second), and one frame does not show it — without it the
+regression learns the average over phases, which for a periodic motion is hardly any motion.
+
 Output displacements are in units of `scale` pixels at the
 model's `size`; `predict` returns them at the frame's own size.
 """
@@ -42,6 +47,19 @@ from moviedreamer.video.conditioning import descriptor_inputs, encode_latents
 CONFIG_FILE = "motion_field.json"
 READERS = ("toy-vocabulary", "descriptor")
 FOLDER = "motion_field"  # its place in an i2v folder
+TIME_FREQUENCIES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # Hz: the shot-time sinusoids (covers the toy actions' rhythms)
+TIME_DIM = 3 + 2 * len(TIME_FREQUENCIES)
+DEFAULT_DURATION = 4.0  # seconds: a shot whose length is not given
+
+
+def time_features(times, durations=None) -> torch.Tensor:
+    """Seconds since the shot began [B] and the shot's length in seconds [B] -> [B, TIME_DIM]: a ramp that saturates
+    at 4 s, sin / cos per frequency, the share of the shot gone by, and 3 s / the length (a camera move spans its whole
+    shot, so its speed goes with 1 / length)."""
+    t = torch.as_tensor(times, dtype=torch.float32).view(-1, 1)
+    d = torch.as_tensor(durations if durations is not None else [DEFAULT_DURATION] * len(t), dtype=torch.float32).view(-1, 1).clamp_min(0.5)
+    f = torch.tensor(TIME_FREQUENCIES).view(1, -1) * 2 * torch.pi * t
+    return torch.cat([t.clamp(0, 4) / 4, torch.sin(f), torch.cos(f), (t / d).clamp(0, 1), (3 / d).clamp(max=2)], dim=1)
 
 
 @dataclass
@@ -56,6 +74,12 @@ class MotionFieldConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     descriptor_encoder: str = ""  # the encoder it was trained with, relative to its folder (or as given)
     trained_steps: int = 0
+    shot_time: bool = False  # each state also carries the time since the shot began (time_features)
+
+    @property
+    def state_dim(self) -> int:
+        """The width of one state the UNet reads: the text's, plus the shot time's."""
+        return self.text_dim + (TIME_DIM if self.shot_time else 0)
 
     @classmethod
     def from_dict(cls, data: dict) -> "MotionFieldConfig":
@@ -88,8 +112,8 @@ class MotionField(nn.Module):
             sample_size=config.size, in_channels=5, out_channels=3 * (config.frames - 1), block_out_channels=tuple(c),
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(c) - 1),
             up_block_types=("CrossAttnUpBlock2D",) * (len(c) - 1) + ("UpBlock2D",), layers_per_block=1,
-            cross_attention_dim=config.text_dim, attention_head_dim=[max(1, ch // 32) for ch in c], norm_num_groups=16,
-            class_embed_type="projection", projection_class_embeddings_input_dim=config.text_dim * (1 + config.words))
+            cross_attention_dim=config.state_dim, attention_head_dim=[max(1, ch // 32) for ch in c], norm_num_groups=16,
+            class_embed_type="projection", projection_class_embeddings_input_dim=config.state_dim * (1 + config.words))
         if unet is None:  # a fresh one starts from "nothing moves, all in view"
             with torch.no_grad():
                 self.unet.conv_out.weight.mul_(0.1)
@@ -107,9 +131,22 @@ class MotionField(nn.Module):
         out = self.unet(x, t, encoder_hidden_states=states, class_labels=states.flatten(1)).sample
         return out.view(len(frame), self.config.frames - 1, 3, *out.shape[-2:])
 
-    def states(self, encoder, texts: list[str]) -> torch.Tensor:
-        """What the field reads of shot texts: [B, 1 + words, text_dim] (`encoder`: the descriptor encoder, for the
-        "descriptor" reader; the toy vocabulary needs none)."""
+    def states(self, encoder, texts: list[str], times=None, durations=None) -> torch.Tensor:
+        """What the field reads of shot texts: [B, 1 + words, state_dim] (`encoder`: the descriptor encoder, for the
+        "descriptor" reader; the toy vocabulary needs none). `times`: seconds since each shot began at the segment's
+        conditioning frame (default 0: a shot's first segment) and `durations` the shots' lengths, read when the field
+        was trained with `shot_time`."""
+        return self.with_time(self.text_states(encoder, texts), times, durations)
+
+    def with_time(self, text_states: torch.Tensor, times=None, durations=None) -> torch.Tensor:
+        """`text_states` [B, N, text_dim] with the shot time appended to every state (when the field reads it)."""
+        if not self.config.shot_time:
+            return text_states
+        t = time_features(times if times is not None else [0.0] * len(text_states), durations)
+        return torch.cat([text_states, t[:, None].expand(-1, text_states.shape[1], -1).to(text_states)], dim=-1)
+
+    def text_states(self, encoder, texts: list[str]) -> torch.Tensor:
+        """The text's part of `states`: [B, 1 + words, text_dim]."""
         if self.config.reader == "toy-vocabulary":
             from moviedreamer.toyworld.grammar import motion_labels
 
@@ -139,6 +176,24 @@ class MotionField(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
+
+    def load_grown(self, state: dict) -> None:
+        """Load a field's weights trained with narrower states (e.g. before `shot_time`): each weight that reads the
+        states gets zero columns for the new inputs, so the grown field predicts exactly as the old one did."""
+        own = self.state_dict()
+        for k, v in state.items():
+            if k in own and own[k].shape != v.shape:
+                if own[k].dim() != 2 or own[k].shape[0] != v.shape[0] or own[k].shape[1] < v.shape[1]:
+                    raise CheckpointError(f"motion field: cannot grow {k} from {tuple(v.shape)} to {tuple(own[k].shape)}")
+                grown = torch.zeros_like(own[k])
+                if k.startswith("unet.class_embedding") and self.config.words:  # one block of columns per state token
+                    old_w, new_w = v.shape[1] // (1 + self.config.words), own[k].shape[1] // (1 + self.config.words)
+                    for j in range(1 + self.config.words):
+                        grown[:, j * new_w : j * new_w + old_w] = v[:, j * old_w : (j + 1) * old_w]
+                else:
+                    grown[:, : v.shape[1]] = v
+                state = {**state, k: grown}
+        self.load_state_dict(state)
 
     def save(self, folder: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         folder = Path(folder)
@@ -203,19 +258,23 @@ def fill_unseen(frames: torch.Tensor, seen: torch.Tensor, threshold: float = 0.5
 
 
 @torch.no_grad()
-def segment_frames(field: MotionField, states: torch.Tensor, key_px: torch.Tensor, cond: tuple | None, length: int, vae, device="cpu"):
+def segment_frames(field: MotionField, text_states: torch.Tensor, key_px: torch.Tensor, cond: tuple | None, length: int, vae, device="cpu",
+                   start_time: float = 0.0, visibility: bool = True, duration: float = DEFAULT_DURATION):
     """((maps [L, H, W, 2], visibility [L, H, W]), warped frames [L, 3, H, W], their latents [L, C, h, w] scaled) of a
-    segment (video/sampler.py): the field reads the segment's conditioning frame (the keyframe [3, H, W] moved along
+    segment (video/sampler.py) that starts `start_time` seconds into its shot of `duration` seconds: the field reads the segment's conditioning frame (the keyframe [3, H, W] moved along
     `cond` = (its map back to the keyframe, its visibility); None: the keyframe itself) and each frame is drawn from
     the keyframe's pixels along its map composed with the conditioning frame's, what was not in view inpainted: a long
-    shot never re-encodes its own output (no blur carried from segment to segment)."""
+    shot never re-encodes its own output (no blur carried from segment to segment). `visibility` False: every pixel
+    counts as seen (the warp shows whatever its map points at; nothing is inpainted or left to the clip model)."""
     h, w = key_px.shape[-2:]
     cond_map, cond_seen = cond if cond is not None else (torch.zeros(h, w, 2), torch.ones(h, w))
     cond_px = warp(key_px, cond_map[None]) if bool(cond_map.abs().any()) else key_px[None].float()
     if cond is not None:
         cond_px = fill_unseen(cond_px, cond_seen[None])
-    d, seen = field.predict(cond_px.to(device), states)
+    d, seen = field.predict(cond_px.to(device), field.with_time(text_states, [start_time], [duration]).to(device))
     d, seen = d[0, : length - 1].cpu(), seen[0, : length - 1].cpu()
+    if not visibility:
+        seen = torch.ones_like(seen)
     d, seen = compose(d, cond_map, seen, cond_seen)
     maps, seen = torch.cat([cond_map[None], d]), torch.cat([cond_seen[None], seen])
     frames = fill_unseen(warp(key_px, maps).clamp(-1, 1), seen)

@@ -306,7 +306,7 @@ class AnchoredSampler:
         ids = time_ids(fps, motion, noise_aug).to(dev, dtype)
 
         field = self.motion_field(s)
-        field_states = field.states(self.descriptor, [cond.text or ""]).to(dev) if field is not None else None
+        field_text = field.text_states(self.descriptor, [cond.text or ""]) if field is not None else None
         picker = SegmentPicker(self.scorer, self.vae, self.model.motion_prior) if self.scorer is not None and s.candidates > 1 else None
         choose = picker.for_shot(key_px, cond, s, expected) if picker is not None else plain
         plans = plan_segments(n_frames, s.num_frames, s.overlap)
@@ -335,8 +335,8 @@ class AnchoredSampler:
                 clone = self.cloner().targets(refs[n], shot_fg, s.clone_background, s.clone_top_k)
             maps, warped, warped_px = None, None, None
             if field is not None:  # where each frame's pixels were in the keyframe, and the keyframe moved there
-                maps, warped_px, warped = segment_frames(field, field_states, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps),
-                                                         length, self.vae, self.device)
+                maps, warped_px, warped = segment_frames(field, field_text, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps),
+                                                         length, self.vae, self.device, start / fps, s.motion_field_visibility, n_frames / fps)
                 warped[0] = source
             units, tried = step_units(s, n, length, clone is not None), []
             on_step = (lambda units=units: progress.advance(units)) if progress is not None else None

@@ -36,6 +36,7 @@ class I2VSettings:
     fast_noise_share: float = 0.0  # ... sample with this noise_share instead (fast_motion null: never)
     start_sigma: float | None = None  # start each segment from its conditioning frame noised to this sigma (the schedule's steps below it), not from pure noise
     motion_field_sigma: float | None = None  # with the model's motion field (video/motion_field.py): each segment starts from the keyframe warped along the field's maps, noised to this sigma (0: the warped frames as they are; null: the field is not used)
+    motion_field_visibility: bool = True  # the field's visibility marks what the warp cannot show (drawn by the clip model above motion_field_sigma 0, inpainted at 0); false: the warp shows every pixel (a pixel that was hidden shows what hid it)
     pin_keyframe: bool = True  # frame 0 of the first segment is the keyframe's latent
     latent_channels: int = 4
     flow_channels: int = 0  # VAE latents of the flow picture the UNet denoises with the appearance (VideoJAM, video/motion.py)
