@@ -56,7 +56,7 @@ def generate(profile: Profile, shots, frames: int, fps: int, size: int, seed: in
         if i < done:
             continue
         key = truth_clip(p, 1, fps, (size, size))[0]
-        cond = ClipCondition(text=describe(p))
+        cond = ClipCondition(text=describe(p), duration=p.duration)  # the clip is the shot's opening
         for j, frame in enumerate(renderer.render(key, frames, cond, seed + i, fps)):
             out[i, j] = frame
         if (i + 1) % 8 == 0:

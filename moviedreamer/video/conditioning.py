@@ -29,7 +29,9 @@ class ClipCondition:
     motion_bucket / noise_aug: override the model's defaults for this shot.
     looks / cast: the description embeddings of the shot's characters [N, Dd] and of the story's [M, Dd], for the
     segment reranker's presence term (encoders/presence.py); None: not checked.
-    motion_reference: a video the shot should move like (MotionClone, video/motion_clone.py); None: its own motion."""
+    motion_reference: a video the shot should move like (MotionClone, video/motion_clone.py); None: its own motion.
+    duration: the shot's length in seconds when the clip is only its opening (a bench's first frames of a longer
+    shot): the motion field paces camera moves by it; None: the clip's own length."""
 
     descriptor: torch.Tensor | np.ndarray | None = None
     text: str | None = None
@@ -38,6 +40,7 @@ class ClipCondition:
     looks: torch.Tensor | None = None
     cast: torch.Tensor | None = None
     motion_reference: str | None = None
+    duration: float | None = None
 
 
 def as_condition(condition) -> ClipCondition:

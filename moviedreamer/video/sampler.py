@@ -336,7 +336,7 @@ class AnchoredSampler:
             maps, warped, warped_px = None, None, None
             if field is not None:  # where each frame's pixels were in the keyframe, and the keyframe moved there
                 maps, warped_px, warped = segment_frames(field, field_text, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps),
-                                                         length, self.vae, self.device, start / fps, s.motion_field_visibility, n_frames / fps)
+                                                         length, self.vae, self.device, start / fps, s.motion_field_visibility, cond.duration or n_frames / fps)
                 warped[0] = source
             units, tried = step_units(s, n, length, clone is not None), []
             on_step = (lambda units=units: progress.advance(units)) if progress is not None else None
