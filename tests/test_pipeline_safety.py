@@ -189,3 +189,21 @@ def test_durations_are_reported_exactly(tmp_path, gen):
 
     assert format_length(216, 8) == "27 s (216 frames at 8 fps)" and format_length(3, 24) == "0.125 s (3 frames at 24 fps)"
     assert format_length(8 * 61, 8).startswith("61 s, 1 min 1 s")
+
+
+def test_threads_sets_the_models_cpu_threads_and_a_bad_count_is_one_line(tmp_path, gen):
+    import torch
+
+    from pipeline_cli import story
+
+    path = story(tmp_path, n_shots=1)
+    before = torch.get_num_threads()
+    try:
+        code, _, err = gen(path, tmp_path / "bad", "--threads", "0")
+        assert code == 2 and err.strip().count("\n") == 0 and "--threads" in err and not (tmp_path / "bad").exists()
+        torch.set_num_threads(2)
+        code, _, err = gen(path, tmp_path / "out", "--threads", "1", "--keyframes-only")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1  # was 2: the flag set it
+    finally:
+        torch.set_num_threads(before)

@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
                         f"(default: the profile's keyframe tokenizer setting, {_profile_candidates()}; 1 = off)")
     p.add_argument("--fresh", action="store_true", help="delete the units left in the output folder and start over")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (the model libraries' included)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the models (default: torch's, one per core). On a machine another job keeps busy, "
+                        "give the idle cores only: every parallel step waits for its slowest thread")
     preflight.add_arguments(p)  # --strict, --force
 
 
@@ -45,12 +48,19 @@ def run(args) -> int:
     parse_shots(args.shots, len(build_timeline(loaded.story)))
     if args.keyframe_candidates is not None and args.keyframe_candidates < 1:
         raise UserError(f"--keyframe-candidates: expected a whole number >= 1, found {args.keyframe_candidates}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads: expected a whole number >= 1, found {args.threads}")
     # the output folder (its owner, writability and lock) is checked and held before torch is even imported
     output = OutputFolder(args.output or Path("out") / args.story.stem, main=is_main_process()).open()
     try:
         # the pipeline (torch, diffusers, transformers) loads only after the story, the profile and the folder are checked
         from moviedreamer.pipeline.movie import generate_from_args
         from moviedreamer.pipeline.profile import PIPELINE_COMPONENTS, Profile
+
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
 
         profile = Profile.load(args.profile)
         profile.require(PIPELINE_COMPONENTS)
