@@ -4,12 +4,15 @@ the fly, stored in the clip model's folder.
 The toy world renders, for any frame, where each of its pixels was in an earlier frame (toyworld/render.py
 `source=`), so every sample is exact: a random shot (catalogue or composed cast, any action, framing and camera
 move), a random segment start s, the frame s as the conditioning frame and the maps of frames s + 1 ... s + frames - 1
-back to it with what of them was in view there; the text is the shot's "{action}. {camera}" written as the story grammar writes it. One worker process
-renders into a queue while the trainer fits; L1 on the displacements, moving pixels weighted up (most pixels are
-still, and a model that moves nothing is otherwise a cheap minimum), plus the visibility's cross-entropy. Resumable (OUT/checkpoint/state.pt).
+back to it with what of them was in view there; the text is the shot's "{action}. {camera}" written as the story
+grammar writes it, and (`--shot-time`) the segment's start and the shot's length. One worker process renders into a
+queue while the trainer fits; L1 on the displacements, moving pixels weighted up (most pixels are still, and a model
+that moves nothing is otherwise a cheap minimum) and the characters' own motion more (`--own-weight`: a camera move
+shifts every pixel and would drown them), plus the visibility's cross-entropy. Resumable (OUT/checkpoint/state.pt).
 
-    moviedreamer train motion-field --out runs/toy-motion-field --steps 5000
-    moviedreamer train motion-field --out runs/toy-motion-field --export runs/toy-i2v-jam/export   # into a clip model folder
+    moviedreamer train motion-field --out runs/toy-mf --steps 3500 --shot-time --own-weight 20
+    moviedreamer train motion-field --out runs/toy-mf-2 --shot-time --init runs/toy-mf/checkpoint/state.pt   # grown from it
+    moviedreamer train motion-field --out runs/toy-mf --steps 3500 --shot-time --export runs/toy-i2v-jam/export   # into a clip model folder
 """
 
 from __future__ import annotations
