@@ -23,7 +23,7 @@ from moviedreamer.pipeline.loading import clip_renderer
 from moviedreamer.toyworld.story import random_shot
 from moviedreamer.toyworld.world import CHARACTER_IDS, SCENE_IDS
 from moviedreamer.video.conditioning import ClipCondition
-from moviedreamer.video.sampler import plan_segments
+from moviedreamer.video.work import plan_segments
 
 from bench_referee import describe, setting_value, toy_profile
 

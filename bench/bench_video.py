@@ -259,7 +259,7 @@ def main() -> int:
             print(f"  ratio anchored / stock: {fo / fs:.2f}x")
 
     if "drift" in only:
-        from moviedreamer.video.sampler import plan_segments
+        from moviedreamer.video.work import plan_segments
 
         try:
             from moviedreamer.toyworld.judge import load_judge

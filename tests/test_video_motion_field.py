@@ -205,7 +205,7 @@ def test_the_sampler_tells_the_field_each_segments_start_time(monkeypatch):
     sampler.model.motion_field = tiny_field(frames=4)
     times = []
     real = motion_field.segment_frames
-    monkeypatch.setattr("moviedreamer.video.sampler.segment_frames", lambda *a, **k: times.append(a[7]) or real(*a, **k))
+    monkeypatch.setattr("moviedreamer.video.sampler.segment_frames", lambda *a, **k: times.append(k["start_time"]) or real(*a, **k))
     list(sampler.latents(image(3), 10, "Mia walks", seed=1, steps=1, fps=8, motion_field_sigma=0.0))
     assert times == [0.0, 3 / 8, 6 / 8]  # segments of 4 frames sharing one: they start at frames 0, 3 and 6
 
@@ -231,6 +231,6 @@ def test_without_its_visibility_the_warp_shows_every_pixel(monkeypatch):
     sampler.model.motion_field = field
     flags = []
     real = motion_field.segment_frames
-    monkeypatch.setattr("moviedreamer.video.sampler.segment_frames", lambda *a, **k: flags.append(a[8]) or real(*a, **k))
+    monkeypatch.setattr("moviedreamer.video.sampler.segment_frames", lambda *a, **k: flags.append(k["visibility"]) or real(*a, **k))
     list(sampler.latents(image(3), 4, "Mia walks", seed=1, steps=1, motion_field_sigma=0.0, motion_field_visibility=False))
     assert flags == [False]

@@ -52,20 +52,7 @@ from moviedreamer.video.conditioning import (
 from moviedreamer.video.model import AnchoredI2V, I2VSettings, time_ids
 from moviedreamer.video.motion_clone import MotionCloner
 from moviedreamer.video.motion_field import segment_frames
-from moviedreamer.video.work import SegmentWork, WorkMeter, shot_work, step_units
-
-
-def plan_segments(n_frames: int, seg_len: int, overlap: int) -> list[tuple[int, int]]:
-    """[(first frame, length)] covering n_frames; consecutive segments share `overlap` frames; the last may be shorter."""
-    if n_frames < 1:
-        raise UserError(f"i2v: a clip needs at least 1 frame, asked for {n_frames}")
-    if not 1 <= overlap < seg_len:
-        raise UserError(f"i2v: overlap must be in [1, segment length - 1] = [1, {seg_len - 1}], found {overlap}")
-    plans = [(0, min(seg_len, n_frames))]
-    while plans[-1][0] + plans[-1][1] < n_frames:
-        start = plans[-1][0] + plans[-1][1] - overlap
-        plans.append((start, min(seg_len, n_frames - start)))
-    return plans
+from moviedreamer.video.work import SegmentWork, WorkMeter, plan_segments, shot_work, step_units
 
 
 def blend_weights(k: int) -> torch.Tensor:
@@ -335,8 +322,9 @@ class AnchoredSampler:
                 clone = self.cloner().targets(refs[n], shot_fg, s.clone_background, s.clone_top_k)
             maps, warped, warped_px = None, None, None
             if field is not None:  # where each frame's pixels were in the keyframe, and the keyframe moved there
-                maps, warped_px, warped = segment_frames(field, field_text, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps),
-                                                         length, self.vae, self.device, start / fps, s.motion_field_visibility, cond.duration or n_frames / fps)
+                maps, warped_px, warped = segment_frames(field, field_text, key_px[0], None if n == 0 else tuple(m[start - prev_start] for m in prev_maps), length,
+                                                         self.vae, self.device, start_time=start / fps, visibility=s.motion_field_visibility,
+                                                         duration=cond.duration or n_frames / fps)
                 warped[0] = source
             units, tried = step_units(s, n, length, clone is not None), []
             on_step = (lambda units=units: progress.advance(units)) if progress is not None else None

@@ -1,4 +1,5 @@
-"""How much denoising a clip takes, so that progress is counted in work done rather than in movie-seconds.
+"""How a clip is cut into segments (`plan_segments`) and how much denoising it takes, so that progress is counted in
+work done rather than in movie-seconds.
 
 The clip sampler's cost is its UNet passes: every segment of a shot runs `steps` denoising steps, each one UNet batch
 of the segment's frames (twice or three times as many rows in a guided segment), and a reranked segment may draw up
@@ -13,6 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from moviedreamer.errors import UserError
+
+
+def plan_segments(n_frames: int, seg_len: int, overlap: int) -> list[tuple[int, int]]:
+    """[(first frame, length)] covering n_frames; consecutive segments share `overlap` frames; the last may be shorter."""
+    if n_frames < 1:
+        raise UserError(f"i2v: a clip needs at least 1 frame, asked for {n_frames}")
+    if not 1 <= overlap < seg_len:
+        raise UserError(f"i2v: overlap must be in [1, segment length - 1] = [1, {seg_len - 1}], found {overlap}")
+    plans = [(0, min(seg_len, n_frames))]
+    while plans[-1][0] + plans[-1][1] < n_frames:
+        start = plans[-1][0] + plans[-1][1] - overlap
+        plans.append((start, min(seg_len, n_frames - start)))
+    return plans
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,7 @@ def step_units(settings, segment: int, length: int, cloned: bool = False) -> flo
 
 
 def shot_work(settings, segments: list[tuple[int, int]], cloned: bool = False, skipped: int = 0) -> list[SegmentWork]:
-    """The plan of a shot cut into `segments` ([(first frame, length)], video/sampler.py `plan_segments`); `cloned`:
+    """The plan of a shot cut into `segments` ([(first frame, length)], `plan_segments`); `cloned`:
     the shot has a motion reference; `skipped`: steps of the schedule each segment skips (`start_sigma`)."""
     return [SegmentWork((settings.steps - skipped) * step_units(settings, n, length, cloned), settings.candidates if settings.reranks(n) else 1)
             for n, (_, length) in enumerate(segments)]
